@@ -1,0 +1,71 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_amprof_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_amprof_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_amprof_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_amprof_using_subcommand
+    set -l cmd (__fish_amprof_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c amprof -n "__fish_amprof_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_needs_command" -s V -l version -d 'Print version'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "report" -d 'Turn a capture into a summary, a flamegraph or folded stacks'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s d -l duration -d 'How long to record (e.g. 30s, 2m, 500ms); without it, until Ctrl-C or SIGTERM (or the command or target processes exit)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s w -l window -d 'Length of a time window' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s k -l keep -d 'Keep only the last N windows (a ring). Default: all with --duration, 6 without' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s p -l pid -d 'Profile only these processes, all their threads (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s o -l output -d 'Capture file to write (an existing one is kept as FILE.old)' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l buffer-size -d 'Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with CPUs and frequency' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s q -l quiet -d 'No progress bar: only the final summary line'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l json -d 'Print the final summary as JSON on standard output'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'
+flamegraph\t'An interactive SVG flamegraph (inferno)'
+folded\t'Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope)'"
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg for flamegraphs, standard output for the others' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l window -d 'Only window N, or windows A..B (inclusive), by the index the summary shows' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l top -d 'Functions and processes listed in the summary' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l json -d 'The summary as JSON'
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s q -l quiet -d 'No notes on standard error'
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l to -d 'Where to send' -r -f -a "datadog\t'A Datadog Agent, or Datadog\'s intake with DD_API_KEY'
+otlp\t'An OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'"
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s i -l input -d 'Capture file to read' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l windows -d 'Only these windows (indices or ranges, comma-separated: 3,5..7), e.g. those that failed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s o -l output -d 'Directory for --dry-run' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l timeout -d 'Longest wait for one request' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l dry-run -d 'Write each request (headers and body) to files in the -o directory instead of sending'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l json -d 'Print the summary as JSON on standard output'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s q -l quiet -d 'No progress bar: only the final summary line'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph or folded stacks'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

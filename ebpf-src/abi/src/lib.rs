@@ -1,0 +1,90 @@
+//! The binary interface between amprof's eBPF program and its userspace.
+//!
+//! Everything here is `#[repr(C)]` and plain data: the eBPF program writes these structures into a
+//! BPF ring buffer and userspace reads them back byte for byte. A change to any layout or constant
+//! is a change to both sides: rebuild the object with `ebpf-src/build.sh` (CI fails while the
+//! committed object does not match its source).
+#![no_std]
+
+/// The kernel's `PERF_MAX_STACK_DEPTH` default: `bpf_get_stack` returns at most this many frames
+/// unless `kernel.perf_event_max_stack` is raised, and the verifier needs a constant bound anyway.
+pub const MAX_STACK_DEPTH: usize = 127;
+/// Bytes of one stack (kernel or user) at full depth.
+pub const MAX_STACK_BYTES: usize = MAX_STACK_DEPTH * 8;
+/// `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// Number of per-window counter slots (lost and idle samples). A window's counters live in slot
+/// `window_index % WINDOW_SLOTS`; userspace reads and clears a slot when it closes that window,
+/// long before the slot comes round again.
+pub const WINDOW_SLOTS: u32 = 64;
+
+/// Event kinds, the first field of every ring-buffer record.
+pub const EVENT_SAMPLE: u32 = 1;
+/// A process called execve: its address space was replaced, so its mappings must be read again.
+pub const EVENT_EXEC: u32 = 2;
+
+/// Indices into the `CONFIG` array map, written by userspace before the programs are attached.
+pub mod config {
+    /// Non-zero: sample only tasks whose thread-group id is a key of the `TARGETS` map.
+    pub const FILTER_BY_TARGETS: u32 = 0;
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the start of window 0.
+    pub const WINDOW_START_NS: u32 = 1;
+    /// Length of one window in nanoseconds.
+    pub const WINDOW_LEN_NS: u32 = 2;
+    /// Entries in the map.
+    pub const LEN: u32 = 8;
+}
+
+/// Byte offset of `pid` in the `task/task_newtask` tracepoint record. The verifier only allows
+/// constant offsets into a tracepoint's context, so the layout is compiled in; userspace checks
+/// it against the kernel's format file before attaching.
+pub const NEWTASK_PID_OFFSET: usize = 8;
+/// Byte offset of `clone_flags` in the `task/task_newtask` tracepoint record.
+pub const NEWTASK_FLAGS_OFFSET: usize = 32;
+
+/// Fixed-size head of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// [`EVENT_SAMPLE`] or [`EVENT_EXEC`].
+    pub kind: u32,
+    /// CPU the event happened on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Thread-group id (the process id users see).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name (`comm`), NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A stack sample, as written to the ring buffer: the header, then `kernel_bytes` of kernel return
+/// addresses, then `user_bytes` of user return addresses, both leaf first. The record is cut to
+/// `size_of::<SampleHead>() + kernel_bytes + user_bytes`, so shallow stacks cost little.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleHead {
+    pub header: EventHeader,
+    /// Bytes of kernel addresses that follow (a multiple of 8), or 0.
+    pub kernel_bytes: u32,
+    /// Bytes of user addresses that follow the kernel ones (a multiple of 8), or 0.
+    pub user_bytes: u32,
+    /// `bpf_get_stack`'s error for the kernel stack (negative errno), or 0.
+    pub kernel_error: i32,
+    /// `bpf_get_stack`'s error for the user stack (negative errno), or 0. `-EFAULT` is normal
+    /// for kernel threads, which have no user stack.
+    pub user_error: i32,
+}
+
+/// The per-CPU scratch buffer the eBPF program builds a sample in before copying the used part
+/// to the ring buffer (a BPF program's own stack is only 512 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SampleBuffer {
+    pub head: SampleHead,
+    /// Kernel frames, then user frames, packed: room for two full-depth stacks.
+    pub frames: [u64; 2 * MAX_STACK_DEPTH],
+}

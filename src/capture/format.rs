@@ -1,0 +1,287 @@
+//! The records of a capture file, as protobuf messages (prost).
+//!
+//! These types *are* the schema: field numbers are the wire format and must never be reused or
+//! renumbered. Adding a field is a compatible change (old readers skip it); changing the meaning
+//! of one is not, and needs a new [`super::FORMAT_VERSION`]. The file layout around these records
+//! is described in [`super`] and in `docs/capture-format.md`.
+//!
+//! A [`Window`] is self-contained: it carries the processes, mappings, modules, functions and
+//! locations its stacks refer to. Windows can therefore be evicted from a ring, cut out of a file
+//! or exported one by one, and a reader never needs more than one window in memory.
+
+use prost::Message;
+
+/// The first record of every capture: what was recorded, where and how.
+#[derive(Clone, PartialEq, Message)]
+pub struct Meta {
+    #[prost(string, tag = "1")]
+    pub amprof_version: String,
+    #[prost(string, tag = "2")]
+    pub hostname: String,
+    /// `uname -r`.
+    #[prost(string, tag = "3")]
+    pub kernel_release: String,
+    /// `uname -m`.
+    #[prost(string, tag = "4")]
+    pub arch: String,
+    /// Online CPUs sampled.
+    #[prost(uint32, tag = "5")]
+    pub cpus: u32,
+    /// Sampling frequency per CPU, in Hz.
+    #[prost(uint64, tag = "6")]
+    pub frequency_hz: u64,
+    /// The perf event sampled, e.g. `cpu-clock`.
+    #[prost(string, tag = "7")]
+    pub event: String,
+    /// Length of a window in nanoseconds.
+    #[prost(uint64, tag = "8")]
+    pub window_ns: u64,
+    /// Windows kept in the ring (0: all).
+    #[prost(uint32, tag = "9")]
+    pub keep: u32,
+    /// What was profiled.
+    #[prost(message, optional, tag = "10")]
+    pub target: Option<Target>,
+    /// amprof's own command line.
+    #[prost(string, repeated, tag = "11")]
+    pub command_line: Vec<String>,
+    /// CLOCK_MONOTONIC at the start of window 0; every `*_ns` time in the file is on this clock.
+    #[prost(uint64, tag = "12")]
+    pub start_ns: u64,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC at the start, in ns: add it to a monotonic time to
+    /// get nanoseconds since the Unix epoch.
+    #[prost(int64, tag = "13")]
+    pub realtime_offset_ns: i64,
+    /// Stack unwinding used for user stacks: `fp` (frame pointers).
+    #[prost(string, tag = "14")]
+    pub call_graph: String,
+    /// The requested duration in ns (0: until interrupted).
+    #[prost(uint64, tag = "15")]
+    pub duration_ns: u64,
+}
+
+/// What a recording was asked to profile.
+#[derive(Clone, PartialEq, Message)]
+pub struct Target {
+    #[prost(enumeration = "TargetKind", tag = "1")]
+    pub kind: i32,
+    /// With `PIDS`: the processes; with `COMMAND`: the command's pid.
+    #[prost(uint32, repeated, tag = "2")]
+    pub pids: Vec<u32>,
+    /// With `COMMAND`: its argv.
+    #[prost(string, repeated, tag = "3")]
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum TargetKind {
+    System = 0,
+    Pids = 1,
+    Command = 2,
+}
+
+/// One time window: `[start_ns, end_ns)` on the monotonic clock, every sample taken in it, and
+/// everything needed to name the frames of those samples.
+#[derive(Clone, PartialEq, Message)]
+pub struct Window {
+    /// 0 for the window that starts at `Meta::start_ns`, then 1, 2... Indices survive eviction:
+    /// a ring that dropped windows 0-3 starts at index 4.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(uint64, tag = "2")]
+    pub start_ns: u64,
+    #[prost(uint64, tag = "3")]
+    pub end_ns: u64,
+    /// Samples the kernel side took but could not deliver (ring buffer full).
+    #[prost(uint64, tag = "4")]
+    pub lost: u64,
+    /// Samples that found a CPU idle; not stored as stacks.
+    #[prost(uint64, tag = "5")]
+    pub idle: u64,
+    /// Samples that arrived after this window had been written, counted here (they are dropped).
+    #[prost(uint64, tag = "6")]
+    pub late: u64,
+    /// Windows evicted from the ring before this one was written.
+    #[prost(uint64, tag = "7")]
+    pub evicted_before: u64,
+    #[prost(message, repeated, tag = "8")]
+    pub processes: Vec<Process>,
+    #[prost(message, repeated, tag = "9")]
+    pub threads: Vec<Thread>,
+    #[prost(message, repeated, tag = "10")]
+    pub modules: Vec<Module>,
+    #[prost(message, repeated, tag = "11")]
+    pub mappings: Vec<Mapping>,
+    #[prost(message, repeated, tag = "12")]
+    pub functions: Vec<Function>,
+    #[prost(message, repeated, tag = "13")]
+    pub locations: Vec<Location>,
+    #[prost(message, repeated, tag = "14")]
+    pub stacks: Vec<Stack>,
+    /// Samples, one column per field, in time order. Times are deltas: the first from
+    /// `start_ns`, each next from the one before.
+    #[prost(uint64, repeated, tag = "15")]
+    pub sample_time_deltas: Vec<u64>,
+    /// Thread id of each sample (see `threads`).
+    #[prost(uint32, repeated, tag = "16")]
+    pub sample_tids: Vec<u32>,
+    #[prost(uint32, repeated, tag = "17")]
+    pub sample_cpus: Vec<u32>,
+    /// Index into `stacks` of each sample.
+    #[prost(uint32, repeated, tag = "18")]
+    pub sample_stacks: Vec<u32>,
+}
+
+/// A process image: a pid between two execs.
+#[derive(Clone, PartialEq, Message)]
+pub struct Process {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    /// The process's name: the `comm` of its main thread.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// `/proc/PID/exe` when it was first seen, if readable.
+    #[prost(string, tag = "3")]
+    pub exe: String,
+    /// When amprof first saw it (monotonic ns).
+    #[prost(uint64, tag = "4")]
+    pub first_seen_ns: u64,
+    /// Its mappings could not be read (it had exited): its user frames have no module.
+    #[prost(bool, tag = "5")]
+    pub maps_unavailable: bool,
+}
+
+/// A thread seen in samples.
+#[derive(Clone, PartialEq, Message)]
+pub struct Thread {
+    #[prost(uint32, tag = "1")]
+    pub tid: u32,
+    /// Index into `Window::processes`.
+    #[prost(uint32, tag = "2")]
+    pub process: u32,
+    /// The thread's `comm`.
+    #[prost(string, tag = "3")]
+    pub name: String,
+}
+
+/// A file (or pseudo-file) code runs from.
+#[derive(Clone, PartialEq, Message)]
+pub struct Module {
+    /// Path as the process saw it (`[vdso]`, `[kernel.kallsyms]`, `[anon]` for pseudo ones).
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// GNU build-id, when the file has one.
+    #[prost(bytes = "vec", tag = "2")]
+    pub build_id: Vec<u8>,
+    #[prost(enumeration = "ModuleKind", tag = "3")]
+    pub kind: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ModuleKind {
+    /// An ELF file on disk.
+    File = 0,
+    /// The kernel (addresses are kernel virtual addresses).
+    Kernel = 1,
+    /// The vDSO.
+    Vdso = 2,
+    /// Anonymous executable memory, e.g. JIT code.
+    Anonymous = 3,
+}
+
+/// A range of a process's address space backed by a module.
+#[derive(Clone, PartialEq, Message)]
+pub struct Mapping {
+    /// Index into `Window::processes`.
+    #[prost(uint32, tag = "1")]
+    pub process: u32,
+    #[prost(uint64, tag = "2")]
+    pub start: u64,
+    #[prost(uint64, tag = "3")]
+    pub end: u64,
+    /// Offset in the file of `start`.
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    /// Index into `Window::modules`.
+    #[prost(uint32, tag = "5")]
+    pub module: u32,
+}
+
+/// A named function (or symbol).
+#[derive(Clone, PartialEq, Message)]
+pub struct Function {
+    /// Demangled name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Source file, when debug info gave one.
+    #[prost(string, tag = "2")]
+    pub file: String,
+}
+
+/// One source-level frame of a location: a function and, when known, the line.
+#[derive(Clone, PartialEq, Message)]
+pub struct Line {
+    /// Index into `Window::functions`.
+    #[prost(uint32, tag = "1")]
+    pub function: u32,
+    /// 0 when unknown.
+    #[prost(uint32, tag = "2")]
+    pub line: u32,
+}
+
+/// An instruction address in a process (or the kernel), with what it symbolized to.
+#[derive(Clone, PartialEq, Message)]
+pub struct Location {
+    /// The address as sampled: the interrupted instruction for a stack's leaf frame, a return
+    /// address for the others.
+    #[prost(uint64, tag = "1")]
+    pub address: u64,
+    /// Index + 1 into `Window::mappings`; 0 when the address is in no known mapping.
+    #[prost(uint32, tag = "2")]
+    pub mapping: u32,
+    /// Index + 1 into `Window::modules` for kernel locations (which have no mapping); else 0.
+    #[prost(uint32, tag = "3")]
+    pub kernel_module: u32,
+    /// Source-level frames at this address, innermost (most inlined) first; empty when the
+    /// address could not be symbolized.
+    #[prost(message, repeated, tag = "4")]
+    pub lines: Vec<Line>,
+}
+
+/// A distinct call stack of a process, with how many samples hit it.
+#[derive(Clone, PartialEq, Message)]
+pub struct Stack {
+    /// Index into `Window::processes`.
+    #[prost(uint32, tag = "1")]
+    pub process: u32,
+    /// Indices into `Window::locations`, leaf first: the kernel frames, then the user frames.
+    #[prost(uint32, repeated, tag = "2")]
+    pub locations: Vec<u32>,
+    /// How many of the leading `locations` are kernel frames.
+    #[prost(uint32, tag = "3")]
+    pub kernel_frames: u32,
+    /// Samples with this stack in the window.
+    #[prost(uint64, tag = "4")]
+    pub count: u64,
+    /// The user stack could not be read (see `user_error` in the eBPF ABI), e.g. a kernel thread.
+    #[prost(bool, tag = "5")]
+    pub no_user_stack: bool,
+}
+
+/// The last record of a capture that was finalized cleanly.
+#[derive(Clone, PartialEq, Message)]
+pub struct End {
+    /// Monotonic ns when recording stopped (the end of the last window).
+    #[prost(uint64, tag = "1")]
+    pub end_ns: u64,
+    /// Windows written over the whole recording, evicted ones included.
+    #[prost(uint64, tag = "2")]
+    pub windows_closed: u64,
+    #[prost(uint64, tag = "3")]
+    pub windows_evicted: u64,
+    /// Why recording stopped: `duration`, `signal`, `command-exited`, `targets-exited`.
+    #[prost(string, tag = "4")]
+    pub reason: String,
+}

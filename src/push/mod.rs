@@ -1,0 +1,410 @@
+//! `amprof push`: send a capture's windows to a profiling backend.
+//!
+//! What every destination shares lives here, written once: reading the capture window by
+//! window (memory does not grow with its length), choosing windows (`--windows`, to resend the
+//! ones that failed), bounded retries with exponential backoff (honouring `Retry-After`),
+//! `--dry-run` files, the progress bar, Ctrl-C between requests, and the per-window summary
+//! with its exit code. A destination ([`Destination`]) only turns windows into requests and
+//! sends one request once.
+//!
+//! The capture is only ever opened for reading.
+
+pub mod datadog;
+pub mod otlp;
+
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::{
+    capture::{CaptureReader, Meta, Window},
+    error::{Exit, coded, usage},
+    report::{Selection, WindowRange},
+};
+
+/// One request a destination will send: the windows it carries and its encoded form.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Indices of the windows in it.
+    pub windows: Vec<u64>,
+    /// Short description for errors and the summary (e.g. `window 3`).
+    pub label: String,
+    /// The body as sent.
+    pub body: Vec<u8>,
+    /// Headers as sent; values of secret headers (API keys, tokens) are in `secret_headers`,
+    /// never here, so that nothing printed or written by `--dry-run` can leak them.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The outcome of one attempt to send a request.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Accepted. `note` says anything worth reporting (e.g. an OTLP partial success).
+    Sent { note: Option<String> },
+    /// Failed in a way worth retrying (connection refused, 429, 5xx, UNAVAILABLE...), after at
+    /// least `after` if the server said so.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Failed for good (4xx, bad response...).
+    Failed { reason: String },
+}
+
+/// A backend amprof pushes to.
+pub trait Destination {
+    /// Name for messages, e.g. `Datadog Agent at http://localhost:8126`.
+    fn describe(&self) -> String;
+    /// Turns the next window into requests, or keeps it to batch with the next ones.
+    fn encode(&mut self, meta: &Meta, window: &Window) -> Result<Vec<Request>>;
+    /// The requests still batched once every window has been given.
+    fn flush(&mut self, meta: &Meta) -> Result<Vec<Request>>;
+    /// Sends `request` once, waiting at most `timeout`.
+    fn send(&mut self, request: &Request, timeout: Duration) -> Attempt;
+}
+
+/// Settings shared by every destination.
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    pub input: PathBuf,
+    pub selection: Selection,
+    /// Windows to push (by index); empty: all.
+    pub windows: Vec<WindowRange>,
+    /// Write each request to this directory instead of sending it.
+    pub dry_run: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Attempts after the first, for retryable failures.
+    pub retries: u32,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// What happened to one window.
+#[derive(Debug, Serialize, Clone)]
+pub struct WindowOutcome {
+    pub index: u64,
+    /// `sent`, `failed`, `written` (dry run) or `not-attempted` (interrupted).
+    pub status: String,
+    pub attempts: u32,
+    pub bytes: usize,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushSummary {
+    pub destination: String,
+    pub windows: Vec<WindowOutcome>,
+    pub sent: usize,
+    pub failed: usize,
+    pub not_attempted: usize,
+    pub bytes: usize,
+    pub seconds: f64,
+    pub interrupted: bool,
+}
+
+impl PushSummary {
+    /// The `--windows` argument that pushes what did not go.
+    pub fn resend_hint(&self) -> Option<String> {
+        let left: Vec<String> = self
+            .windows
+            .iter()
+            .filter(|w| w.status == "failed" || w.status == "not-attempted")
+            .map(|w| w.index.to_string())
+            .collect();
+        (!left.is_empty()).then(|| left.join(","))
+    }
+}
+
+/// Pushes the selected windows of the capture through `destination`.
+pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<PushSummary> {
+    if let Some(dir) = &options.dry_run {
+        prepare_dry_run_dir(dir)?;
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    let mut reader = CaptureReader::open(&options.input)?;
+    let meta = reader.meta().clone();
+    let started = Instant::now();
+    let progress = progress_bar(options);
+    let mut outcomes: Vec<WindowOutcome> = Vec::new();
+    let mut request_number = 0usize;
+
+    let mut send_all = |destination: &mut dyn Destination,
+                        requests: Vec<Request>,
+                        outcomes: &mut Vec<WindowOutcome>|
+     -> Result<()> {
+        for request in requests {
+            request_number += 1;
+            let mut outcome = if interrupted.load(Ordering::Relaxed) {
+                outcome_of(&request, "not-attempted", 0, 0.0, None, None)
+            } else if let Some(dir) = &options.dry_run {
+                write_dry_run(dir, request_number, &request)?;
+                outcome_of(&request, "written", 0, 0.0, None, None)
+            } else {
+                send_with_retries(destination, &request, options, &interrupted)
+            };
+            outcome.bytes = request.body.len();
+            for &index in &request.windows {
+                let mut o = outcome.clone();
+                o.index = index;
+                outcomes.push(o);
+            }
+            if let Some(bar) = &progress {
+                bar.inc(request.windows.len() as u64);
+            }
+        }
+        Ok(())
+    };
+
+    while let Some(window) = reader.next_window()? {
+        if !wanted(options, &window) {
+            continue;
+        }
+        let window = filter_window(window, &options.selection);
+        let requests = destination.encode(&meta, &window)?;
+        send_all(destination, requests, &mut outcomes)?;
+    }
+    let requests = destination.flush(&meta)?;
+    send_all(destination, requests, &mut outcomes)?;
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    if outcomes.is_empty() && !options.windows.is_empty() {
+        return Err(usage("no window of the capture matches --windows"));
+    }
+    outcomes.sort_by_key(|o| o.index);
+    // A window split over several requests went only if every part went.
+    outcomes.dedup_by(|later, first| {
+        if later.index != first.index {
+            return false;
+        }
+        if later.status != "sent" && later.status != "written" {
+            first.status = later.status.clone();
+            first.error = later.error.take().or(first.error.take());
+        }
+        first.bytes += later.bytes;
+        first.attempts = first.attempts.max(later.attempts);
+        true
+    });
+    let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
+    Ok(PushSummary {
+        destination: destination.describe(),
+        sent: count("sent") + count("written"),
+        failed: count("failed"),
+        not_attempted: count("not-attempted"),
+        bytes: outcomes.iter().map(|o| o.bytes).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted: interrupted.load(Ordering::Relaxed),
+        windows: outcomes,
+    })
+}
+
+/// The exit-code error for a summary with failures, if any.
+pub fn check_summary(summary: &PushSummary) -> Result<()> {
+    if summary.failed == 0 && summary.not_attempted == 0 {
+        return Ok(());
+    }
+    let first_error = summary
+        .windows
+        .iter()
+        .find_map(|w| w.error.clone())
+        .unwrap_or_else(|| "interrupted".into());
+    Err(coded(
+        Exit::PushFailed,
+        format!(
+            "{} of {} windows did not reach {} ({first_error}); resend them with --windows {}",
+            summary.failed + summary.not_attempted,
+            summary.windows.len(),
+            summary.destination,
+            summary.resend_hint().unwrap_or_default()
+        ),
+    ))
+}
+
+fn wanted(options: &PushOptions, window: &Window) -> bool {
+    options.selection.includes_window(window)
+        && (options.windows.is_empty()
+            || options.windows.iter().any(|r| r.0.contains(&window.index)))
+}
+
+/// Drops the stacks (and their samples) that the process selection excludes.
+fn filter_window(mut window: Window, selection: &Selection) -> Window {
+    if selection.pids.is_empty() && selection.comms.is_empty() {
+        return window;
+    }
+    let keep: Vec<bool> = window
+        .stacks
+        .iter()
+        .map(|s| selection.includes_stack(&window, s))
+        .collect();
+    for (stack, &kept) in window.stacks.iter_mut().zip(&keep) {
+        if !kept {
+            stack.count = 0;
+        }
+    }
+    let mut time = window.start_ns;
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut previous = window.start_ns;
+    for i in 0..window.sample_stacks.len() {
+        time += window.sample_time_deltas[i];
+        if keep[window.sample_stacks[i] as usize] {
+            columns.0.push(time - previous);
+            previous = time;
+            columns.1.push(window.sample_tids[i]);
+            columns.2.push(window.sample_cpus[i]);
+            columns.3.push(window.sample_stacks[i]);
+        }
+    }
+    (
+        window.sample_time_deltas,
+        window.sample_tids,
+        window.sample_cpus,
+        window.sample_stacks,
+    ) = columns;
+    window
+}
+
+fn outcome_of(
+    request: &Request,
+    status: &str,
+    attempts: u32,
+    seconds: f64,
+    error: Option<String>,
+    note: Option<String>,
+) -> WindowOutcome {
+    WindowOutcome {
+        index: request.windows.first().copied().unwrap_or(0),
+        status: status.into(),
+        attempts,
+        bytes: request.body.len(),
+        seconds,
+        error,
+        note,
+    }
+}
+
+/// Backoff before retry `n` (1-based): 0.5 s, 1 s, 2 s... capped at 10 s; a server's
+/// `Retry-After` is honoured up to 30 s.
+fn backoff(n: u32, after: Option<Duration>) -> Duration {
+    let exponential = Duration::from_millis(500u64.saturating_mul(1 << (n - 1).min(5)));
+    match after {
+        Some(after) => after.min(Duration::from_secs(30)),
+        None => exponential.min(Duration::from_secs(10)),
+    }
+}
+
+fn send_with_retries(
+    destination: &mut dyn Destination,
+    request: &Request,
+    options: &PushOptions,
+    interrupted: &AtomicBool,
+) -> WindowOutcome {
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let elapsed = || started.elapsed().as_secs_f64();
+        match destination.send(request, options.timeout) {
+            Attempt::Sent { note } => {
+                return outcome_of(request, "sent", attempts, elapsed(), None, note);
+            }
+            Attempt::Failed { reason } => {
+                return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
+            }
+            Attempt::Retry { reason, after } => {
+                if attempts > options.retries || interrupted.load(Ordering::Relaxed) {
+                    let reason = format!("{reason} (after {attempts} attempts)");
+                    return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
+                }
+                // Sleep in slices so that Ctrl-C is not kept waiting.
+                let until = Instant::now() + backoff(attempts, after);
+                while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn progress_bar(options: &PushOptions) -> Option<ProgressBar> {
+    if options.quiet || options.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::no_length().with_style(
+        ProgressStyle::with_template("{spinner} pushing: {pos} windows {elapsed_precise}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+fn prepare_dry_run_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the dry-run directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// Writes `NNNN-window-I.body` and `NNNN-window-I.headers` (secret values never included).
+fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
+    let stem = format!(
+        "{number:04}-{}",
+        request
+            .label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+    );
+    let mut headers = String::new();
+    for (name, value) in &request.headers {
+        headers.push_str(&format!("{name}: {value}\n"));
+    }
+    for (suffix, data) in [
+        ("headers", headers.as_bytes()),
+        ("body", request.body.as_slice()),
+    ] {
+        let path = dir.join(format!("{stem}.{suffix}"));
+        let mut out = crate::output::AtomicOutput::create(&path, 0o600)?;
+        std::io::Write::write_all(&mut out, data)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        out.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backs_off_exponentially_with_caps() {
+        assert_eq!(backoff(1, None), Duration::from_millis(500));
+        assert_eq!(backoff(2, None), Duration::from_secs(1));
+        assert_eq!(backoff(3, None), Duration::from_secs(2));
+        assert_eq!(backoff(10, None), Duration::from_secs(10));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(300))),
+            Duration::from_secs(30)
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! `amprof record`: sample stacks into a ring of time windows and write them to a capture.
+//!
+//! Data flows one way, on two threads:
+//!
+//! ```text
+//! eBPF ring buffer ─▶ sampler::Event ─▶ window::WindowAggregator ─▶ ClosedWindow   (this thread)
+//!                                                                     │ channel
+//!                      capture::CaptureWriter ◀─ symbolize::WindowSymbolizer ◀┘   (writer thread)
+//! ```
+//!
+//! The sampling thread does only cheap per-sample work and reads `/proc` for new processes;
+//! symbolization, encoding and disk writes happen on the writer thread, window by window.
+
+pub mod procs;
+pub mod sampler;
+pub mod symbolize;
+pub mod target;
+pub mod window;
+
+use std::{
+    io::IsTerminal as _,
+    path::PathBuf,
+    process::Child,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::{
+    capture::{
+        CaptureWriter,
+        format::{End, Meta, Target, TargetKind},
+    },
+    error::usage,
+};
+use procs::ProcessTable;
+use sampler::{Event, Sampler, SamplerConfig};
+use symbolize::WindowSymbolizer;
+use window::{ClosedWindow, WindowAggregator};
+
+/// Everything `record` needs, validated by the CLI layer.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub output: PathBuf,
+    pub frequency_hz: u64,
+    pub duration: Option<Duration>,
+    pub window: Duration,
+    /// Ring capacity; `None` keeps every window.
+    pub keep: Option<usize>,
+    pub pids: Vec<u32>,
+    pub command: Vec<String>,
+    pub quiet: bool,
+    pub json: bool,
+    pub ring_bytes: Option<u32>,
+}
+
+/// What a recording did, for the final line and `--json`.
+#[derive(Debug, Serialize)]
+pub struct RecordSummary {
+    pub output: PathBuf,
+    pub seconds: f64,
+    pub cpus: usize,
+    pub frequency_hz: u64,
+    pub samples: u64,
+    pub lost: u64,
+    pub idle: u64,
+    pub windows: u64,
+    pub windows_evicted: u64,
+    pub bytes: u64,
+    pub stopped_by: String,
+    /// The command's exit code, in command mode.
+    pub command_exit_code: Option<u8>,
+}
+
+/// A window is closed this long after its end, so that samples still in flight from other
+/// CPUs land in it.
+const GRACE: Duration = Duration::from_millis(100);
+/// Longest wait for ring-buffer records: also how often timers and signals are checked.
+const POLL: Duration = Duration::from_millis(50);
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Checks values the kernel would reject later with a less helpful message.
+pub fn validate(options: &RecordOptions) -> Result<()> {
+    let max_rate = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if options.frequency_hz == 0 {
+        return Err(usage("--frequency must be at least 1 Hz"));
+    }
+    if let Some(max) = max_rate
+        && options.frequency_hz > max
+    {
+        return Err(usage(format!(
+            "--frequency {} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)",
+            options.frequency_hz
+        )));
+    }
+    if options.window < Duration::from_millis(100) {
+        return Err(usage("--window must be at least 100ms"));
+    }
+    if options.duration.is_some_and(|d| d.is_zero()) {
+        return Err(usage("--duration must be more than 0"));
+    }
+    if options.keep == Some(0) {
+        return Err(usage("--keep must be at least 1"));
+    }
+    if !options.pids.is_empty() && !options.command.is_empty() {
+        return Err(usage("give either --pid or a command, not both"));
+    }
+    crate::output::check_output_path(&options.output)?;
+    Ok(())
+}
+
+/// Records, and returns the summary (in command mode, with the command's exit code).
+pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
+    validate(options)?;
+    sampler::check_privileges()?;
+    target::check_pids(&options.pids)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+
+    let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
+    let window_ns = options.window.as_nanos() as u64;
+    let command_mode = !options.command.is_empty();
+    let targets = if command_mode {
+        Some(Vec::new())
+    } else if options.pids.is_empty() {
+        None
+    } else {
+        Some(options.pids.clone())
+    };
+    let ring_bytes = options
+        .ring_bytes
+        .unwrap_or_else(|| default_ring_bytes(cpus, options.frequency_hz));
+
+    let mut meta = Meta {
+        amprof_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: hostname(),
+        kernel_release: uname_field(|u| &u.release),
+        arch: uname_field(|u| &u.machine),
+        cpus: cpus as u32,
+        frequency_hz: options.frequency_hz,
+        event: "cpu-clock".into(),
+        window_ns,
+        keep: options.keep.unwrap_or(0) as u32,
+        target: Some(Target {
+            kind: if command_mode {
+                TargetKind::Command
+            } else if options.pids.is_empty() {
+                TargetKind::System
+            } else {
+                TargetKind::Pids
+            } as i32,
+            pids: options.pids.clone(),
+            command: options.command.clone(),
+        }),
+        command_line: std::env::args().collect(),
+        call_graph: "fp".into(),
+        duration_ns: options.duration.map_or(0, |d| d.as_nanos() as u64),
+        ..Meta::default()
+    };
+
+    // The start of window 0 is fixed before attaching, so that no sample precedes it.
+    let start_ns = monotonic_ns();
+    let mut sampler = Sampler::start(&SamplerConfig {
+        frequency_hz: options.frequency_hz,
+        window_start_ns: start_ns,
+        window_len_ns: window_ns,
+        targets,
+        follow_children: command_mode,
+        ring_bytes,
+    })?;
+    let mut child: Option<Child> = None;
+    let mut command_pid = None;
+    if command_mode {
+        let spawned = target::spawn_gated(&options.command, |pid| sampler.add_target(pid))?;
+        command_pid = Some(spawned.id());
+        child = Some(spawned);
+    }
+    if let (Some(pid), Some(target)) = (command_pid, meta.target.as_mut()) {
+        target.pids = vec![pid];
+    }
+    meta.start_ns = start_ns;
+    meta.realtime_offset_ns = clock_ns(libc::CLOCK_REALTIME) as i64 - monotonic_ns() as i64;
+
+    let writer = CaptureWriter::create(&options.output, &meta, ring_capacity(options))?;
+    let (to_writer, from_sampler) = mpsc::sync_channel::<WriterMessage>(4);
+    let written = Arc::new(WriterProgress::default());
+    let writer_thread = {
+        let written = Arc::clone(&written);
+        thread::Builder::new()
+            .name("amprof-writer".into())
+            .spawn(move || write_windows(writer, from_sampler, &written))
+            .context("cannot start the writer thread")?
+    };
+
+    let progress = Progress::new(options);
+    let mut aggregator = WindowAggregator::new(start_ns, window_ns, ProcessTable::default());
+    let deadline = options.duration.map(|d| start_ns + d.as_nanos() as u64);
+    if let Some(deadline) = deadline {
+        aggregator.set_end(deadline);
+    }
+    let mut totals = (0u64, 0u64); // lost, idle
+    let mut stopped_by = None;
+    let mut command_status = None;
+
+    loop {
+        sampler.wait(POLL);
+        drain(&mut sampler, &mut aggregator);
+        let now = monotonic_ns();
+        if stopped_by.is_none() {
+            stopped_by = if deadline.is_some_and(|d| now >= d) {
+                Some(("duration", deadline.unwrap_or(now)))
+            } else if stop.load(Ordering::Relaxed) {
+                Some(("signal", now))
+            } else if written.failed.load(Ordering::Relaxed) {
+                Some(("error", now))
+            } else if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                command_status = Some(status);
+                Some(("command-exited", now))
+            } else if !options.pids.is_empty() && !options.pids.iter().any(|&p| target::is_alive(p))
+            {
+                Some(("targets-exited", now))
+            } else {
+                None
+            };
+            if let Some((_, end_ns)) = stopped_by {
+                // Samples taken after the end (still in the ring buffer) are dropped.
+                aggregator.set_end(end_ns);
+                sampler.stop();
+                drain(&mut sampler, &mut aggregator);
+                aggregator.stop(end_ns);
+            }
+        }
+        while let Some(index) = aggregator.due(now, GRACE.as_nanos() as u64) {
+            let (lost, idle) = sampler.take_window_counters(index);
+            totals.0 += lost;
+            totals.1 += idle;
+            let closed = aggregator.close_next(lost, idle);
+            if to_writer.send(WriterMessage::Window(closed)).is_err() {
+                break; // the writer failed; its error is reported below
+            }
+        }
+        progress.update(
+            &aggregator,
+            totals.0,
+            written.windows.load(Ordering::Relaxed),
+        );
+        if stopped_by.is_some() && (aggregator.finished() || written.failed.load(Ordering::Relaxed))
+        {
+            break;
+        }
+    }
+    let (reason, end_ns) = stopped_by.expect("the loop ends only when stopped");
+    let _ = to_writer.send(WriterMessage::End(End {
+        end_ns,
+        windows_closed: 0, // filled in by the writer
+        windows_evicted: 0,
+        reason: reason.into(),
+    }));
+    drop(to_writer);
+    let outcome = writer_thread
+        .join()
+        .map_err(|_| anyhow!("the writer thread panicked"))?;
+    progress.finish();
+    let (windows, evicted, bytes) = outcome?;
+
+    // The command outlives a --duration: wait for it, as its exit code is amprof's.
+    if let Some(child) = child.as_mut()
+        && command_status.is_none()
+    {
+        command_status = Some(child.wait().context("cannot wait for the command")?);
+    }
+    Ok(RecordSummary {
+        output: options.output.clone(),
+        seconds: (end_ns - start_ns) as f64 / 1e9,
+        cpus,
+        frequency_hz: options.frequency_hz,
+        samples: aggregator.samples(),
+        lost: totals.0,
+        idle: totals.1,
+        windows,
+        windows_evicted: evicted,
+        bytes,
+        stopped_by: reason.into(),
+        command_exit_code: command_status.map(target::exit_code),
+    })
+}
+
+fn drain(sampler: &mut Sampler, aggregator: &mut WindowAggregator) {
+    sampler.drain(|event| match event {
+        Event::Sample(sample) => aggregator.add(&sample),
+        Event::Exec { pid, .. } => aggregator.exec(pid),
+    });
+}
+
+/// The ring capacity: `--keep`, or without `--duration` a flight recorder of the default size.
+fn ring_capacity(options: &RecordOptions) -> Option<usize> {
+    match (options.keep, options.duration) {
+        (Some(keep), _) => Some(keep),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_KEEP),
+    }
+}
+
+/// Windows a flight recorder keeps by default: one minute at the default window length.
+pub const DEFAULT_KEEP: usize = 6;
+
+/// Half a second of full-depth samples on every CPU, as a power of two between 4 and 256 MiB:
+/// ample for a reader that drains every 50 ms, and small on small machines.
+fn default_ring_bytes(cpus: usize, frequency_hz: u64) -> u32 {
+    let full_sample = size_of::<amprof_abi::SampleBuffer>() as u64;
+    let want = (cpus as u64 * frequency_hz * full_sample / 2).next_power_of_two();
+    want.clamp(4 << 20, 256 << 20) as u32
+}
+
+enum WriterMessage {
+    Window(ClosedWindow),
+    End(End),
+}
+
+#[derive(Default)]
+struct WriterProgress {
+    windows: AtomicUsize,
+    failed: AtomicBool,
+}
+
+/// The writer thread: symbolizes and writes each closed window, then the end record. Returns
+/// (windows written, windows evicted, bytes in the file).
+fn write_windows(
+    mut writer: CaptureWriter,
+    from_sampler: mpsc::Receiver<WriterMessage>,
+    progress: &WriterProgress,
+) -> Result<(u64, u64, u64)> {
+    let mut symbolizer = WindowSymbolizer::new();
+    let mut windows = 0u64;
+    for message in from_sampler {
+        match message {
+            WriterMessage::Window(closed) => {
+                let mut window = symbolizer.build(closed);
+                if let Err(e) = writer.write_window(&mut window) {
+                    progress.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                windows += 1;
+                progress.windows.fetch_add(1, Ordering::Relaxed);
+            }
+            WriterMessage::End(mut end) => {
+                end.windows_closed = windows;
+                end.windows_evicted = writer.windows_evicted();
+                let evicted = writer.windows_evicted();
+                let path = writer.path().to_path_buf();
+                let bytes_before = writer.bytes();
+                writer.finish(&end)?;
+                let bytes = std::fs::metadata(&path).map_or(bytes_before, |m| m.len());
+                return Ok((windows, evicted, bytes));
+            }
+        }
+    }
+    Err(anyhow!("recording stopped before it finished"))
+}
+
+/// The progress bar on a terminal; nothing otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(options: &RecordOptions) -> Self {
+        if options.quiet || !std::io::stderr().is_terminal() {
+            return Self { bar: None };
+        }
+        let bar = match options.duration {
+            Some(d) => ProgressBar::new(d.as_millis() as u64).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} recording {elapsed_precise} [{bar:30}] {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template(
+                    "{spinner} recording {elapsed_precise} (Ctrl-C stops) {msg}",
+                )
+                .expect("valid template"),
+            ),
+        };
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self { bar: Some(bar) }
+    }
+
+    fn update(&self, aggregator: &WindowAggregator, lost: u64, windows: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(bar.elapsed().as_millis() as u64);
+            bar.set_message(format!(
+                "{} samples · {windows} windows · {lost} lost · {} processes",
+                aggregator.samples(),
+                aggregator.processes().len()
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return String::new();
+    }
+    procs::comm_to_string(&buf)
+}
+
+fn uname_field(field: impl Fn(&libc::utsname) -> &[libc::c_char]) -> String {
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = field(&uts).iter().map(|&c| c as u8).collect();
+    procs::comm_to_string(&bytes)
+}

@@ -1,0 +1,380 @@
+//! The kernel side of recording: loads amprof's eBPF object, attaches it to a cpu-clock perf event
+//! on every online CPU, and hands the ring buffer's records to userspace as [`Event`]s.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    time::Duration,
+};
+
+use amprof_abi::{
+    EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_DEPTH, SampleHead, WINDOW_SLOTS, config,
+};
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{
+        PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::{nr_cpus, online_cpus},
+};
+
+use crate::error::{Exit, coded};
+
+/// The compiled eBPF program (ebpf-src/build.sh rebuilds it; CI checks it matches its source).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/ebpf-src/amprof.bpf.o"
+));
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    pub frequency_hz: u64,
+    /// CLOCK_MONOTONIC start of window 0, and the window length: the kernel side counts lost
+    /// and idle samples per window.
+    pub window_start_ns: u64,
+    pub window_len_ns: u64,
+    /// `Some`: sample only these processes (thread-group ids); `None`: the whole system.
+    pub targets: Option<Vec<u32>>,
+    /// Make the children that targets start targets too.
+    pub follow_children: bool,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+}
+
+/// One record from the kernel.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Sample(Sample<'a>),
+    /// Process `pid` called execve at `time_ns`.
+    Exec {
+        pid: u32,
+        time_ns: u64,
+    },
+}
+
+/// A stack sample as the eBPF program wrote it.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    pub comm: [u8; 16],
+    /// Kernel frames then user frames, leaf first within each.
+    pub frames: &'a [u64],
+    pub kernel_frames: usize,
+    /// The user stack could not be read (kernel thread, or a fault).
+    pub no_user_stack: bool,
+}
+
+/// Parses one ring-buffer record. `scratch` holds the frames when the record is not 8-byte
+/// aligned (ring-buffer records always are; synthetic ones in benchmarks may not be).
+pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Event<'a>> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return None;
+    }
+    // SAFETY: the length was checked; EventHeader is plain old data, any bit pattern is valid.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    match header.kind {
+        EVENT_EXEC => Some(Event::Exec {
+            pid: header.pid,
+            time_ns: header.time_ns,
+        }),
+        EVENT_SAMPLE if bytes.len() >= size_of::<SampleHead>() => {
+            // SAFETY: as above.
+            let head: SampleHead = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let kernel = head.kernel_bytes as usize / 8;
+            let user = head.user_bytes as usize / 8;
+            if kernel > MAX_STACK_DEPTH || user > MAX_STACK_DEPTH {
+                return None;
+            }
+            let raw = bytes
+                .get(size_of::<SampleHead>()..)?
+                .get(..(kernel + user) * 8)?;
+            // SAFETY: every bit pattern is a valid u64.
+            let (prefix, aligned, _) = unsafe { raw.align_to::<u64>() };
+            let frames = if prefix.is_empty() {
+                &aligned[..kernel + user]
+            } else {
+                scratch.clear();
+                scratch.extend(
+                    raw.chunks_exact(8)
+                        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))),
+                );
+                &scratch[..]
+            };
+            Some(Event::Sample(Sample {
+                time_ns: header.time_ns,
+                pid: header.pid,
+                tid: header.tid,
+                cpu: header.cpu,
+                comm: header.comm,
+                frames,
+                kernel_frames: kernel,
+                no_user_stack: head.user_error != 0,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// The loaded and attached eBPF side.
+pub struct Sampler {
+    /// The programs: dropping it detaches them all.
+    ebpf: Option<Ebpf>,
+    events: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    idle: PerCpuArray<MapData, u64>,
+    targets: HashMap<MapData, u32, u8>,
+    possible_cpus: usize,
+    cpus: Vec<u32>,
+}
+
+impl Sampler {
+    /// Loads the programs, writes the configuration and attaches: sampling starts on return.
+    pub fn start(cfg: &SamplerConfig) -> Result<Self> {
+        let cpus = online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let possible_cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .load(OBJECT)
+            .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
+            .context("cannot load the eBPF program")?;
+
+        let mut settings: Array<MapData, u64> = take_map(&mut ebpf, "CONFIG")?;
+        for (index, value) in [
+            (config::FILTER_BY_TARGETS, u64::from(cfg.targets.is_some())),
+            (config::WINDOW_START_NS, cfg.window_start_ns),
+            (config::WINDOW_LEN_NS, cfg.window_len_ns),
+        ] {
+            settings
+                .set(index, value, 0)
+                .context("cannot configure the eBPF program")?;
+        }
+        let mut targets: HashMap<MapData, u32, u8> = take_map(&mut ebpf, "TARGETS")?;
+        for &pid in cfg.targets.iter().flatten() {
+            targets
+                .insert(pid, 1, 0)
+                .context("cannot set the target processes")?;
+        }
+
+        // Exec events tell userspace that a process's mappings changed.
+        attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
+        if cfg.follow_children {
+            check_newtask_layout()?;
+            attach_tracepoint(&mut ebpf, "follow_children", "task", "task_newtask")?;
+        }
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut("sample_stack")
+            .context("the eBPF object has no sample_stack program")?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
+            .context("the kernel refused the sampling program")?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(cfg.frequency_hz),
+                    false,
+                )
+                .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
+                .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
+        }
+
+        Ok(Self {
+            events: RingBuf::try_from(
+                ebpf.take_map("EVENTS")
+                    .context("the eBPF object has no EVENTS map")?,
+            )?,
+            lost: take_map(&mut ebpf, "LOST")?,
+            idle: take_map(&mut ebpf, "IDLE")?,
+            targets,
+            ebpf: Some(ebpf),
+            possible_cpus,
+            cpus,
+        })
+    }
+
+    /// The CPUs being sampled.
+    pub fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    /// Adds a process to the targets (used for a command, before it execs).
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        self.targets
+            .insert(pid, 1, 0)
+            .context("cannot add a target process")
+    }
+
+    /// Waits until the ring buffer has records or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let mut fd = libc::pollfd {
+            fd: self.events.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // EINTR (a signal) just ends the wait early, which is what the caller wants.
+        unsafe { libc::poll(&mut fd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    }
+
+    /// Hands every record now in the ring buffer to `handle`.
+    pub fn drain(&mut self, mut handle: impl FnMut(Event<'_>)) {
+        let mut scratch = Vec::new();
+        while let Some(record) = self.events.next() {
+            if let Some(event) = parse_event(&record, &mut scratch) {
+                handle(event);
+            }
+        }
+    }
+
+    /// Reads and clears the lost and idle counters of window `index`.
+    pub fn take_window_counters(&mut self, index: u64) -> (u64, u64) {
+        let slot = (index % u64::from(WINDOW_SLOTS)) as u32;
+        let zero = || PerCpuValues::try_from(vec![0u64; self.possible_cpus]);
+        let take = |counter: &mut PerCpuArray<MapData, u64>| -> u64 {
+            let total = counter
+                .get(&slot, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0);
+            if let Ok(zeros) = zero() {
+                let _ = counter.set(slot, zeros, 0);
+            }
+            total
+        };
+        let lost = take(&mut self.lost);
+        let idle = take(&mut self.idle);
+        (lost, idle)
+    }
+
+    /// Detaches every program: no sample is taken after this returns. Records already in the
+    /// ring buffer can still be drained.
+    pub fn stop(&mut self) {
+        self.ebpf = None;
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the eBPF object has no {name} map"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    ensure_tracefs()?;
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("the eBPF object has no {program} program"))?
+        .try_into()?;
+    tracepoint
+        .load()
+        .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
+        .with_context(|| format!("the kernel refused the {program} program"))?;
+    tracepoint
+        .attach(category, name)
+        .with_context(|| format!("cannot attach to tracepoint {category}/{name}"))?;
+    Ok(())
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Tracepoints are found through tracefs, which a fresh machine may not have mounted: mount it,
+/// as perf does.
+fn ensure_tracefs() -> Result<()> {
+    if std::path::Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let ret = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret != 0 {
+        return Err(anyhow!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `pid` and `clone_flags` sit in the `task/task_newtask` record where the eBPF
+/// program reads them (the layout has not changed since the tracepoint appeared, but a wrong
+/// offset would silently follow the wrong processes).
+fn check_newtask_layout() -> Result<()> {
+    ensure_tracefs()?;
+    let path = format!("{TRACEFS}/events/task/task_newtask/format");
+    let format = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let offset = |field: &str| -> Option<u64> {
+        let line = format.lines().find(|l| l.contains(field))?;
+        let rest = &line[line.find("offset:")? + "offset:".len()..];
+        rest[..rest.find(';')?].trim().parse().ok()
+    };
+    let expected = (
+        Some(amprof_abi::NEWTASK_PID_OFFSET as u64),
+        Some(amprof_abi::NEWTASK_FLAGS_OFFSET as u64),
+    );
+    if (offset(" pid;"), offset(" clone_flags;")) == expected {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "this kernel's task_newtask tracepoint has an unexpected layout ({path}): cannot follow the command's children"
+        ))
+    }
+}
+
+/// A permission failure from the kernel, as the one-line error with its own exit code.
+fn privilege_error(error: &(dyn std::error::Error + 'static)) -> Option<anyhow::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return Some(coded(Exit::NoPermission, PRIVILEGE_MESSAGE));
+        }
+        cause = e.source();
+    }
+    let text = error.to_string();
+    (text.contains("Operation not permitted") || text.contains("Permission denied"))
+        .then(|| coded(Exit::NoPermission, PRIVILEGE_MESSAGE))
+}
+
+pub const PRIVILEGE_MESSAGE: &str = "recording needs root, or the CAP_BPF and CAP_PERFMON capabilities (and CAP_SYSLOG for kernel symbols): run it with sudo";
+
+/// Checks up front that this process may load eBPF programs, so that an unprivileged user gets
+/// one clear line (and exit code 4) before anything starts.
+pub fn check_privileges() -> Result<()> {
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        Ok(())
+    } else {
+        Err(coded(Exit::NoPermission, PRIVILEGE_MESSAGE))
+    }
+}

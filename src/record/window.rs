@@ -1,0 +1,265 @@
+//! Aggregating samples into time windows: the hot path of recording.
+//!
+//! Window `i` covers `[start + i·len, start + (i+1)·len)` on the monotonic clock, and a sample
+//! belongs to the window its kernel timestamp falls in. Windows close in order, each one once
+//! its end has passed by a grace period (samples from different CPUs reach the ring buffer a
+//! little out of order), empty ones included, so that closed windows tile the recording with no
+//! gap. A sample for a window already closed is counted as `late` in the next one.
+//!
+//! Per sample, the work is one process lookup, one hash of the stack, and four column pushes:
+//! stacks are interned per window, and everything else (symbols, mappings) is done per distinct
+//! stack when the window closes.
+
+use std::{collections::BTreeMap, hash::BuildHasherDefault, sync::Arc};
+
+use indexmap::IndexMap;
+use rustc_hash::{FxHashMap, FxHasher};
+
+use super::{
+    procs::{ImageId, ProcessImage, ProcessTable},
+    sampler::Sample,
+};
+
+/// Stack key: `[image | kernel_frames << 32 | no_user_stack << 48, frames...]`.
+type StackKey = Box<[u64]>;
+
+struct OpenWindow {
+    stacks: IndexMap<StackKey, u64, BuildHasherDefault<FxHasher>>,
+    images: FxHashMap<ImageId, Arc<ProcessImage>>,
+    threads: FxHashMap<u32, (ImageId, [u8; 16])>,
+    times: Vec<u64>,
+    tids: Vec<u32>,
+    cpus: Vec<u32>,
+    stack_ids: Vec<u32>,
+}
+
+impl OpenWindow {
+    fn new() -> Self {
+        Self {
+            stacks: IndexMap::default(),
+            images: FxHashMap::default(),
+            threads: FxHashMap::default(),
+            times: Vec::new(),
+            tids: Vec::new(),
+            cpus: Vec::new(),
+            stack_ids: Vec::new(),
+        }
+    }
+}
+
+/// A distinct stack of a closed window.
+#[derive(Debug)]
+pub struct ClosedStack {
+    /// Index into [`ClosedWindow::images`].
+    pub image: u32,
+    /// Kernel frames then user frames, leaf first.
+    pub frames: Box<[u64]>,
+    pub kernel_frames: u32,
+    pub no_user_stack: bool,
+    pub count: u64,
+}
+
+/// A window whose samples are all in, ready to be symbolized and written.
+#[derive(Debug)]
+pub struct ClosedWindow {
+    pub index: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub lost: u64,
+    pub idle: u64,
+    pub late: u64,
+    /// The process images its stacks belong to.
+    pub images: Vec<Arc<ProcessImage>>,
+    /// `(tid, index into images, thread name)`.
+    pub threads: Vec<(u32, u32, String)>,
+    pub stacks: Vec<ClosedStack>,
+    /// Samples in time order: `(time_ns, tid, cpu, index into stacks)`.
+    pub samples: Vec<(u64, u32, u32, u32)>,
+}
+
+/// Turns the stream of samples into closed windows.
+pub struct WindowAggregator {
+    start_ns: u64,
+    len_ns: u64,
+    /// Samples at or after this time are not part of the recording.
+    end_ns: u64,
+    /// Recording has stopped: every remaining window is due at once.
+    stopped: bool,
+    next_to_close: u64,
+    open: BTreeMap<u64, OpenWindow>,
+    late: u64,
+    key: Vec<u64>,
+    procs: ProcessTable,
+    samples: u64,
+}
+
+impl WindowAggregator {
+    pub fn new(start_ns: u64, len_ns: u64, procs: ProcessTable) -> Self {
+        assert!(len_ns > 0, "windows have a length");
+        Self {
+            start_ns,
+            len_ns,
+            end_ns: u64::MAX,
+            stopped: false,
+            next_to_close: 0,
+            open: BTreeMap::new(),
+            late: 0,
+            key: Vec::with_capacity(1 + 2 * amprof_abi::MAX_STACK_DEPTH),
+            procs,
+            samples: 0,
+        }
+    }
+
+    /// Samples aggregated so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    pub fn processes(&self) -> &ProcessTable {
+        &self.procs
+    }
+
+    /// End of window `index`.
+    fn window_end(&self, index: u64) -> u64 {
+        self.start_ns
+            .saturating_add(index.saturating_add(1).saturating_mul(self.len_ns))
+            .min(self.end_ns)
+    }
+
+    pub fn add(&mut self, sample: &Sample<'_>) {
+        if sample.time_ns < self.start_ns || sample.time_ns >= self.end_ns {
+            return;
+        }
+        let index = (sample.time_ns - self.start_ns) / self.len_ns;
+        if index < self.next_to_close {
+            self.late += 1;
+            return;
+        }
+        self.samples += 1;
+        let image = self
+            .procs
+            .image(sample.pid, &sample.comm, sample.time_ns, index);
+        let window = self.open.entry(index).or_insert_with(OpenWindow::new);
+
+        self.key.clear();
+        self.key.push(
+            u64::from(image)
+                | (sample.kernel_frames as u64) << 32
+                | u64::from(sample.no_user_stack) << 48,
+        );
+        self.key.extend_from_slice(sample.frames);
+        let stack = match window.stacks.get_full_mut(self.key.as_slice()) {
+            Some((i, _, count)) => {
+                *count += 1;
+                i
+            }
+            None => {
+                // A new stack is the moment to notice code the mappings do not cover yet.
+                let user = &sample.frames[sample.kernel_frames..];
+                self.procs.refresh_if_unmapped(sample.pid, user);
+                if let Some(current) = self.procs.get(sample.pid) {
+                    window.images.insert(image, Arc::clone(current));
+                }
+                window.stacks.insert_full(self.key.as_slice().into(), 1).0
+            }
+        };
+        window
+            .threads
+            .entry(sample.tid)
+            .or_insert((image, sample.comm));
+        window.times.push(sample.time_ns);
+        window.tids.push(sample.tid);
+        window.cpus.push(sample.cpu);
+        window.stack_ids.push(stack as u32);
+    }
+
+    /// `pid` exec'd: later samples belong to a new image.
+    pub fn exec(&mut self, pid: u32) {
+        self.procs.exec(pid);
+    }
+
+    /// The index of the next window to close, if it is over by `grace_ns` at `now_ns`.
+    pub fn due(&self, now_ns: u64, grace_ns: u64) -> Option<u64> {
+        if self.finished() {
+            return None;
+        }
+        let end = self.window_end(self.next_to_close);
+        (self.stopped || now_ns >= end.saturating_add(grace_ns)).then_some(self.next_to_close)
+    }
+
+    /// Samples at or after `end_ns` are not part of the recording, and the window containing it
+    /// is the last (its end is `end_ns`). Known from the start with `--duration`.
+    pub fn set_end(&mut self, end_ns: u64) {
+        self.end_ns = self.end_ns.min(end_ns.max(self.start_ns + 1));
+    }
+
+    /// Recording stopped at `end_ns` and every sample is in: the remaining windows are due.
+    pub fn stop(&mut self, end_ns: u64) {
+        self.set_end(end_ns);
+        self.stopped = true;
+    }
+
+    /// True once every window up to the end of the recording has been closed.
+    pub fn finished(&self) -> bool {
+        self.stopped
+            && self.start_ns + self.next_to_close.saturating_mul(self.len_ns) >= self.end_ns
+    }
+
+    /// Closes the next window (the one [`Self::due`] returned), with the lost and idle counts
+    /// the kernel side kept for it.
+    pub fn close_next(&mut self, lost: u64, idle: u64) -> ClosedWindow {
+        let index = self.next_to_close;
+        self.next_to_close += 1;
+        let start_ns = self.start_ns + index * self.len_ns;
+        let end_ns = self.window_end(index);
+        let window = self.open.remove(&index).unwrap_or_else(OpenWindow::new);
+        // Processes not seen in this window or the one before are forgotten.
+        self.procs.prune(index.saturating_sub(1));
+
+        let mut images: Vec<Arc<ProcessImage>> = window.images.into_values().collect();
+        images.sort_by_key(|i| i.id);
+        let position = |id: ImageId| {
+            images
+                .binary_search_by_key(&id, |i| i.id)
+                .map_or(u32::MAX, |p| p as u32)
+        };
+        let stacks = window
+            .stacks
+            .into_iter()
+            .map(|(key, count)| ClosedStack {
+                image: position(key[0] as u32),
+                kernel_frames: (key[0] >> 32) as u32 & 0xffff,
+                no_user_stack: key[0] >> 48 & 1 != 0,
+                frames: key[1..].into(),
+                count,
+            })
+            .collect();
+        let mut threads: Vec<(u32, u32, String)> = window
+            .threads
+            .into_iter()
+            .map(|(tid, (image, comm))| (tid, position(image), super::procs::comm_to_string(&comm)))
+            .collect();
+        threads.sort_unstable();
+        let mut samples: Vec<(u64, u32, u32, u32)> = window
+            .times
+            .into_iter()
+            .zip(window.tids)
+            .zip(window.cpus)
+            .zip(window.stack_ids)
+            .map(|(((t, tid), cpu), s)| (t, tid, cpu, s))
+            .collect();
+        samples.sort_unstable();
+        ClosedWindow {
+            index,
+            start_ns,
+            end_ns,
+            lost,
+            idle,
+            late: std::mem::take(&mut self.late),
+            images,
+            threads,
+            stacks,
+            samples,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: the amprof binary, fixture programs, root checks.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+/// The amprof binary under test.
+pub fn amprof() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_amprof"))
+}
+
+/// Runs amprof with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    amprof().args(args).output().expect("amprof runs")
+}
+
+/// Fails the test unless running as root: these tests load eBPF programs. CI runs them as root;
+/// a test that skipped silently would prove nothing.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test records with eBPF and needs root: run the suite as root (sudo -E cargo test)"
+    );
+}
+
+/// A scratch directory for one test, under the target directory (kept for post-mortems).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("amprof-tests")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The `hotspot` fixture (tests/fixtures/hotspot.c), compiled once per test run with frame
+/// pointers everywhere.
+pub fn hotspot() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| compile_c("hotspot", &["-O0", "-fno-omit-frame-pointer", "-pthread"]))
+}
+
+/// Compiles `tests/fixtures/NAME.c` with `flags` into the target directory.
+pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let binary = dir.join(name);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-g")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("cc runs (install gcc)");
+    assert!(status.success(), "compiling {}", source.display());
+    binary
+}
+
+/// Asserts a successful exit, showing stderr otherwise.
+pub fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "amprof failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The JSON summary of a capture (`amprof report --json`), with extra args.
+pub fn summary(capture: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "report",
+        "--json",
+        "--top",
+        "200",
+        "-i",
+        capture.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = run(&args);
+    assert_ok(&output);
+    serde_json::from_slice(&output.stdout).expect("report --json prints JSON")
+}
+
+/// Samples whose leaf (self) frame is `function`, from a JSON summary.
+pub fn self_samples(summary: &serde_json::Value, function: &str) -> u64 {
+    summary["top_self"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["function"] == function)
+        .map(|f| f["samples"].as_u64().unwrap())
+        .sum()
+}
+
+/// Pids of the processes in a JSON summary.
+pub fn pids(summary: &serde_json::Value) -> Vec<u64> {
+    summary["top_processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect()
+}
