@@ -274,11 +274,11 @@ _amprof() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "summary flamegraph folded" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "summary flamegraph folded" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof" -- "${cur}"))
                     return 0
                     ;;
                 --output)

@@ -43,7 +43,9 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'P
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'
 flamegraph\t'An interactive SVG flamegraph (inferno)'
-folded\t'Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope)'"
+folded\t'Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope)'
+perf\t'perf.data, for `perf report`, `perf script`, hotspot and other perf tools'
+pprof\t'Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends'"
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg for flamegraphs, standard output for the others' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l window -d 'Only window N, or windows A..B (inclusive), by the index the summary shows' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r

@@ -6,6 +6,8 @@
 pub mod flamegraph;
 pub mod folded;
 pub mod frames;
+pub mod perf;
+pub mod pprof;
 pub mod summary;
 
 use std::{
@@ -89,6 +91,10 @@ pub enum Format {
     Flamegraph,
     /// Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope).
     Folded,
+    /// perf.data, for `perf report`, `perf script`, hotspot and other perf tools.
+    Perf,
+    /// Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends.
+    Pprof,
 }
 
 impl Format {
@@ -97,6 +103,8 @@ impl Format {
         match self {
             Format::Summary | Format::Folded => None,
             Format::Flamegraph => Some("flamegraph.svg"),
+            Format::Perf => Some("perf.data"),
+            Format::Pprof => Some("profile.pb.gz"),
         }
     }
 }
@@ -152,6 +160,15 @@ pub fn completeness_note(reader: &CaptureReader) -> Option<String> {
 }
 
 pub fn report(options: &ReportOptions) -> Result<()> {
+    // These formats stream the capture window by window themselves.
+    if matches!(options.format, Format::Perf | Format::Pprof) {
+        let mut output = Output::open(options.output.as_deref(), options.format.default_output())?;
+        match options.format {
+            Format::Perf => perf::write(options, &mut output)?,
+            _ => pprof::write(options, &mut output)?,
+        }
+        return output.finish();
+    }
     let loaded = load(&options.input, &options.selection)?;
     if !options.quiet
         && let Some(note) = completeness_note(&loaded.reader)
@@ -171,6 +188,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         }
         Format::Folded => folded::write(&loaded.windows, &options.selection, &mut output)?,
         Format::Flamegraph => flamegraph::write(&loaded, &options.selection, &mut output)?,
+        Format::Perf | Format::Pprof => unreachable!("handled above"),
     }
     output.finish()
 }
