@@ -193,7 +193,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__record)
-            opts="-F -d -w -k -p -o -q -h --frequency --duration --window --keep --pid --output --quiet --json --buffer-size --help"
+            opts="-F -d -w -k -p -o -q -g -h --frequency --duration --window --keep --pid --output --quiet --json --call-graph --stack-size --inline --buffer-size --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +244,18 @@ _amprof() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --call-graph)
+                    COMPREPLY=($(compgen -W "fp dwarf" -- "${cur}"))
+                    return 0
+                    ;;
+                -g)
+                    COMPREPLY=($(compgen -W "fp dwarf" -- "${cur}"))
+                    return 0
+                    ;;
+                --stack-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

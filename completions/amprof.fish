@@ -36,9 +36,13 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -s w -l window -d 
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s k -l keep -d 'Keep only the last N windows (a ring). Default: all with --duration, 6 without' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s p -l pid -d 'Profile only these processes, all their threads (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s o -l output -d 'Capture file to write (an existing one is kept as FILE.old)' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand record" -s g -l call-graph -d 'How to unwind user stacks: fp (frame pointers, cheapest) or dwarf (CFI: complete stacks through binaries built without frame pointers, at the cost of copying stack bytes)' -r -f -a "fp\t'Frame pointers, walked by the kernel: cheapest, but stops at code built without them (most distribution binaries and libraries)'
+dwarf\t'DWARF call frame information: the kernel copies the top of the user stack with each sample and amprof unwinds it with the binaries\' .eh_frame. Complete stacks through glibc and stripped distribution binaries, for more bytes per sample'"
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l stack-size -d 'Bytes of user stack copied with each sample in dwarf mode (512 to 65536)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l buffer-size -d 'Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with CPUs and frequency' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s q -l quiet -d 'No progress bar: only the final summary line'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l json -d 'Print the final summary as JSON on standard output'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l inline -d 'Show inlined functions as frames of their own, with source lines (needs debug info)'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::report::{Format, WindowRange};
+use crate::{
+    record::{CallGraph, DEFAULT_STACK_SIZE},
+    report::{Format, WindowRange},
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -88,6 +91,19 @@ pub struct RecordArgs {
     /// Print the final summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+
+    /// How to unwind user stacks: fp (frame pointers, cheapest) or dwarf (CFI: complete stacks
+    /// through binaries built without frame pointers, at the cost of copying stack bytes).
+    #[arg(short = 'g', long, value_enum, value_name = "MODE", default_value_t = CallGraph::Fp)]
+    pub call_graph: CallGraph,
+
+    /// Bytes of user stack copied with each sample in dwarf mode (512 to 65536).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
+    pub stack_size: u32,
+
+    /// Show inlined functions as frames of their own, with source lines (needs debug info).
+    #[arg(long)]
+    pub inline: bool,
 
     /// Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with
     /// CPUs and frequency.

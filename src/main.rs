@@ -40,6 +40,9 @@ fn record(args: RecordArgs) -> anyhow::Result<u8> {
         quiet: args.quiet,
         json: args.json,
         ring_bytes: args.buffer_size,
+        call_graph: args.call_graph,
+        stack_size: args.stack_size,
+        inline: args.inline,
     };
     let summary = record::record(&options)?;
     eprintln!(

@@ -52,12 +52,18 @@ pub struct Meta {
     /// get nanoseconds since the Unix epoch.
     #[prost(int64, tag = "13")]
     pub realtime_offset_ns: i64,
-    /// Stack unwinding used for user stacks: `fp` (frame pointers).
+    /// Stack unwinding used for user stacks: `fp` (frame pointers) or `dwarf` (CFI).
     #[prost(string, tag = "14")]
     pub call_graph: String,
     /// The requested duration in ns (0: until interrupted).
     #[prost(uint64, tag = "15")]
     pub duration_ns: u64,
+    /// Bytes of user stack copied per sample in `dwarf` mode.
+    #[prost(uint32, tag = "16")]
+    pub user_stack_bytes: u32,
+    /// Inlined functions were symbolized (`--inline`).
+    #[prost(bool, tag = "17")]
+    pub inline: bool,
 }
 
 /// What a recording was asked to profile.
@@ -131,6 +137,9 @@ pub struct Window {
     /// Index into `stacks` of each sample.
     #[prost(uint32, repeated, tag = "18")]
     pub sample_stacks: Vec<u32>,
+    /// Samples whose user stack unwinding stopped early (DWARF mode).
+    #[prost(uint64, tag = "19")]
+    pub truncated: u64,
 }
 
 /// A process image: a pid between two execs.
@@ -268,6 +277,9 @@ pub struct Stack {
     /// The user stack could not be read (see `user_error` in the eBPF ABI), e.g. a kernel thread.
     #[prost(bool, tag = "5")]
     pub no_user_stack: bool,
+    /// DWARF unwinding stopped before the end of the stack: the outermost frames are missing.
+    #[prost(bool, tag = "6")]
+    pub truncated: bool,
 }
 
 /// The last record of a capture that was finalized cleanly.

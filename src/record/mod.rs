@@ -15,6 +15,7 @@ pub mod procs;
 pub mod sampler;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;
 pub mod window;
 
 use std::{
@@ -60,7 +61,36 @@ pub struct RecordOptions {
     pub quiet: bool,
     pub json: bool,
     pub ring_bytes: Option<u32>,
+    pub call_graph: CallGraph,
+    /// Bytes of user stack copied per sample in DWARF mode.
+    pub stack_size: u32,
+    /// Symbolize inlined functions (and their source lines).
+    pub inline: bool,
 }
+
+/// How user stacks are unwound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallGraph {
+    /// Frame pointers, walked by the kernel: cheapest, but stops at code built without them
+    /// (most distribution binaries and libraries).
+    Fp,
+    /// DWARF call frame information: the kernel copies the top of the user stack with each
+    /// sample and amprof unwinds it with the binaries' .eh_frame. Complete stacks through
+    /// glibc and stripped distribution binaries, for more bytes per sample.
+    Dwarf,
+}
+
+impl CallGraph {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallGraph::Fp => "fp",
+            CallGraph::Dwarf => "dwarf",
+        }
+    }
+}
+
+/// Default bytes of user stack per sample in DWARF mode (ddprof copies 32 KiB; perf 8 KiB).
+pub const DEFAULT_STACK_SIZE: u32 = 32 * 1024;
 
 /// What a recording did, for the final line and `--json`.
 #[derive(Debug, Serialize)]
@@ -122,6 +152,15 @@ pub fn validate(options: &RecordOptions) -> Result<()> {
     if options.duration.is_some_and(|d| d.is_zero()) {
         return Err(usage("--duration must be more than 0"));
     }
+    let max_stack = amprof_abi::MAX_USER_STACK_BYTES as u32;
+    if options.call_graph == CallGraph::Dwarf
+        && !(amprof_abi::MIN_USER_STACK_BYTES as u32..=max_stack).contains(&options.stack_size)
+    {
+        return Err(usage(format!(
+            "--stack-size must be between {} and {max_stack} bytes",
+            amprof_abi::MIN_USER_STACK_BYTES
+        )));
+    }
     if options.keep == Some(0) {
         return Err(usage("--keep must be at least 1"));
     }
@@ -158,9 +197,13 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
     } else {
         Some(options.pids.clone())
     };
+    let user_stack_bytes = match options.call_graph {
+        CallGraph::Fp => 0,
+        CallGraph::Dwarf => options.stack_size,
+    };
     let ring_bytes = options
         .ring_bytes
-        .unwrap_or_else(|| default_ring_bytes(cpus, options.frequency_hz));
+        .unwrap_or_else(|| default_ring_bytes(cpus, options.frequency_hz, user_stack_bytes));
 
     let mut meta = Meta {
         amprof_version: env!("CARGO_PKG_VERSION").into(),
@@ -184,7 +227,9 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
             command: options.command.clone(),
         }),
         command_line: std::env::args().collect(),
-        call_graph: "fp".into(),
+        call_graph: options.call_graph.name().into(),
+        user_stack_bytes,
+        inline: options.inline,
         duration_ns: options.duration.map_or(0, |d| d.as_nanos() as u64),
         ..Meta::default()
     };
@@ -198,6 +243,7 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         targets,
         follow_children: command_mode,
         ring_bytes,
+        user_stack_bytes,
     })?;
     let mut child: Option<Child> = None;
     let mut command_pid = None;
@@ -215,16 +261,20 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
     let writer = CaptureWriter::create(&options.output, &meta, ring_capacity(options))?;
     let (to_writer, from_sampler) = mpsc::sync_channel::<WriterMessage>(4);
     let written = Arc::new(WriterProgress::default());
+    let inline = options.inline;
     let writer_thread = {
         let written = Arc::clone(&written);
         thread::Builder::new()
             .name("amprof-writer".into())
-            .spawn(move || write_windows(writer, from_sampler, &written))
+            .spawn(move || write_windows(writer, from_sampler, &written, inline))
             .context("cannot start the writer thread")?
     };
 
     let progress = Progress::new(options);
     let mut aggregator = WindowAggregator::new(start_ns, window_ns, ProcessTable::default());
+    if options.call_graph == CallGraph::Dwarf {
+        aggregator = aggregator.with_unwinder(unwind::DwarfUnwinder::new());
+    }
     let deadline = options.duration.map(|d| start_ns + d.as_nanos() as u64);
     if let Some(deadline) = deadline {
         aggregator.set_end(deadline);
@@ -337,8 +387,10 @@ pub const DEFAULT_KEEP: usize = 6;
 
 /// Half a second of full-depth samples on every CPU, as a power of two between 4 and 256 MiB:
 /// ample for a reader that drains every 50 ms, and small on small machines.
-fn default_ring_bytes(cpus: usize, frequency_hz: u64) -> u32 {
-    let full_sample = size_of::<amprof_abi::SampleBuffer>() as u64;
+fn default_ring_bytes(cpus: usize, frequency_hz: u64, user_stack_bytes: u32) -> u32 {
+    let full_sample = (size_of::<amprof_abi::SampleHead>()
+        + 2 * amprof_abi::MAX_STACK_BYTES
+        + user_stack_bytes as usize) as u64;
     let want = (cpus as u64 * frequency_hz * full_sample / 2).next_power_of_two();
     want.clamp(4 << 20, 256 << 20) as u32
 }
@@ -360,8 +412,9 @@ fn write_windows(
     mut writer: CaptureWriter,
     from_sampler: mpsc::Receiver<WriterMessage>,
     progress: &WriterProgress,
+    inline: bool,
 ) -> Result<(u64, u64, u64)> {
-    let mut symbolizer = WindowSymbolizer::new();
+    let mut symbolizer = WindowSymbolizer::new(inline);
     let mut windows = 0u64;
     for message in from_sampler {
         match message {

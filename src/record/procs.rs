@@ -150,6 +150,11 @@ impl ProcessTable {
         self.by_pid.retain(|_, e| e.last_window >= window);
     }
 
+    /// True if `id` is the current image of some process.
+    pub fn contains_image(&self, id: ImageId) -> bool {
+        self.by_pid.values().any(|e| e.image.id == id)
+    }
+
     pub fn len(&self) -> usize {
         self.by_pid.len()
     }

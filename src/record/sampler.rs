@@ -42,6 +42,9 @@ pub struct SamplerConfig {
     pub follow_children: bool,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u32,
+    /// 0: frame-pointer user stacks, unwound in the kernel. Else DWARF mode: bytes of user
+    /// stack to copy with each sample, for userspace to unwind.
+    pub user_stack_bytes: u32,
 }
 
 /// One record from the kernel.
@@ -68,6 +71,10 @@ pub struct Sample<'a> {
     pub kernel_frames: usize,
     /// The user stack could not be read (kernel thread, or a fault).
     pub no_user_stack: bool,
+    /// DWARF mode: the user instruction pointer, stack pointer and frame pointer...
+    pub user_regs: [u64; 3],
+    /// ...and the user stack from the stack pointer up, for userspace to unwind.
+    pub user_stack: &'a [u8],
 }
 
 /// Parses one ring-buffer record. `scratch` holds the frames when the record is not 8-byte
@@ -91,9 +98,11 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
             if kernel > MAX_STACK_DEPTH || user > MAX_STACK_DEPTH {
                 return None;
             }
-            let raw = bytes
-                .get(size_of::<SampleHead>()..)?
-                .get(..(kernel + user) * 8)?;
+            let body = bytes.get(size_of::<SampleHead>()..)?;
+            let raw = body.get(..(kernel + user) * 8)?;
+            let user_stack = body
+                .get((kernel + user) * 8..)?
+                .get(..head.user_stack_bytes as usize)?;
             // SAFETY: every bit pattern is a valid u64.
             let (prefix, aligned, _) = unsafe { raw.align_to::<u64>() };
             let frames = if prefix.is_empty() {
@@ -115,6 +124,8 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 frames,
                 kernel_frames: kernel,
                 no_user_stack: head.user_error != 0,
+                user_regs: head.user_regs,
+                user_stack,
             }))
         }
         _ => None,
@@ -140,6 +151,7 @@ impl Sampler {
         let possible_cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries("SCRATCH", possible_cpus as u32)
             .load(OBJECT)
             .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
             .context("cannot load the eBPF program")?;
@@ -149,6 +161,7 @@ impl Sampler {
             (config::FILTER_BY_TARGETS, u64::from(cfg.targets.is_some())),
             (config::WINDOW_START_NS, cfg.window_start_ns),
             (config::WINDOW_LEN_NS, cfg.window_len_ns),
+            (config::USER_STACK_BYTES, u64::from(cfg.user_stack_bytes)),
         ] {
             settings
                 .set(index, value, 0)

@@ -50,21 +50,16 @@ pub struct WindowSymbolizer {
     own_vdso: Option<u64>,
 }
 
-impl Default for WindowSymbolizer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl WindowSymbolizer {
-    pub fn new() -> Self {
+    /// A symbolizer; with `inline`, inlined functions become frames of their own.
+    pub fn new(inline: bool) -> Self {
         let own_vdso = super::procs::read_maps(Path::new("/proc/self/maps"))
             .and_then(|maps| maps.into_iter().find(|m| m.kind == ModuleKind::Vdso))
             .map(|m| m.start);
         Self {
             blazesym: bz::Symbolizer::builder()
                 .enable_code_info(true)
-                .enable_inlined_fns(false)
+                .enable_inlined_fns(inline)
                 .enable_demangling(true)
                 .build(),
             build_ids: FxHashMap::default(),
@@ -141,7 +136,11 @@ impl WindowSymbolizer {
                 kernel_frames: stack.kernel_frames,
                 count: stack.count,
                 no_user_stack: stack.no_user_stack,
+                truncated: stack.truncated,
             });
+            if stack.truncated {
+                out.truncated += stack.count;
+            }
         }
         out.stacks = stacks;
 

@@ -18,9 +18,16 @@ use rustc_hash::{FxHashMap, FxHasher};
 use super::{
     procs::{ImageId, ProcessImage, ProcessTable},
     sampler::Sample,
+    unwind::{DwarfUnwinder, Unwound},
 };
 
-/// Stack key: `[image | kernel_frames << 32 | no_user_stack << 48, frames...]`.
+/// Deepest user stack DWARF unwinding follows (frame pointers stop at the kernel's 127).
+pub const MAX_DWARF_FRAMES: usize = 512;
+
+const NO_USER_STACK: u64 = 1 << 48;
+const TRUNCATED: u64 = 1 << 49;
+
+/// Stack key: `[image | kernel_frames << 32 | NO_USER_STACK | TRUNCATED, frames...]`.
 type StackKey = Box<[u64]>;
 
 struct OpenWindow {
@@ -56,6 +63,8 @@ pub struct ClosedStack {
     pub frames: Box<[u64]>,
     pub kernel_frames: u32,
     pub no_user_stack: bool,
+    /// DWARF unwinding stopped early.
+    pub truncated: bool,
     pub count: u64,
 }
 
@@ -91,6 +100,8 @@ pub struct WindowAggregator {
     key: Vec<u64>,
     procs: ProcessTable,
     samples: u64,
+    /// DWARF mode: unwinds the user stacks the kernel side copied.
+    unwinder: Option<DwarfUnwinder>,
 }
 
 impl WindowAggregator {
@@ -107,7 +118,15 @@ impl WindowAggregator {
             key: Vec::with_capacity(1 + 2 * amprof_abi::MAX_STACK_DEPTH),
             procs,
             samples: 0,
+            unwinder: None,
         }
+    }
+
+    /// Unwinds user stacks with `unwinder` (DWARF mode) instead of taking the kernel's
+    /// frame-pointer walk.
+    pub fn with_unwinder(mut self, unwinder: DwarfUnwinder) -> Self {
+        self.unwinder = Some(unwinder);
+        self
     }
 
     /// Samples aggregated so far.
@@ -139,15 +158,20 @@ impl WindowAggregator {
         let image = self
             .procs
             .image(sample.pid, &sample.comm, sample.time_ns, index);
-        let window = self.open.entry(index).or_insert_with(OpenWindow::new);
 
         self.key.clear();
-        self.key.push(
-            u64::from(image)
-                | (sample.kernel_frames as u64) << 32
-                | u64::from(sample.no_user_stack) << 48,
-        );
+        self.key.push(0);
         self.key.extend_from_slice(sample.frames);
+        let mut flags = if sample.no_user_stack {
+            NO_USER_STACK
+        } else {
+            0
+        };
+        if !sample.user_stack.is_empty() && self.unwind_into_key(sample) == Unwound::Truncated {
+            flags |= TRUNCATED;
+        }
+        self.key[0] = u64::from(image) | (sample.kernel_frames as u64) << 32 | flags;
+        let window = self.open.entry(index).or_insert_with(OpenWindow::new);
         let stack = match window.stacks.get_full_mut(self.key.as_slice()) {
             Some((i, _, count)) => {
                 *count += 1;
@@ -155,7 +179,7 @@ impl WindowAggregator {
             }
             None => {
                 // A new stack is the moment to notice code the mappings do not cover yet.
-                let user = &sample.frames[sample.kernel_frames..];
+                let user = &self.key[1 + sample.kernel_frames..];
                 self.procs.refresh_if_unmapped(sample.pid, user);
                 if let Some(current) = self.procs.get(sample.pid) {
                     window.images.insert(image, Arc::clone(current));
@@ -171,6 +195,26 @@ impl WindowAggregator {
         window.tids.push(sample.tid);
         window.cpus.push(sample.cpu);
         window.stack_ids.push(stack as u32);
+    }
+
+    /// DWARF mode: appends the unwound user frames of `sample` to the key.
+    fn unwind_into_key(&mut self, sample: &Sample<'_>) -> Unwound {
+        let Some(unwinder) = self.unwinder.as_mut() else {
+            return Unwound::Truncated;
+        };
+        // Code loaded since the mappings were read would stop the unwind at once.
+        self.procs
+            .refresh_if_unmapped(sample.pid, &sample.user_regs[..1]);
+        let Some(image) = self.procs.get(sample.pid) else {
+            return Unwound::Truncated;
+        };
+        unwinder.unwind(
+            image,
+            sample.user_regs,
+            sample.user_stack,
+            MAX_DWARF_FRAMES,
+            &mut self.key,
+        )
     }
 
     /// `pid` exec'd: later samples belong to a new image.
@@ -215,6 +259,10 @@ impl WindowAggregator {
         let window = self.open.remove(&index).unwrap_or_else(OpenWindow::new);
         // Processes not seen in this window or the one before are forgotten.
         self.procs.prune(index.saturating_sub(1));
+        if let Some(unwinder) = self.unwinder.as_mut() {
+            let procs = &self.procs;
+            unwinder.retain(|id| procs.contains_image(id));
+        }
 
         let mut images: Vec<Arc<ProcessImage>> = window.images.into_values().collect();
         images.sort_by_key(|i| i.id);
@@ -229,7 +277,8 @@ impl WindowAggregator {
             .map(|(key, count)| ClosedStack {
                 image: position(key[0] as u32),
                 kernel_frames: (key[0] >> 32) as u32 & 0xffff,
-                no_user_stack: key[0] >> 48 & 1 != 0,
+                no_user_stack: key[0] & NO_USER_STACK != 0,
+                truncated: key[0] & TRUNCATED != 0,
                 frames: key[1..].into(),
                 count,
             })

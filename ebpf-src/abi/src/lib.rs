@@ -11,6 +11,11 @@
 pub const MAX_STACK_DEPTH: usize = 127;
 /// Bytes of one stack (kernel or user) at full depth.
 pub const MAX_STACK_BYTES: usize = MAX_STACK_DEPTH * 8;
+/// Most bytes of user stack a sample can carry in DWARF mode (`--stack-size`): perf's limit too.
+pub const MAX_USER_STACK_BYTES: usize = 64 * 1024;
+/// The smallest piece of user stack worth copying when a larger copy faults (the stack ends
+/// closer to the stack pointer than the requested size).
+pub const MIN_USER_STACK_BYTES: usize = 512;
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
@@ -32,6 +37,10 @@ pub mod config {
     pub const WINDOW_START_NS: u32 = 1;
     /// Length of one window in nanoseconds.
     pub const WINDOW_LEN_NS: u32 = 2;
+    /// 0: user stacks are unwound in the kernel with frame pointers (`bpf_get_stack`). Else
+    /// DWARF mode: copy this many bytes of user stack (at most `MAX_USER_STACK_BYTES`) and the
+    /// user registers, for userspace to unwind with the binaries' CFI.
+    pub const USER_STACK_BYTES: u32 = 3;
     /// Entries in the map.
     pub const LEN: u32 = 8;
 }
@@ -62,8 +71,9 @@ pub struct EventHeader {
 }
 
 /// A stack sample, as written to the ring buffer: the header, then `kernel_bytes` of kernel return
-/// addresses, then `user_bytes` of user return addresses, both leaf first. The record is cut to
-/// `size_of::<SampleHead>() + kernel_bytes + user_bytes`, so shallow stacks cost little.
+/// addresses, then `user_bytes` of user return addresses, both leaf first, then (DWARF mode)
+/// `user_stack_bytes` of raw user stack starting at the user stack pointer. The record is cut to
+/// the sum, so shallow stacks cost little.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SampleHead {
@@ -75,16 +85,25 @@ pub struct SampleHead {
     /// `bpf_get_stack`'s error for the kernel stack (negative errno), or 0.
     pub kernel_error: i32,
     /// `bpf_get_stack`'s error for the user stack (negative errno), or 0. `-EFAULT` is normal
-    /// for kernel threads, which have no user stack.
+    /// for kernel threads, which have no user stack. In DWARF mode, non-zero when the user
+    /// registers or stack could not be read.
     pub user_error: i32,
+    /// Bytes of raw user stack that follow the frames (DWARF mode), or 0.
+    pub user_stack_bytes: u32,
+    pub reserved: u32,
+    /// User-mode instruction pointer, stack pointer and frame pointer at the sample (DWARF
+    /// mode): the registers an x86-64 CFI unwinder needs.
+    pub user_regs: [u64; 3],
 }
 
-/// The per-CPU scratch buffer the eBPF program builds a sample in before copying the used part
-/// to the ring buffer (a BPF program's own stack is only 512 bytes).
+/// The scratch buffer the eBPF program builds a sample in before copying the used part to the
+/// ring buffer (a BPF program's own stack is only 512 bytes). One per CPU, in an array map indexed
+/// by CPU (per-CPU map values are limited to 32 KiB).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SampleBuffer {
     pub head: SampleHead,
-    /// Kernel frames, then user frames, packed: room for two full-depth stacks.
-    pub frames: [u64; 2 * MAX_STACK_DEPTH],
+    /// Kernel frames, then user frames, then user stack bytes, packed: room for two full-depth
+    /// stacks and the largest stack copy.
+    pub data: [u64; 2 * MAX_STACK_DEPTH + MAX_USER_STACK_BYTES / 8],
 }

@@ -21,15 +21,20 @@ mod program {
     use core::ffi::c_void;
 
     use amprof_abi::{
-        EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_BYTES, NEWTASK_FLAGS_OFFSET,
-        NEWTASK_PID_OFFSET, SampleBuffer, SampleHead, WINDOW_SLOTS, config,
+        EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_BYTES, MAX_USER_STACK_BYTES,
+        MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET, SampleBuffer, SampleHead,
+        WINDOW_SLOTS, config,
     };
     use aya_ebpf::{
         EbpfContext as _,
         bindings::BPF_F_USER_STACK,
+        bindings::pt_regs,
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-            bpf_ktime_get_ns, generated::bpf_get_stack,
+            bpf_ktime_get_ns, bpf_probe_read_kernel,
+            generated::{
+                bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user, bpf_task_pt_regs,
+            },
         },
         macros::{map, perf_event, tracepoint},
         maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -40,9 +45,11 @@ mod program {
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-    /// Where a sample is assembled before it is copied to `EVENTS`.
+    /// Where a sample is assembled before it is copied to `EVENTS`, one entry per CPU (userspace
+    /// sets the number of entries to the number of possible CPUs). Perf-event programs do not
+    /// nest on a CPU, so a CPU's entry is never used twice at once.
     #[map]
-    static SCRATCH: PerCpuArray<SampleBuffer> = PerCpuArray::with_max_entries(1, 0);
+    static SCRATCH: Array<SampleBuffer> = Array::with_max_entries(1, 0);
 
     /// Settings written by userspace; indices in `amprof_abi::config`.
     #[map]
@@ -121,34 +128,88 @@ mod program {
         if !is_target((pid_tgid >> 32) as u32) {
             return 0;
         }
-        let Some(buffer) = SCRATCH.get_ptr_mut(0) else {
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let Some(buffer) = SCRATCH.get_ptr_mut(cpu) else {
             return 0;
         };
+        let stack_copy = setting(config::USER_STACK_BYTES);
         unsafe {
-            let frames = (&raw mut (*buffer).frames).cast::<u8>();
-            let ret = bpf_get_stack(ctx.as_ptr(), frames.cast::<c_void>(), MAX_STACK_BYTES as u32, 0);
+            let data = (&raw mut (*buffer).data).cast::<u8>();
+            let ret = bpf_get_stack(ctx.as_ptr(), data.cast::<c_void>(), MAX_STACK_BYTES as u32, 0);
             let (kernel_bytes, kernel_error) = stack_bytes(ret);
-            let ret = bpf_get_stack(
-                ctx.as_ptr(),
-                frames.add(kernel_bytes as usize).cast::<c_void>(),
-                MAX_STACK_BYTES as u32,
-                BPF_F_USER_STACK as u64,
-            );
-            let (user_bytes, user_error) = stack_bytes(ret);
-            (*buffer).head = SampleHead {
+            let rest = data.add(kernel_bytes as usize);
+            let mut head = SampleHead {
                 header: header(EVENT_SAMPLE, time_ns, pid_tgid),
                 kernel_bytes,
-                user_bytes,
                 kernel_error,
-                user_error,
+                ..SampleHead::default()
             };
-            let len = size_of::<SampleHead>() + kernel_bytes as usize + user_bytes as usize;
+            if stack_copy == 0 {
+                let ret = bpf_get_stack(
+                    ctx.as_ptr(),
+                    rest.cast::<c_void>(),
+                    MAX_STACK_BYTES as u32,
+                    BPF_F_USER_STACK as u64,
+                );
+                (head.user_bytes, head.user_error) = stack_bytes(ret);
+            } else {
+                (head.user_stack_bytes, head.user_error) =
+                    copy_user_stack(rest, stack_copy, &mut head.user_regs);
+            }
+            (*buffer).head = head;
+            let len = size_of::<SampleHead>()
+                + kernel_bytes as usize
+                + head.user_bytes as usize
+                + head.user_stack_bytes as usize;
             let record = core::slice::from_raw_parts(buffer.cast::<u8>(), len);
             if EVENTS.output::<[u8]>(record, 0).is_err() {
                 count_in_window(&LOST, time_ns);
             }
         }
         0
+    }
+
+    /// DWARF mode: reads the task's user registers (from its saved user-mode context, right
+    /// whether the sample interrupted user or kernel code) and copies up to `wanted` bytes of
+    /// user stack from the stack pointer to `dst`. A copy that runs past the end of the stack
+    /// faults as a whole, so smaller copies are tried, down to `MIN_USER_STACK_BYTES`.
+    /// Returns the bytes copied and an error (non-zero when nothing could be read).
+    #[inline(always)]
+    unsafe fn copy_user_stack(dst: *mut u8, wanted: u64, regs_out: &mut [u64; 3]) -> (u32, i32) {
+        const EFAULT: i32 = -14;
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+        let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
+            return (0, EFAULT);
+        };
+        // Kernel threads have no user context: their saved registers are zero.
+        if regs.rip == 0 || regs.rsp == 0 {
+            return (0, EFAULT);
+        }
+        *regs_out = [regs.rip, regs.rsp, regs.rbp];
+        let mut size = if wanted > MAX_USER_STACK_BYTES as u64 {
+            MAX_USER_STACK_BYTES as u32
+        } else {
+            wanted as u32
+        };
+        // At most 8 halvings: 64 KiB down to 512 bytes. A constant bound the verifier accepts.
+        for _ in 0..8 {
+            if size < MIN_USER_STACK_BYTES as u32 {
+                break;
+            }
+            let size_bounded = size & (2 * MAX_USER_STACK_BYTES as u32 - 1);
+            let ret = unsafe {
+                bpf_probe_read_user(
+                    dst.cast::<c_void>(),
+                    size_bounded,
+                    regs.rsp as *const c_void,
+                )
+            };
+            if ret == 0 {
+                return (size_bounded, 0);
+            }
+            size /= 2;
+        }
+        (0, EFAULT)
     }
 
     /// `sched/sched_process_exec`: the calling process has a new address space.
