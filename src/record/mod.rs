@@ -11,6 +11,8 @@
 //! The sampling thread does only cheap per-sample work and reads `/proc` for new processes;
 //! symbolization, encoding and disk writes happen on the writer thread, window by window.
 
+pub mod debuginfo;
+pub mod elf;
 pub mod procs;
 pub mod sampler;
 pub mod symbolize;

@@ -5,6 +5,8 @@
 //! starts a new image with mappings read afresh. Stacks refer to images, not pids.
 
 use std::{
+    fs::File,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -15,6 +17,10 @@ use rustc_hash::FxHashMap;
 use crate::capture::format::ModuleKind;
 
 pub type ImageId = u32;
+
+/// A file as the kernel identifies it (device, inode), with the path it was mapped from, which
+/// tells apart files on pseudo file systems that reuse inode numbers.
+pub type FileKey = (u64, u64, Arc<str>);
 
 /// A process between two execs.
 #[derive(Debug)]
@@ -40,7 +46,7 @@ impl ProcessImage {
 }
 
 /// One executable mapping of a process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct MapEntry {
     pub start: u64,
     pub end: u64,
@@ -51,23 +57,47 @@ pub struct MapEntry {
     /// Path as in `/proc/PID/maps`, without a ` (deleted)` suffix; `[vdso]`, `[anon]`...
     pub path: Arc<str>,
     pub kind: ModuleKind,
+    /// The file, held open from when the process was first seen, when its path does not lead
+    /// to it from amprof's mount namespace (a container's file, a deleted or replaced binary):
+    /// the process may be gone by the time its samples are symbolized.
+    pub pinned: Option<Arc<File>>,
+}
+
+impl MapEntry {
+    /// The path that opens this mapping's file from amprof: the pinned file descriptor, or
+    /// the path itself.
+    pub fn open_path(&self) -> String {
+        match &self.pinned {
+            Some(file) => format!("/proc/self/fd/{}", file.as_raw_fd()),
+            None => self.path.to_string(),
+        }
+    }
 }
 
 struct Entry {
     image: Arc<ProcessImage>,
     last_window: u64,
-    last_read: Instant,
+    /// Re-reads of the mappings so far, and when the last one was. The first few are immediate
+    /// (a process first seen in the dynamic loader maps its libraries in the next
+    /// milliseconds); later ones are rate-limited (JIT runtimes map code all the time).
+    rereads: u32,
+    last_reread: Option<Instant>,
 }
 
 /// Re-reading a process's mappings because an address fell outside them happens at most this
 /// often per process (JIT runtimes map new code all the time).
 const REREAD_INTERVAL: Duration = Duration::from_millis(200);
+/// Re-reads allowed at once before the rate limit applies.
+const FREE_REREADS: u32 = 4;
 
 /// The images of the processes currently being sampled.
 pub struct ProcessTable {
     proc_root: PathBuf,
     by_pid: FxHashMap<u32, Entry>,
     next_id: ImageId,
+    /// Files whose path does not lead to them, held open (shared by the processes mapping
+    /// them); `None` for files reachable by path.
+    files: FxHashMap<FileKey, Option<Arc<File>>>,
 }
 
 impl Default for ProcessTable {
@@ -83,6 +113,7 @@ impl ProcessTable {
             proc_root: proc_root.into(),
             by_pid: FxHashMap::default(),
             next_id: 0,
+            files: FxHashMap::default(),
         }
     }
 
@@ -95,13 +126,15 @@ impl ProcessTable {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let image = read_image(&self.proc_root, id, pid, comm, time_ns);
+        let mut image = read_image(&self.proc_root, id, pid, comm, time_ns);
+        self.pin_unreachable_files(pid, &mut image.maps);
         self.by_pid.insert(
             pid,
             Entry {
                 image: Arc::new(image),
                 last_window: window,
-                last_read: Instant::now(),
+                rereads: 0,
+                last_reread: None,
             },
         );
         id
@@ -124,13 +157,21 @@ impl ProcessTable {
             return;
         };
         if entry.image.maps_unavailable
-            || entry.last_read.elapsed() < REREAD_INTERVAL
+            || (entry.rereads >= FREE_REREADS
+                && entry
+                    .last_reread
+                    .is_some_and(|t| t.elapsed() < REREAD_INTERVAL))
             || addresses.iter().all(|&a| entry.image.find(a).is_some())
         {
             return;
         }
-        entry.last_read = Instant::now();
-        if let Some(maps) = read_maps(&self.proc_root.join(pid.to_string()).join("maps")) {
+        entry.last_reread = Some(Instant::now());
+        entry.rereads += 1;
+        if let Some(mut maps) = read_maps(&self.proc_root.join(pid.to_string()).join("maps")) {
+            pin_unreachable_files(&mut self.files, &self.proc_root, pid, &mut maps);
+            let Some(entry) = self.by_pid.get_mut(&pid) else {
+                return;
+            };
             let old = &entry.image;
             entry.image = Arc::new(ProcessImage {
                 id: old.id,
@@ -148,6 +189,14 @@ impl ProcessTable {
     /// come back, they are read again). Keeps memory bounded under process churn.
     pub fn prune(&mut self, window: u64) {
         self.by_pid.retain(|_, e| e.last_window >= window);
+        // Files pinned only by this table (no image left maps them) are closed; closed windows
+        // still being symbolized hold their own references.
+        self.files
+            .retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
+    }
+
+    fn pin_unreachable_files(&mut self, pid: u32, maps: &mut [MapEntry]) {
+        pin_unreachable_files(&mut self.files, &self.proc_root, pid, maps);
     }
 
     /// True if `id` is the current image of some process.
@@ -161,6 +210,34 @@ impl ProcessTable {
 
     pub fn is_empty(&self) -> bool {
         self.by_pid.is_empty()
+    }
+}
+
+/// Pins the files of `maps` that their path does not lead to (see [`MapEntry::pinned`]).
+fn pin_unreachable_files(
+    files: &mut FxHashMap<FileKey, Option<Arc<File>>>,
+    proc_root: &Path,
+    pid: u32,
+    maps: &mut [MapEntry],
+) {
+    for map in maps.iter_mut().filter(|m| m.kind == ModuleKind::File) {
+        let key = (map.dev, map.inode, Arc::clone(&map.path));
+        let pinned = files.entry(key).or_insert_with(|| {
+            let reachable = std::fs::metadata(&*map.path).is_ok_and(|m| {
+                let dev = m.dev();
+                (u64::from(libc::major(dev)) << 32 | u64::from(libc::minor(dev))) == map.dev
+                    && m.ino() == map.inode
+            });
+            if reachable {
+                return None;
+            }
+            let through = proc_root
+                .join(pid.to_string())
+                .join("map_files")
+                .join(format!("{:x}-{:x}", map.start, map.end));
+            File::open(through).ok().map(Arc::new)
+        });
+        map.pinned = pinned.clone();
     }
 }
 
@@ -246,6 +323,7 @@ pub fn parse_maps_line(line: &str) -> Option<MapEntry> {
         inode: inode.parse().ok()?,
         path,
         kind,
+        pinned: None,
     })
 }
 
@@ -291,6 +369,7 @@ mod tests {
             inode: 0,
             path: "/x".into(),
             kind: ModuleKind::File,
+            pinned: None,
         };
         let image = ProcessImage {
             id: 0,

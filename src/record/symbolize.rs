@@ -5,7 +5,10 @@
 //! recording symbolizes each hot address once. Addresses that cannot be named keep their module
 //! and offset (`libfoo.so+0x1234`, built by readers from the location's mapping).
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use blazesym::symbolize::{
     self as bz, Input, Symbolized,
@@ -14,7 +17,8 @@ use blazesym::symbolize::{
 use rustc_hash::FxHashMap;
 
 use super::{
-    procs::{MapEntry, ProcessImage},
+    debuginfo,
+    procs::{FileKey, MapEntry, ProcessImage},
     window::ClosedWindow,
 };
 use crate::capture::format::{
@@ -32,9 +36,6 @@ pub struct SymbolFrame {
 /// What an address symbolized to, innermost frame first; empty when unknown.
 type Symbols = Arc<[SymbolFrame]>;
 
-/// A file as the kernel identifies it; the path tells apart files on pseudo file systems.
-type FileKey = (u64, u64, Arc<str>);
-
 /// Keeps caches from growing without bound over a long recording.
 const MAX_CACHED: usize = 1 << 20;
 
@@ -46,6 +47,7 @@ pub struct WindowSymbolizer {
     kernel_build_id: Vec<u8>,
     perf_maps: FxHashMap<u32, PerfMap>,
     open_paths: FxHashMap<FileKey, Option<String>>,
+    debuginfod: debuginfo::Debuginfod,
     /// This process's own vDSO, which is every process's vDSO: vDSO frames are named through it.
     own_vdso: Option<u64>,
 }
@@ -68,6 +70,7 @@ impl WindowSymbolizer {
             kernel_build_id: kernel_build_id().unwrap_or_default(),
             perf_maps: FxHashMap::default(),
             open_paths: FxHashMap::default(),
+            debuginfod: debuginfo::Debuginfod::from_env(),
             own_vdso,
         }
     }
@@ -171,8 +174,8 @@ impl WindowSymbolizer {
         }
         out.functions = function_table;
         for (module, file) in tables.modules.iter_mut().zip(&tables.module_files) {
-            if let Some(key) = file {
-                module.build_id = self.build_id(key);
+            if let Some((key, fallback)) = file {
+                module.build_id = self.build_id(key, fallback.as_deref());
             }
         }
         out.modules = tables.modules;
@@ -239,11 +242,26 @@ impl WindowSymbolizer {
                 }
                 continue;
             };
-            let source = Source::Elf(Elf::new(&open));
-            let resolved = self
-                .blazesym
-                .symbolize(&source, Input::FileOffset(&offsets))
-                .unwrap_or_default();
+            let resolved = match self.fetched_debug_file(&key, fallback.as_deref(), &open) {
+                // Symbols from a fetched debug file, which has the binary's virtual addresses but
+                // not its file layout.
+                Some((debug, layout)) => {
+                    let addresses: Vec<u64> = offsets
+                        .iter()
+                        .map(|&o| layout.virtual_address(o).unwrap_or(u64::MAX))
+                        .collect();
+                    self.blazesym
+                        .symbolize(
+                            &Source::Elf(Elf::new(&debug)),
+                            Input::VirtOffset(&addresses),
+                        )
+                        .unwrap_or_default()
+                }
+                None => self
+                    .blazesym
+                    .symbolize(&Source::Elf(Elf::new(&open)), Input::FileOffset(&offsets))
+                    .unwrap_or_default(),
+            };
             for (i, offset) in offsets.iter().enumerate() {
                 let symbols = resolved.get(i).map(to_symbols).unwrap_or_default();
                 self.user.insert((key.clone(), *offset), symbols);
@@ -310,12 +328,31 @@ impl WindowSymbolizer {
         open
     }
 
+    /// A debug file from debuginfod for a binary with neither DWARF nor a symbol table.
+    fn fetched_debug_file(
+        &mut self,
+        key: &FileKey,
+        fallback: Option<&str>,
+        open: &str,
+    ) -> Option<(PathBuf, debuginfo::BinaryLayout)> {
+        if !self.debuginfod.enabled() {
+            return None;
+        }
+        let layout = debuginfo::BinaryLayout::read(Path::new(open))?;
+        if layout.has_symbols {
+            return None;
+        }
+        let build_id = self.build_id(key, fallback);
+        let debug = self.debuginfod.debug_file(&build_id)?;
+        Some((debug, layout))
+    }
+
     /// Build-id of `key`'s file, cached per file.
-    fn build_id(&mut self, key: &FileKey) -> Vec<u8> {
+    fn build_id(&mut self, key: &FileKey, fallback: Option<&str>) -> Vec<u8> {
         if let Some(id) = self.build_ids.get(key) {
             return id.clone().unwrap_or_default();
         }
-        let Some(open) = self.open_path(key, None) else {
+        let Some(open) = self.open_path(key, fallback) else {
             return Vec::new();
         };
         let id = blazesym::helper::read_elf_build_id(&open)
@@ -325,6 +362,20 @@ impl WindowSymbolizer {
         self.build_ids.insert(key.clone(), id.clone());
         id.unwrap_or_default()
     }
+}
+
+/// Where to open the mapping's file when its path does not lead to it: the file held open
+/// since the process was first seen, else (while the process lives) `/proc/PID/map_files`.
+fn map_files_path(image: &ProcessImage, map: &MapEntry) -> Option<String> {
+    if map.pinned.is_some() {
+        return Some(map.open_path());
+    }
+    (!image.maps_unavailable).then(|| {
+        format!(
+            "/proc/{}/map_files/{:x}-{:x}",
+            image.pid, map.start, map.end
+        )
+    })
 }
 
 fn file_key(map: &MapEntry) -> FileKey {
@@ -358,7 +409,7 @@ struct Tables {
     modules: Vec<Module>,
     module_index: FxHashMap<FileKey, u32>,
     /// The file behind each module (kernel modules have none), for build-ids.
-    module_files: Vec<Option<FileKey>>,
+    module_files: Vec<Option<(FileKey, Option<String>)>>,
     mappings: Vec<Mapping>,
     mapping_index: FxHashMap<(u32, u64), u32>,
     kernel_module: Option<u32>,
@@ -405,17 +456,12 @@ impl Tables {
         let lookup = address.saturating_sub(u64::from(is_return));
         let (mapping, wanted) = match image.find(lookup) {
             Some(map) => {
-                let mapping = self.mapping(image_index, map);
+                let mapping = self.mapping(image_index, image, map);
                 let offset = lookup - map.start + map.file_offset;
                 let wanted = match map.kind {
                     ModuleKind::File => Wanted::File {
                         key: file_key(map),
-                        fallback: (!image.maps_unavailable).then(|| {
-                            format!(
-                                "/proc/{}/map_files/{:x}-{:x}",
-                                image.pid, map.start, map.end
-                            )
-                        }),
+                        fallback: map_files_path(image, map),
                         offset,
                     },
                     ModuleKind::Vdso => Wanted::Vdso(lookup - map.start),
@@ -447,7 +493,7 @@ impl Tables {
         )
     }
 
-    fn mapping(&mut self, image_index: u32, map: &MapEntry) -> u32 {
+    fn mapping(&mut self, image_index: u32, image: &ProcessImage, map: &MapEntry) -> u32 {
         if let Some(&i) = self.mapping_index.get(&(image_index, map.start)) {
             return i;
         }
@@ -461,7 +507,12 @@ impl Tables {
                 });
                 let m = self.modules.len() as u32 - 1;
                 self.module_index.insert(file_key(map), m);
-                self.module_files.push(Some(file_key(map)));
+                let fallback = (map.kind == ModuleKind::File).then(|| map_files_path(image, map));
+                self.module_files.push(
+                    fallback
+                        .is_some()
+                        .then(|| (file_key(map), fallback.flatten())),
+                );
                 m
             }
         };
@@ -487,28 +538,29 @@ impl Tables {
 }
 
 fn to_symbols(symbolized: &Symbolized<'_>) -> Symbols {
-    match symbolized {
-        Symbolized::Sym(sym) => {
-            let file = sym.code_info.as_ref().map(|info| {
-                let path = match &info.dir {
-                    Some(dir) => dir.join(&info.file),
-                    None => Path::new(&info.file).to_path_buf(),
-                };
-                Arc::<str>::from(path.to_string_lossy().as_ref())
-            });
-            let line = sym
-                .code_info
-                .as_ref()
-                .and_then(|info| info.line)
-                .unwrap_or(0);
-            Arc::new([SymbolFrame {
-                name: sym.name.as_ref().into(),
-                file,
-                line,
-            }])
-        }
-        Symbolized::Unknown(_) => Symbols::default(),
-    }
+    let Symbolized::Sym(sym) = symbolized else {
+        return Symbols::default();
+    };
+    let frame = |name: &str, info: Option<&bz::CodeInfo<'_>>| SymbolFrame {
+        name: name.into(),
+        file: info.map(|info| {
+            let path = match &info.dir {
+                Some(dir) => dir.join(&info.file),
+                None => Path::new(&info.file).to_path_buf(),
+            };
+            Arc::<str>::from(path.to_string_lossy().as_ref())
+        }),
+        line: info.and_then(|info| info.line).unwrap_or(0),
+    };
+    // blazesym lists inlined functions outermost first; locations list frames innermost first.
+    let mut frames: Vec<SymbolFrame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|f| frame(&f.name, f.code_info.as_ref()))
+        .collect();
+    frames.push(frame(&sym.name, sym.code_info.as_deref()));
+    frames.into()
 }
 
 /// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE name` per line, hex). blazesym reads these

@@ -20,10 +20,13 @@ use framehop::{
     ExplicitModuleSectionInfo, Module, Unwinder as _,
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
 };
-use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+use object::{Object as _, ObjectSection as _};
 use rustc_hash::FxHashMap;
 
-use super::procs::{ImageId, MapEntry, ProcessImage};
+use super::{
+    elf::{self, LoadSegment},
+    procs::{FileKey, ImageId, MapEntry, ProcessImage},
+};
 use crate::capture::format::ModuleKind;
 
 /// Bytes of a binary: a read-only mapping of its file, or a copy (the vDSO).
@@ -60,8 +63,7 @@ impl Deref for Section {
 /// What unwinding needs from one binary.
 struct BinaryInfo {
     sections: ExplicitModuleSectionInfo<Section>,
-    /// Loadable segments: (file offset, virtual address, file size).
-    segments: Vec<(u64, u64, u64)>,
+    segments: Vec<LoadSegment>,
 }
 
 impl BinaryInfo {
@@ -87,13 +89,7 @@ impl BinaryInfo {
         if eh_frame.is_none() && debug_frame.is_none() {
             return None;
         }
-        let segments = file
-            .segments()
-            .filter_map(|s| {
-                let (offset, size) = s.file_range();
-                Some((offset, s.address(), size)).filter(|_| size > 0)
-            })
-            .collect();
+        let segments = elf::load_segments(&file);
         Some(Self {
             sections: ExplicitModuleSectionInfo {
                 base_svma: 0,
@@ -118,16 +114,9 @@ impl BinaryInfo {
     /// Where the binary's address 0 is in a process that maps file offset `file_offset` at
     /// `start`.
     fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
-        let &(offset, vaddr, _) = self
-            .segments
-            .iter()
-            .find(|(offset, _, size)| (*offset..offset + size).contains(&file_offset))?;
-        start.checked_sub(vaddr + (file_offset - offset))
+        elf::load_bias(&self.segments, start, file_offset)
     }
 }
-
-/// A file as the kernel identifies it.
-type FileKey = (u64, u64, Arc<str>);
 
 struct ProcessUnwinder {
     /// The image the unwinder was built for; rebuilt when the image's mappings are re-read.
@@ -266,7 +255,9 @@ impl DwarfUnwinder {
             "/proc/{}/map_files/{:x}-{:x}",
             image.pid, map.start, map.end
         );
-        let file = File::open(&through_process).or_else(|_| File::open(Path::new(&*map.path)));
+        let file = File::open(map.open_path())
+            .or_else(|_| File::open(&through_process))
+            .or_else(|_| File::open(Path::new(&*map.path)));
         // SAFETY: the mapping is read-only; a binary replaced on disk while mapped could change
         // under us, which at worst yields wrong frames, as for any profiler reading binaries.
         let binary = file

@@ -27,7 +27,7 @@ mod program {
     };
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::BPF_F_USER_STACK,
+        bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         bindings::pt_regs,
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
@@ -37,7 +37,7 @@ mod program {
             },
         },
         macros::{map, perf_event, tracepoint},
-        maps::{Array, HashMap, PerCpuArray, RingBuf},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{PerfEventContext, TracePointContext},
     };
 
@@ -59,6 +59,14 @@ mod program {
     #[map]
     static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
+    /// Samples of each process (thread-group id) that woke userspace up. Steady-state samples do
+    /// not wake it (it drains the ring buffer every 50 ms: cheap), but the first few samples of
+    /// a new process (or of a process after an exec) do, so that userspace reads the process's
+    /// mappings at once and again as its loader maps libraries, before a short-lived process
+    /// is gone.
+    #[map]
+    static SEEN: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
     /// Samples `EVENTS` had no room for, per window slot.
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(WINDOW_SLOTS, 0);
@@ -67,6 +75,9 @@ mod program {
     /// count tells how busy the machine was.
     #[map]
     static IDLE: PerCpuArray<u64> = PerCpuArray::with_max_entries(WINDOW_SLOTS, 0);
+
+    /// Samples of a new process that wake userspace up at once.
+    const EAGER_SAMPLES: u32 = 8;
 
     #[inline(always)]
     fn setting(index: u32) -> u64 {
@@ -162,7 +173,19 @@ mod program {
                 + head.user_bytes as usize
                 + head.user_stack_bytes as usize;
             let record = core::slice::from_raw_parts(buffer.cast::<u8>(), len);
-            if EVENTS.output::<[u8]>(record, 0).is_err() {
+            let pid = (pid_tgid >> 32) as u32;
+            let wakeup = match SEEN.get_ptr_mut(&pid) {
+                Some(woken) if *woken >= EAGER_SAMPLES => BPF_RB_NO_WAKEUP,
+                Some(woken) => {
+                    *woken += 1;
+                    BPF_RB_FORCE_WAKEUP
+                }
+                None => {
+                    let _ = SEEN.insert(&pid, &1, 0);
+                    BPF_RB_FORCE_WAKEUP
+                }
+            };
+            if EVENTS.output::<[u8]>(record, wakeup as u64).is_err() {
                 count_in_window(&LOST, time_ns);
             }
         }
@@ -216,14 +239,17 @@ mod program {
     #[tracepoint]
     pub fn process_exec(_ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if !is_target((pid_tgid >> 32) as u32) {
+        let pid = (pid_tgid >> 32) as u32;
+        if !is_target(pid) {
             return 0;
         }
+        // The new image's first sample must wake userspace again.
+        let _ = SEEN.remove(&pid);
         let time_ns = unsafe { bpf_ktime_get_ns() };
         let event = header(EVENT_EXEC, time_ns, pid_tgid);
         // A lost exec event only costs symbols, which userspace recovers from on its own (it
         // re-reads mappings when an address falls outside them): no need to count it.
-        let _ = EVENTS.output::<EventHeader>(&event, 0);
+        let _ = EVENTS.output::<EventHeader>(&event, BPF_RB_NO_WAKEUP as u64);
         0
     }
 
