@@ -63,6 +63,8 @@ pub struct WindowInfo {
     pub lost: u64,
     pub idle: u64,
     pub late: u64,
+    /// Samples whose user stack unwinding stopped early (dwarf mode).
+    pub truncated: u64,
     pub processes: usize,
 }
 
@@ -72,6 +74,8 @@ pub struct Totals {
     pub samples: u64,
     pub lost: u64,
     pub idle: u64,
+    /// Samples whose user stack unwinding stopped early (dwarf mode).
+    pub truncated: u64,
     /// Share of selected samples whose every frame has a symbol.
     pub fully_symbolized: f64,
 }
@@ -102,6 +106,7 @@ impl Summary {
             samples: 0,
             lost: 0,
             idle: 0,
+            truncated: 0,
             fully_symbolized: 0.0,
         };
         let mut symbolized = 0u64;
@@ -150,6 +155,7 @@ impl Summary {
             totals.samples += samples;
             totals.lost += window.lost;
             totals.idle += window.idle;
+            totals.truncated += window.truncated;
             windows.push(WindowInfo {
                 index: window.index,
                 start_offset_seconds: window.start_ns.saturating_sub(meta.start_ns) as f64 / 1e9,
@@ -158,6 +164,7 @@ impl Summary {
                 lost: window.lost,
                 idle: window.idle,
                 late: window.late,
+                truncated: window.truncated,
                 processes: processes.len(),
             });
         }
@@ -286,21 +293,28 @@ impl Summary {
         writeln!(out)?;
         writeln!(
             out,
-            "{:>6} {:>9} {:>8} {:>9} {:>7} {:>9} {:>9}",
-            "window", "start", "length", "samples", "lost", "idle", "processes"
+            "{:>6} {:>9} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9}",
+            "window", "start", "length", "samples", "lost", "idle", "truncated", "processes"
         )?;
         for w in &self.windows {
             writeln!(
                 out,
-                "{:>6} {:>8.1}s {:>7.1}s {:>9} {:>7} {:>9} {:>9}",
-                w.index, w.start_offset_seconds, w.seconds, w.samples, w.lost, w.idle, w.processes
+                "{:>6} {:>8.1}s {:>7.1}s {:>9} {:>7} {:>9} {:>9} {:>9}",
+                w.index,
+                w.start_offset_seconds,
+                w.seconds,
+                w.samples,
+                w.lost,
+                w.idle,
+                w.truncated,
+                w.processes
             )?;
         }
         let t = &self.totals;
         writeln!(
             out,
-            "{:>6} {:>9} {:>8} {:>9} {:>7} {:>9}",
-            "total", "", "", t.samples, t.lost, t.idle
+            "{:>6} {:>9} {:>8} {:>9} {:>7} {:>9} {:>9}",
+            "total", "", "", t.samples, t.lost, t.idle, t.truncated
         )?;
         writeln!(
             out,
