@@ -65,11 +65,30 @@ complete -c amprof -n "__fish_amprof_using_subcommand push" -l windows -d 'Only 
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s o -l output -d 'Directory for --dry-run' -r -F
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l timeout -d 'Longest wait for one request' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l timeout -d 'Longest wait for one request. Default: 10s; with --to otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l service -d 'One service for every profile. Default: DD_SERVICE; without either, each program gets a service of its own, named after its executable (kernel threads: `kernel`)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l env -d 'The `env` tag. Default: DD_ENV' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l version -d 'The `version` tag. Default: DD_VERSION' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l tag -d 'A tag for every profile (repeatable; comma-separated lists too), added to those of DD_TAGS' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l period -d 'Merge consecutive windows into profiles this long (e.g. 60s). Default: one profile per window' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l endpoint -d 'OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC, a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is), $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l protocol -d 'OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, or http/protobuf' -r -f -a "http/protobuf\t''
+grpc\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l compression -d 'Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION, $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC' -r -f -a "gzip\t''
+none\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l header -d 'An extra request header, e.g. for a token (repeatable). Added to $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...), which keep secrets out of process listings. Header values are never printed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l ca-cert -d 'PEM file of the certificate authorities to trust for TLS (besides the system\'s). Else $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l max-request-size -d 'Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it, and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB by default' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l dry-run -d 'Write each request (headers and body) to files in the -o directory instead of sending'
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l json -d 'Print the summary as JSON on standard output'
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s q -l quiet -d 'No progress bar: only the final summary line'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l check -d 'Ask the Datadog Agent (GET /info) whether it accepts profiles, say what is wrong if not, and exit: nothing is pushed'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph or folded stacks'

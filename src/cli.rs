@@ -33,6 +33,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per run: boxing the push settings would buy nothing"
+)]
 pub enum Command {
     Record(RecordArgs),
     Report(ReportArgs),
@@ -94,7 +98,7 @@ pub struct RecordArgs {
 
     /// How to unwind user stacks: fp (frame pointers, cheapest) or dwarf (CFI: complete stacks
     /// through binaries built without frame pointers, at the cost of copying stack bytes).
-    #[arg(short = 'g', long, value_enum, value_name = "MODE", default_value_t = CallGraph::Fp)]
+    #[arg(short = 'g', long, value_enum, value_name = "MODE", default_value_t = CallGraph::Dwarf)]
     pub call_graph: CallGraph,
 
     /// Bytes of user stack copied with each sample in dwarf mode (512 to 65536).
@@ -179,6 +183,7 @@ pub enum PushTarget {
 /// file is only read.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
+  amprof push --to datadog --check                  does the Datadog Agent take profiles?
   amprof push --to datadog                          every window to the local Datadog Agent
   amprof push --to datadog --windows 3,5            resend windows 3 and 5
   amprof push --to otlp --endpoint http://collector:4318
@@ -214,9 +219,10 @@ pub struct PushArgs {
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 
-    /// Longest wait for one request.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Longest wait for one request. Default: 10s; with --to otlp,
+    /// $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 
     /// Retries of a request after a retryable failure (connection refused, 429, 5xx).
     #[arg(long, value_name = "N", default_value_t = 3)]

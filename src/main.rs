@@ -84,6 +84,18 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 fn push(args: PushArgs) -> anyhow::Result<()> {
+    // The flag, else the destination's standard setting (OTLP has one), else 10 s.
+    let timeout = match args.timeout {
+        Some(timeout) => timeout,
+        None if args.to == PushTarget::Otlp => push::otlp::timeout_setting()?,
+        None => std::time::Duration::from_secs(10),
+    };
+    if args.datadog.check {
+        if args.to != PushTarget::Datadog {
+            return Err(amprof::error::usage("--check works with --to datadog"));
+        }
+        return push::datadog::check(&args.datadog, timeout, args.json);
+    }
     let options = PushOptions {
         input: args.input,
         selection: Selection {
@@ -93,7 +105,7 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         },
         windows: args.windows,
         dry_run: if args.dry_run { args.output } else { None },
-        timeout: args.timeout,
+        timeout,
         retries: args.retries,
         json: args.json,
         quiet: args.quiet,

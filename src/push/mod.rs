@@ -41,9 +41,18 @@ pub struct Request {
     pub label: String,
     /// The body as sent.
     pub body: Vec<u8>,
-    /// Headers as sent; values of secret headers (API keys, tokens) are in `secret_headers`,
-    /// never here, so that nothing printed or written by `--dry-run` can leak them.
+    /// Headers as sent; values of secret headers (API keys, tokens) are never here (the
+    /// destination adds them when sending), so that nothing printed or written by `--dry-run`
+    /// can leak them.
     pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// A request with no body and no headers stands for windows with nothing to send: they
+    /// are reported as `empty`, not sent.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty() && self.headers.is_empty()
+    }
 }
 
 /// The outcome of one attempt to send a request.
@@ -93,7 +102,8 @@ pub struct PushOptions {
 #[derive(Debug, Serialize, Clone)]
 pub struct WindowOutcome {
     pub index: u64,
-    /// `sent`, `failed`, `written` (dry run) or `not-attempted` (interrupted).
+    /// `sent`, `failed`, `written` (dry run), `empty` (nothing to send: no samples) or
+    /// `not-attempted` (interrupted).
     pub status: String,
     pub attempts: u32,
     pub bytes: usize,
@@ -108,7 +118,10 @@ pub struct WindowOutcome {
 pub struct PushSummary {
     pub destination: String,
     pub windows: Vec<WindowOutcome>,
+    /// Windows that went (or were written, or had nothing to send).
     pub sent: usize,
+    /// Of those, windows with nothing to send.
+    pub empty: usize,
     pub failed: usize,
     pub not_attempted: usize,
     pub bytes: usize,
@@ -145,6 +158,8 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     let progress = progress_bar(options);
     let mut outcomes: Vec<WindowOutcome> = Vec::new();
     let mut request_number = 0usize;
+    // The last window counted by the progress bar (a window may take several requests).
+    let mut counted: Option<u64> = None;
 
     let mut send_all = |destination: &mut dyn Destination,
                         requests: Vec<Request>,
@@ -152,7 +167,9 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
      -> Result<()> {
         for request in requests {
             request_number += 1;
-            let mut outcome = if interrupted.load(Ordering::Relaxed) {
+            let outcome = if request.is_empty() {
+                outcome_of(&request, "empty", 0, 0.0, None, None)
+            } else if interrupted.load(Ordering::Relaxed) {
                 outcome_of(&request, "not-attempted", 0, 0.0, None, None)
             } else if let Some(dir) = &options.dry_run {
                 write_dry_run(dir, request_number, &request)?;
@@ -160,14 +177,23 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
             } else {
                 send_with_retries(destination, &request, options, &interrupted)
             };
-            outcome.bytes = request.body.len();
-            for &index in &request.windows {
+            // A request of several windows (OTLP batches them) shares its bytes among them, so
+            // that the totals add up.
+            let (count, total) = (request.windows.len().max(1), request.body.len());
+            for (i, &index) in request.windows.iter().enumerate() {
                 let mut o = outcome.clone();
                 o.index = index;
+                o.bytes = total / count + usize::from(i < total % count);
                 outcomes.push(o);
             }
+            let new = request
+                .windows
+                .iter()
+                .filter(|&&w| counted.is_none_or(|c| w > c))
+                .count();
+            counted = request.windows.iter().copied().max().max(counted);
             if let Some(bar) = &progress {
-                bar.inc(request.windows.len() as u64);
+                bar.inc(new as u64);
             }
         }
         Ok(())
@@ -206,7 +232,8 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
     Ok(PushSummary {
         destination: destination.describe(),
-        sent: count("sent") + count("written"),
+        sent: count("sent") + count("written") + count("empty"),
+        empty: count("empty"),
         failed: count("failed"),
         not_attempted: count("not-attempted"),
         bytes: outcomes.iter().map(|o| o.bytes).sum(),

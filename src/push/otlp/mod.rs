@@ -1,0 +1,676 @@
+//! `amprof push --to otlp`: OpenTelemetry profiles over OTLP/HTTP (protobuf) or OTLP/gRPC.
+//!
+//! The profiles signal is still `v1development`, and its field numbers changed between proto
+//! releases: amprof speaks exactly opentelemetry-proto **v1.10.0** (as vendored by the
+//! `opentelemetry-proto` crate 0.33). A receiver built on another release may misread it.
+//!
+//! - [`encode`]: windows into `ExportProfilesServiceRequest`s, batched under a size limit.
+//! - [`transport`]: one attempt to send one request, over HTTP (reqwest) or gRPC (tonic), and
+//!   what the answer means for retries (the OTLP specification's rules).
+//! - here: the command line and the standard `OTEL_EXPORTER_OTLP_*` settings, resolved once.
+//!
+//! Precedence, as in every OpenTelemetry exporter: a command-line flag, then the
+//! profiles-specific variable (`OTEL_EXPORTER_OTLP_PROFILES_*`), then the generic one
+//! (`OTEL_EXPORTER_OTLP_*`), then the default.
+
+pub mod encode;
+pub mod transport;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use prost::Message as _;
+
+use self::{
+    encode::{EncodeSettings, Encoded, Encoder},
+    transport::Transport,
+};
+use super::{Attempt, Destination, Request};
+use crate::{
+    capture::{Meta, Window},
+    error::usage,
+};
+
+/// The proto release amprof speaks, for messages and `--help`.
+pub const PROTO_VERSION: &str = "opentelemetry-proto v1.10.0 (profiles v1development)";
+
+/// The OTLP/HTTP path of the profiles signal.
+pub const HTTP_PATH: &str = "/v1development/profiles";
+
+/// Settings of `--to otlp`. Each flag falls back to the standard OpenTelemetry variables.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "OTLP (opentelemetry-proto v1.10.0, profiles v1development)")]
+pub struct OtlpArgs {
+    /// OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC,
+    /// a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is),
+    /// $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL,
+    /// or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["http/protobuf", "grpc"])]
+    pub protocol: Option<String>,
+
+    /// gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says
+    /// it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION,
+    /// $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC.
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["gzip", "none"])]
+    pub compression: Option<String>,
+
+    /// An extra request header, e.g. for a token (repeatable). Added to
+    /// $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...),
+    /// which keep secrets out of process listings. Header values are never printed.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+
+    /// PEM file of the certificate authorities to trust for TLS (besides the system's). Else
+    /// $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it,
+    /// and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB
+    /// by default.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_request_size: usize,
+}
+
+/// The transport of OTLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Everything `--to otlp` needs, resolved from the flags and the environment.
+#[derive(Debug)]
+pub struct Settings {
+    pub protocol: Protocol,
+    /// HTTP: the URL requests are posted to. gRPC: `http://` or `https://` and the authority.
+    pub url: String,
+    pub gzip: bool,
+    /// Extra headers (or gRPC metadata); values are secret.
+    pub headers: Vec<(String, String)>,
+    /// PEM certificate authorities to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    pub encode: EncodeSettings,
+}
+
+/// The variable of the profiles signal for `name`, else the generic one, as (variable, value);
+/// empty means unset.
+fn signal_setting(name: &str, env: &impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_PROFILES_{name}"),
+        format!("OTEL_EXPORTER_OTLP_{name}"),
+    ]
+    .into_iter()
+    .find_map(|var| env(&var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)))
+}
+
+/// The request timeout without `--timeout`: `OTEL_EXPORTER_OTLP_(PROFILES_)TIMEOUT` (in
+/// milliseconds), else the specification's default, 10 s.
+pub fn timeout_setting() -> Result<Duration> {
+    timeout_from(|name| std::env::var(name).ok())
+}
+
+fn timeout_from(env: impl Fn(&str) -> Option<String>) -> Result<Duration> {
+    let Some((var, value)) = signal_setting("TIMEOUT", &env) else {
+        return Ok(Duration::from_secs(10));
+    };
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            usage(format!(
+                "{var}=`{value}` is not a timeout in milliseconds (e.g. 10000)"
+            ))
+        })
+}
+
+impl Settings {
+    /// Resolves `args` against the environment (`env` reads a variable).
+    pub fn resolve(args: &OtlpArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let setting = |name: &str| signal_setting(name, &env);
+        let protocol = match args
+            .protocol
+            .clone()
+            .or_else(|| setting("PROTOCOL").map(|s| s.1))
+        {
+            None => Protocol::HttpProtobuf,
+            Some(p) => match p.trim() {
+                "http/protobuf" => Protocol::HttpProtobuf,
+                "grpc" => Protocol::Grpc,
+                other => {
+                    return Err(usage(format!(
+                        "OTLP protocol `{other}` is not supported: use http/protobuf or grpc"
+                    )));
+                }
+            },
+        };
+        let insecure = args.insecure
+            || setting("INSECURE").is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("true"));
+        let url = match (&args.endpoint, setting("ENDPOINT")) {
+            (Some(flag), _) => endpoint_url(protocol, flag, true, insecure, "--endpoint")?,
+            (None, Some((var, value))) => {
+                let base = !var.contains("_PROFILES_");
+                endpoint_url(protocol, &value, base, insecure, &var)?
+            }
+            (None, None) => match protocol {
+                Protocol::HttpProtobuf => format!("http://localhost:4318{HTTP_PATH}"),
+                Protocol::Grpc => "http://localhost:4317".into(),
+            },
+        };
+        let gzip = match args
+            .compression
+            .clone()
+            .or_else(|| setting("COMPRESSION").map(|s| s.1))
+        {
+            None => protocol == Protocol::HttpProtobuf,
+            Some(c) => match c.trim() {
+                "gzip" => true,
+                "none" => false,
+                other => {
+                    return Err(usage(format!(
+                        "OTLP compression `{other}` is not supported: use gzip or none"
+                    )));
+                }
+            },
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let mut add_header = |name: String, value: String| {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            headers.push((name, value));
+        };
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_PROFILES_HEADERS",
+        ] {
+            if let Some(list) = env(var) {
+                for (name, value) in parse_key_values(&list, var)? {
+                    add_header(name, value);
+                }
+            }
+        }
+        for header in &args.headers {
+            let (name, value) = header.split_once('=').ok_or_else(|| {
+                usage("--header wants NAME=VALUE, e.g. --header x-scope-orgid=tenant1")
+            })?;
+            add_header(
+                name.trim().to_string(),
+                percent_decode(value.trim(), "--header")?,
+            );
+        }
+        for (name, value) in &headers {
+            transport::check_header(name, value)?;
+        }
+        let ca_file = args
+            .ca_cert
+            .clone()
+            .or_else(|| setting("CERTIFICATE").map(|(_, v)| PathBuf::from(v.trim())));
+        let ca_pem = match ca_file {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                usage(format!(
+                    "cannot read the CA certificate {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let service_name = env("OTEL_SERVICE_NAME").filter(|s| !s.trim().is_empty());
+        let mut resource_attributes = match env("OTEL_RESOURCE_ATTRIBUTES") {
+            Some(list) => parse_key_values(&list, "OTEL_RESOURCE_ATTRIBUTES")?,
+            None => Vec::new(),
+        };
+        // `OTEL_SERVICE_NAME` wins over a `service.name` in the attributes.
+        let service_name = service_name.or_else(|| {
+            resource_attributes
+                .iter()
+                .find(|(k, _)| k == "service.name")
+                .map(|(_, v)| v.clone())
+        });
+        resource_attributes.retain(|(k, _)| k != "service.name");
+        if args.max_request_size < 1024 {
+            return Err(usage("--max-request-size must be at least 1KiB"));
+        }
+        Ok(Self {
+            protocol,
+            url,
+            gzip,
+            headers,
+            ca_pem,
+            encode: EncodeSettings {
+                service_name,
+                resource_attributes,
+                max_request_bytes: args.max_request_size,
+            },
+        })
+    }
+}
+
+/// The URL to send to, from an endpoint setting. `base`: a base URL, to which OTLP/HTTP appends
+/// the signal's path (unless it is there already).
+fn endpoint_url(
+    protocol: Protocol,
+    endpoint: &str,
+    base: bool,
+    insecure: bool,
+    source: &str,
+) -> Result<String> {
+    let endpoint = endpoint.trim();
+    let bad = |why: &str| {
+        usage(format!(
+            "{source}: `{}` is not a usable OTLP endpoint: {why}",
+            without_credentials(endpoint)
+        ))
+    };
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, endpoint),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    match protocol {
+        Protocol::HttpProtobuf => {
+            let scheme = match scheme.as_deref() {
+                Some(s @ ("http" | "https")) => s.to_string(),
+                Some(_) => return Err(bad("OTLP/HTTP needs http:// or https://")),
+                None => return Err(bad("OTLP/HTTP needs a URL, e.g. http://localhost:4318")),
+            };
+            let path = path.trim_end_matches('/');
+            let path = if base && !path.ends_with(HTTP_PATH) {
+                format!("{path}{HTTP_PATH}")
+            } else if path.is_empty() {
+                "/".to_string()
+            } else {
+                path.to_string()
+            };
+            let url = format!("{scheme}://{authority}{path}");
+            reqwest::Url::parse(&url).map_err(|e| bad(&e.to_string()))?;
+            Ok(url)
+        }
+        Protocol::Grpc => {
+            let scheme = match scheme.as_deref() {
+                Some(s @ ("http" | "https")) => s.to_string(),
+                Some(_) => return Err(bad("OTLP/gRPC needs http://, https:// or host:port")),
+                // The specification: TLS unless told otherwise.
+                None if insecure => "http".into(),
+                None => "https".into(),
+            };
+            let url = format!("{scheme}://{authority}");
+            url.parse::<tonic::transport::Uri>()
+                .map_err(|e| bad(&e.to_string()))?;
+            Ok(url)
+        }
+    }
+}
+
+/// `url` with any `user:password@` replaced, for messages.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `key=value,key=value` with percent-encoded values, as in `OTEL_EXPORTER_OTLP_HEADERS` and
+/// `OTEL_RESOURCE_ATTRIBUTES`.
+fn parse_key_values(list: &str, source: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for (n, item) in list.split(',').map(str::trim).enumerate() {
+        if item.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = item.split_once('=') else {
+            // Not the entry itself: it may be a secret.
+            return Err(usage(format!("{source}: entry {} is not key=value", n + 1)));
+        };
+        let key = percent_decode(key.trim(), source)?;
+        if key.is_empty() {
+            return Err(usage(format!("{source}: an entry has an empty key")));
+        }
+        pairs.push((key, percent_decode(value.trim(), source)?));
+    }
+    Ok(pairs)
+}
+
+/// Decodes `%XX` escapes (the W3C Baggage encoding the OTLP variables use).
+fn percent_decode(text: &str, source: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let byte = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    usage(format!("{source}: a `%` is not followed by two hex digits"))
+                })?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| usage(format!("{source}: a value is not UTF-8 once decoded")))
+}
+
+/// `4194304`, `512KiB`, `4MiB`, `4MB`...
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(format!("`{text}` is not a size like 4MiB or 500000")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("`{text}` is not a size like 4MiB or 500000"))
+}
+
+/// The `--to otlp` destination.
+pub struct Otlp {
+    settings: Settings,
+    encoder: Encoder,
+    transport: Transport,
+}
+
+/// The destination `args` (and the environment) describe.
+pub fn destination(args: &OtlpArgs) -> Result<Box<dyn Destination>> {
+    let settings = Settings::resolve(args, |name| std::env::var(name).ok())?;
+    let transport = Transport::new(&settings)?;
+    Ok(Box::new(Otlp {
+        encoder: Encoder::new(settings.encode.clone()),
+        settings,
+        transport,
+    }))
+}
+
+impl Otlp {
+    /// The `Request` of an encoded message: the body as it goes on the wire.
+    fn request(&self, encoded: Encoded) -> Result<Request> {
+        let label = match encoded.windows.as_slice() {
+            [] => "no window".to_string(),
+            [one] => format!("window {one}"),
+            [first, .., last] => format!("windows {first}-{last}"),
+        };
+        let mut headers = Vec::new();
+        // Nothing to send when the windows had no samples (an empty request is refused by some
+        // receivers, Pyroscope's, and says nothing): no body and no headers mark it empty.
+        let body = if encoded.message.resource_profiles.is_empty() {
+            Vec::new()
+        } else {
+            let protobuf = encoded.message.encode_to_vec();
+            match self.settings.protocol {
+                Protocol::HttpProtobuf => {
+                    headers.push(("content-type".into(), "application/x-protobuf".into()));
+                    if self.settings.gzip {
+                        headers.push(("content-encoding".into(), "gzip".into()));
+                        transport::gzip(&protobuf).context("cannot compress a request")?
+                    } else {
+                        protobuf
+                    }
+                }
+                Protocol::Grpc => {
+                    headers.push(("content-type".into(), "application/grpc".into()));
+                    if self.settings.gzip {
+                        headers.push(("grpc-encoding".into(), "gzip".into()));
+                    }
+                    protobuf
+                }
+            }
+        };
+        Ok(Request {
+            windows: encoded.windows,
+            label,
+            body,
+            headers,
+        })
+    }
+}
+
+impl Destination for Otlp {
+    fn describe(&self) -> String {
+        format!(
+            "the OTLP endpoint {} ({})",
+            without_credentials(&self.settings.url),
+            self.settings.protocol.name()
+        )
+    }
+
+    fn encode(&mut self, meta: &Meta, window: &Window) -> Result<Vec<Request>> {
+        self.encoder
+            .push(meta, window)?
+            .into_iter()
+            .map(|encoded| self.request(encoded))
+            .collect()
+    }
+
+    fn flush(&mut self, _meta: &Meta) -> Result<Vec<Request>> {
+        self.encoder
+            .finish()
+            .into_iter()
+            .map(|encoded| self.request(encoded))
+            .collect()
+    }
+
+    fn send(&mut self, request: &Request, timeout: Duration) -> Attempt {
+        self.transport.send(request, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &OtlpArgs, vars: &[(&str, &str)]) -> Result<Settings> {
+        Settings::resolve(args, |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn args() -> OtlpArgs {
+        OtlpArgs {
+            max_request_size: 4 << 20,
+            ..OtlpArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let s = resolve(&args(), &[]).unwrap();
+        assert_eq!(s.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.url, "http://localhost:4318/v1development/profiles");
+        assert!(s.gzip);
+        let s = resolve(&args(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap();
+        assert_eq!(s.url, "http://localhost:4317");
+        assert!(!s.gzip);
+    }
+
+    #[test]
+    fn endpoints_resolve_flag_then_profiles_then_generic() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://gw.example/otlp/"),
+            (
+                "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT",
+                "http://p.example:9/custom",
+            ),
+        ];
+        assert_eq!(
+            resolve(&args(), &vars).unwrap().url,
+            "http://p.example:9/custom"
+        );
+        assert_eq!(
+            resolve(&args(), &vars[..1]).unwrap().url,
+            "https://gw.example/otlp/v1development/profiles"
+        );
+        let flag = OtlpArgs {
+            endpoint: Some("http://c:4318/v1development/profiles".into()),
+            ..args()
+        };
+        assert_eq!(
+            resolve(&flag, &vars).unwrap().url,
+            "http://c:4318/v1development/profiles"
+        );
+        let grpc = OtlpArgs {
+            endpoint: Some("collector:4317".into()),
+            protocol: Some("grpc".into()),
+            ..args()
+        };
+        assert_eq!(resolve(&grpc, &[]).unwrap().url, "https://collector:4317");
+        let insecure = OtlpArgs {
+            insecure: true,
+            ..grpc
+        };
+        assert_eq!(
+            resolve(&insecure, &[]).unwrap().url,
+            "http://collector:4317"
+        );
+        let no_scheme = OtlpArgs {
+            endpoint: Some("collector:4318".into()),
+            ..args()
+        };
+        assert!(resolve(&no_scheme, &[]).is_err());
+    }
+
+    #[test]
+    fn headers_and_attributes_are_percent_decoded_and_merged() {
+        let vars = [
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20a,x-org=1",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROFILES_HEADERS", "X-Org=2"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,service.name=web",
+            ),
+        ];
+        let flags = OtlpArgs {
+            headers: vec!["x-extra=%3D".into()],
+            ..args()
+        };
+        let s = resolve(&flags, &vars).unwrap();
+        assert_eq!(
+            s.headers,
+            vec![
+                ("authorization".to_string(), "Bearer a".to_string()),
+                ("X-Org".to_string(), "2".to_string()),
+                ("x-extra".to_string(), "=".to_string()),
+            ]
+        );
+        assert_eq!(s.encode.service_name.as_deref(), Some("web"));
+        assert_eq!(
+            s.encode.resource_attributes,
+            vec![("deployment.environment".to_string(), "prod".to_string())]
+        );
+        let s = resolve(&args(), &[("OTEL_SERVICE_NAME", "api"), vars[2]]).unwrap();
+        assert_eq!(s.encode.service_name.as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn bad_settings_are_usage_errors_that_do_not_show_secrets() {
+        for vars in [
+            [("OTEL_EXPORTER_OTLP_HEADERS", "authorization")],
+            [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            [("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+            [("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")],
+        ] {
+            let error = resolve(&args(), &vars).unwrap_err();
+            assert_eq!(crate::error::exit_of(&error), crate::error::Exit::Usage);
+        }
+        let error = resolve(
+            &args(),
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "secret-token-value")],
+        )
+        .unwrap_err();
+        assert!(!error.to_string().contains("token-value"), "{error}");
+        let bad_value = OtlpArgs {
+            headers: vec!["authorization=line\nbreak".into()],
+            ..args()
+        };
+        let error = resolve(&bad_value, &[]).unwrap_err();
+        assert!(!error.to_string().contains("break"), "{error}");
+    }
+
+    #[test]
+    fn timeouts_are_milliseconds() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(timeout_from(env(&[])).unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            timeout_from(env(&[
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT", "")
+            ]))
+            .unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert!(timeout_from(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")])).is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_not_shown() {
+        assert_eq!(
+            without_credentials("https://u:secret@h:1/v1development/profiles"),
+            "https://***@h:1/v1development/profiles"
+        );
+        assert_eq!(without_credentials("http://h:1/a@b"), "http://h:1/a@b");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+}
