@@ -91,8 +91,10 @@ impl CallGraph {
     }
 }
 
-/// Default bytes of user stack per sample in DWARF mode (ddprof copies 32 KiB; perf 8 KiB).
-pub const DEFAULT_STACK_SIZE: u32 = 32 * 1024;
+/// Default bytes of user stack per sample in DWARF mode: perf copies 8 KiB, ddprof 32 KiB;
+/// 16 KiB gave the same complete-stack share as 32 KiB on the workloads of benches/stacks.py
+/// (python3 deepest among them) at half the bandwidth.
+pub const DEFAULT_STACK_SIZE: u32 = 16 * 1024;
 
 /// What a recording did, for the final line and `--json`.
 #[derive(Debug, Serialize)]
@@ -236,17 +238,18 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         ..Meta::default()
     };
 
-    // The start of window 0 is fixed before attaching, so that no sample precedes it.
-    let start_ns = monotonic_ns();
     let mut sampler = Sampler::start(&SamplerConfig {
         frequency_hz: options.frequency_hz,
-        window_start_ns: start_ns,
         window_len_ns: window_ns,
         targets,
         follow_children: command_mode,
         ring_bytes,
         user_stack_bytes,
     })?;
+    // Window 0 starts once sampling has started (attaching can take seconds on a saturated
+    // machine); the few samples taken before this are dropped, as before any recording.
+    let start_ns = monotonic_ns();
+    sampler.start_windows(start_ns)?;
     let mut child: Option<Child> = None;
     let mut command_pid = None;
     if command_mode {
@@ -387,14 +390,15 @@ fn ring_capacity(options: &RecordOptions) -> Option<usize> {
 /// Windows a flight recorder keeps by default: one minute at the default window length.
 pub const DEFAULT_KEEP: usize = 6;
 
-/// Half a second of full-depth samples on every CPU, as a power of two between 4 and 256 MiB:
-/// ample for a reader that drains every 50 ms, and small on small machines.
+/// A fifth of a second of full-size samples on every CPU (four times the 50 ms between drains),
+/// as a power of two between 4 and 64 MiB. Beyond that, samples are counted lost rather than
+/// pinning more kernel memory; `--buffer-size` overrides it.
 fn default_ring_bytes(cpus: usize, frequency_hz: u64, user_stack_bytes: u32) -> u32 {
     let full_sample = (size_of::<amprof_abi::SampleHead>()
         + 2 * amprof_abi::MAX_STACK_BYTES
         + user_stack_bytes as usize) as u64;
-    let want = (cpus as u64 * frequency_hz * full_sample / 2).next_power_of_two();
-    want.clamp(4 << 20, 256 << 20) as u32
+    let want = (cpus as u64 * frequency_hz * full_sample / 5).next_power_of_two();
+    want.clamp(4 << 20, 64 << 20) as u32
 }
 
 enum WriterMessage {

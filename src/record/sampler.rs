@@ -32,9 +32,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
     pub frequency_hz: u64,
-    /// CLOCK_MONOTONIC start of window 0, and the window length: the kernel side counts lost
-    /// and idle samples per window.
-    pub window_start_ns: u64,
+    /// The window length: the kernel side counts lost and idle samples per window (from the
+    /// start [`Sampler::start_windows`] sets).
     pub window_len_ns: u64,
     /// `Some`: sample only these processes (thread-group ids); `None`: the whole system.
     pub targets: Option<Vec<u32>>,
@@ -134,6 +133,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
 
 /// The loaded and attached eBPF side.
 pub struct Sampler {
+    settings: Array<MapData, u64>,
     /// The programs: dropping it detaches them all.
     ebpf: Option<Ebpf>,
     events: RingBuf<MapData>,
@@ -159,9 +159,9 @@ impl Sampler {
         let mut settings: Array<MapData, u64> = take_map(&mut ebpf, "CONFIG")?;
         for (index, value) in [
             (config::FILTER_BY_TARGETS, u64::from(cfg.targets.is_some())),
-            (config::WINDOW_START_NS, cfg.window_start_ns),
             (config::WINDOW_LEN_NS, cfg.window_len_ns),
             (config::USER_STACK_BYTES, u64::from(cfg.user_stack_bytes)),
+            (config::EXCLUDE_PID, u64::from(std::process::id())),
         ] {
             settings
                 .set(index, value, 0)
@@ -209,10 +209,20 @@ impl Sampler {
             lost: take_map(&mut ebpf, "LOST")?,
             idle: take_map(&mut ebpf, "IDLE")?,
             targets,
+            settings,
             ebpf: Some(ebpf),
             possible_cpus,
             cpus,
         })
+    }
+
+    /// Starts window 0 at `start_ns` (CLOCK_MONOTONIC): the kernel side's per-window counters
+    /// count from there. Called once the programs are attached, which can take seconds on a
+    /// machine whose CPUs are saturated: windows then start when sampling does.
+    pub fn start_windows(&mut self, start_ns: u64) -> Result<()> {
+        self.settings
+            .set(config::WINDOW_START_NS, start_ns, 0)
+            .context("cannot configure the eBPF program")
     }
 
     /// The CPUs being sampled.

@@ -41,6 +41,9 @@ pub mod config {
     /// DWARF mode: copy this many bytes of user stack (at most `MAX_USER_STACK_BYTES`) and the
     /// user registers, for userspace to unwind with the binaries' CFI.
     pub const USER_STACK_BYTES: u32 = 3;
+    /// A process never to sample: amprof itself (its own work is not what the user profiles,
+    /// and symbolizing itself would feed back into what it measures).
+    pub const EXCLUDE_PID: u32 = 4;
     /// Entries in the map.
     pub const LEN: u32 = 8;
 }

@@ -136,7 +136,8 @@ mod program {
             count_in_window(&IDLE, time_ns);
             return 0;
         }
-        if !is_target((pid_tgid >> 32) as u32) {
+        let pid = (pid_tgid >> 32) as u32;
+        if !is_target(pid) || u64::from(pid) == setting(config::EXCLUDE_PID) {
             return 0;
         }
         let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -173,7 +174,6 @@ mod program {
                 + head.user_bytes as usize
                 + head.user_stack_bytes as usize;
             let record = core::slice::from_raw_parts(buffer.cast::<u8>(), len);
-            let pid = (pid_tgid >> 32) as u32;
             let wakeup = match SEEN.get_ptr_mut(&pid) {
                 Some(woken) if *woken >= EAGER_SAMPLES => BPF_RB_NO_WAKEUP,
                 Some(woken) => {
