@@ -472,3 +472,27 @@ fn wait_for_debuginfo(url: &str, build_id: &str) {
     }
     panic!("debuginfod did not serve {build_id} within 60 s");
 }
+
+/// A real JIT runtime: node with --perf-basic-prof names its JIT-compiled JavaScript frames.
+#[test]
+fn node_jit_frames_are_named() {
+    require_root();
+    let script = "function hotLoop(n){let s=0;for(let i=0;i<n;i++){s+=i*i%7}return s}\n\
+                  const t=Date.now();let x=0;while(Date.now()-t<2000){x+=hotLoop(100000)}";
+    let capture = record(
+        "node-jit",
+        &["-g", "fp"],
+        &["node", "--perf-basic-prof", "-e", script],
+        &[],
+    );
+    let stacks = user_stacks(&capture, "node");
+    let share = share_with_frame(&stacks, |f| f.contains("hotLoop"));
+    assert!(
+        share >= 0.8,
+        "{:.1}% of samples name hotLoop: {stacks:?}",
+        share * 100.0
+    );
+    for pid in pids(&summary(&capture, &[])) {
+        let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    }
+}
