@@ -59,7 +59,7 @@ PY
 }
 
 case "${1:-}" in
-  --install) install_toolchain; shift; exec "$0" "$@" ;;
+  --install) install_toolchain; shift; exec "$here/build.sh" "$@" ;;
   --check)
     built=$(build)
     if diff <(sections amprof.bpf.o) <(sections "$built"); then
