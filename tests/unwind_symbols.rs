@@ -25,6 +25,8 @@ fn record(name: &str, flags: &[&str], command: &[&str], env: &[(&str, &str)]) ->
         .arg("--")
         .args(command)
         .envs(env.iter().copied())
+        // Runtimes drop files in their working directory (node's isolate logs).
+        .current_dir(capture.parent().unwrap())
         .output()
         .unwrap();
     assert_ok(&output);

@@ -27,8 +27,8 @@ mod program {
     };
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         bindings::pt_regs,
+        bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -147,7 +147,12 @@ mod program {
         let stack_copy = setting(config::USER_STACK_BYTES);
         unsafe {
             let data = (&raw mut (*buffer).data).cast::<u8>();
-            let ret = bpf_get_stack(ctx.as_ptr(), data.cast::<c_void>(), MAX_STACK_BYTES as u32, 0);
+            let ret = bpf_get_stack(
+                ctx.as_ptr(),
+                data.cast::<c_void>(),
+                MAX_STACK_BYTES as u32,
+                0,
+            );
             let (kernel_bytes, kernel_error) = stack_bytes(ret);
             let rest = data.add(kernel_bytes as usize);
             let mut head = SampleHead {
@@ -262,10 +267,9 @@ mod program {
         if unsafe { TARGETS.get(&parent) }.is_none() {
             return 0;
         }
-        let (Ok(child), Ok(flags)) = (
-            unsafe { ctx.read_at::<u32>(NEWTASK_PID_OFFSET) },
-            unsafe { ctx.read_at::<u64>(NEWTASK_FLAGS_OFFSET) },
-        ) else {
+        let (Ok(child), Ok(flags)) = (unsafe { ctx.read_at::<u32>(NEWTASK_PID_OFFSET) }, unsafe {
+            ctx.read_at::<u64>(NEWTASK_FLAGS_OFFSET)
+        }) else {
             return 0;
         };
         if flags & CLONE_THREAD == 0 {
