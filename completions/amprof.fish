@@ -66,7 +66,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand push" -s p -l pid -d 'Only
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -s o -l output -d 'Directory for --dry-run' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l timeout -d 'Longest wait for one request. Default: 10s; with --to otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r

@@ -224,8 +224,9 @@ pub struct PushArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Retries of a request after a retryable failure (connection refused, 429, 5xx).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
 
     /// Print the summary as JSON on standard output.

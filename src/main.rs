@@ -13,7 +13,14 @@ use amprof::{
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(), // --help, --version
+        Err(error) => {
+            eprintln!("amprof: error: {}", one_line(&error));
+            return ExitCode::from(Exit::Usage.code());
+        }
+    };
     let result = match cli.command {
         Command::Record(args) => record(args),
         Command::Report(args) => report(args).map(|()| Exit::Success.code()),
@@ -26,6 +33,64 @@ fn main() -> ExitCode {
             ExitCode::from(exit_of(&error).code())
         }
     }
+}
+
+/// A command-line error on one line: clap's message and tips, without the usage block (the
+/// message already names the flag; `--help` has the rest).
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    parts.join(" ")
+}
+
+/// Flags of one destination given with `--to` the other: an error, not silently ignored.
+fn check_push_flags(args: &PushArgs) -> anyhow::Result<()> {
+    let otlp = &args.otlp;
+    let datadog = &args.datadog;
+    let otlp_flags = [
+        ("--endpoint", otlp.endpoint.is_some()),
+        ("--protocol", otlp.protocol.is_some()),
+        ("--insecure", otlp.insecure),
+        ("--compression", otlp.compression.is_some()),
+        ("--header", !otlp.headers.is_empty()),
+        ("--ca-cert", otlp.ca_cert.is_some()),
+    ];
+    let datadog_flags = [
+        ("--check", datadog.check),
+        ("--agent-url", datadog.agent_url.is_some()),
+        ("--agentless", datadog.agentless),
+        ("--site", datadog.site.is_some()),
+        ("--intake-url", datadog.intake_url.is_some()),
+        ("--service", datadog.service.is_some()),
+        ("--env", datadog.env.is_some()),
+        ("--version", datadog.service_version.is_some()),
+        ("--tag", !datadog.tags.is_empty()),
+        ("--period", datadog.period.is_some()),
+    ];
+    let (misplaced, needs) = match args.to {
+        PushTarget::Datadog => (&otlp_flags[..], "--to otlp"),
+        PushTarget::Otlp => (&datadog_flags[..], "--to datadog"),
+    };
+    if let Some((flag, _)) = misplaced.iter().find(|(_, given)| *given) {
+        return Err(amprof::error::usage(format!(
+            "{flag} applies to {needs} only"
+        )));
+    }
+    if args.output.is_some() && !args.dry_run {
+        return Err(amprof::error::usage(
+            "-o/--output is the directory of --dry-run: add --dry-run",
+        ));
+    }
+    Ok(())
 }
 
 fn record(args: RecordArgs) -> anyhow::Result<u8> {
@@ -84,6 +149,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 fn push(args: PushArgs) -> anyhow::Result<()> {
+    check_push_flags(&args)?;
     // The flag, else the destination's standard setting (OTLP has one), else 10 s.
     let timeout = match args.timeout {
         Some(timeout) => timeout,

@@ -128,7 +128,10 @@ fn capture() -> &'static Fixture {
         // Two busy processes: every window holds at least two profiles.
         let mut load = Command::new(hotspot()).args(["5", "2"]).spawn().unwrap();
         let mut second = Command::new("sh")
-            .args(["-c", "end=$(($(date +%s)+5)); while [ $(date +%s) -lt $end ]; do :; done"])
+            .args([
+                "-c",
+                "end=$(($(date +%s)+5)); while [ $(date +%s) -lt $end ]; do :; done",
+            ])
             .spawn()
             .unwrap();
         let output = amprof()

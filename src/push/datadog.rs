@@ -642,7 +642,9 @@ impl Datadog {
         }
         let code = status.as_u16();
         // The summary names the destination: the reason says what it answered.
-        let what = format!("HTTP {status}{}", body_snippet(&response.body));
+        // Scrubbed whole, before it is cut short: a key cut in two would show its first part.
+        let body = self.scrub(String::from_utf8_lossy(&response.body).into_owned());
+        let what = format!("HTTP {status}{}", body_snippet(&body));
         let agentless = self.settings.target.api_key().is_some();
         let reason = match code {
             408 | 429 | 500..=599 => {
@@ -674,8 +676,8 @@ impl Datadog {
 }
 
 /// The first line or so of a response body, for messages.
-fn body_snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+fn body_snippet(body: &str) -> String {
+    let text: String = body.chars().take(300).collect();
     let text: String = text
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -866,6 +868,7 @@ pub struct CheckReport {
 
 /// `amprof push --to datadog --check`: asks the Agent's `/info` whether it takes profiles.
 pub fn check(args: &DatadogArgs, timeout: Duration, json: bool) -> Result<()> {
+    super::check_timeout(timeout)?;
     let settings = Settings::resolve(args, &|name| std::env::var(name).ok())?;
     let Target::Agent { base, .. } = &settings.target else {
         return Err(usage(
@@ -891,7 +894,7 @@ pub fn check(args: &DatadogArgs, timeout: Duration, json: bool) -> Result<()> {
         return Err(failed(format!(
             "{agent} answered HTTP {} to /info{}",
             response.status,
-            body_snippet(&response.body)
+            body_snippet(&String::from_utf8_lossy(&response.body))
         )));
     }
     let info: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {

@@ -7,12 +7,20 @@
 //! with its exit code. A destination ([`Destination`]) only turns windows into requests and
 //! sends one request once.
 //!
-//! The capture is only ever opened for reading.
+//! Ctrl-C (or SIGTERM) stops at the next window: the requests of a window already begun still
+//! go (without retries), so that no window is left half-sent and `--windows` can resend what did
+//! not go without sending anything twice. A second Ctrl-C stops at once, without a summary.
+//!
+//! The capture is only ever opened for reading. Secrets (API keys, header values) are never in
+//! a [`Request`], and destinations hide them in what servers answer, which may echo them (see
+//! [`Secrets`]).
 
 pub mod datadog;
 pub mod otlp;
 
 use std::{
+    collections::BTreeSet,
+    fmt,
     io::IsTerminal as _,
     path::{Path, PathBuf},
     sync::{
@@ -52,6 +60,57 @@ impl Request {
     /// are reported as `empty`, not sent.
     pub fn is_empty(&self) -> bool {
         self.body.is_empty() && self.headers.is_empty()
+    }
+}
+
+/// Secret values (an API key, header values) that must not appear in anything amprof prints or
+/// writes. Servers may echo them in their answers: [`Secrets::hide`] replaces them in such text,
+/// before it is cut short (a secret cut in two would otherwise show its first part).
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} hidden)", self.0.len())
+    }
+}
+
+impl Secrets {
+    /// Shorter values and words are not hidden: they would mangle every message (a header
+    /// `x-org=1`), and hide nothing worth hiding.
+    const MIN_CHARS: usize = 6;
+
+    /// The secrets in `values`: each value, and each of its words (a token echoed without its
+    /// `Bearer`), but for authorization schemes.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        const SCHEMES: [&str; 6] = ["bearer", "basic", "digest", "negotiate", "token", "apikey"];
+        let mut hidden = BTreeSet::new();
+        for value in values {
+            let value = value.trim();
+            let words = value.split(|c: char| c.is_whitespace() || c == ',');
+            for text in std::iter::once(value).chain(words) {
+                if text.chars().count() >= Self::MIN_CHARS
+                    && !SCHEMES.contains(&text.to_ascii_lowercase().as_str())
+                {
+                    hidden.insert(text.to_string());
+                }
+            }
+        }
+        let mut hidden: Vec<String> = hidden.into_iter().collect();
+        // The longest first: a whole value goes before its words.
+        hidden.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self(hidden)
+    }
+
+    /// `text` with every secret replaced by `<redacted>`.
+    pub fn hide(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.0 {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "<redacted>");
+            }
+        }
+        text
     }
 }
 
@@ -144,14 +203,26 @@ impl PushSummary {
 
 /// Pushes the selected windows of the capture through `destination`.
 pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<PushSummary> {
+    check_timeout(options.timeout)?;
     if let Some(dir) = &options.dry_run {
         prepare_dry_run_dir(dir)?;
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The second signal stops at once (registered first: the first signal only arms it).
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(Exit::PushFailed.code()),
+            Arc::clone(&interrupted),
+        )
+        .context("cannot install signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot install signal handlers")?;
     }
+    // A damaged capture is refused before anything is sent: failing half-way would leave windows
+    // sent that no summary lists. (A torn end, from a killed recording, is not damage.)
+    let mut check = CaptureReader::open(&options.input)?;
+    while check.next_window()?.is_some() {}
     let mut reader = CaptureReader::open(&options.input)?;
     let meta = reader.meta().clone();
     let started = Instant::now();
@@ -160,6 +231,10 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     let mut request_number = 0usize;
     // The last window counted by the progress bar (a window may take several requests).
     let mut counted: Option<u64> = None;
+    // Windows some request of which was sent (or tried): once interrupted, their other requests
+    // still go, so that no window is left half-sent.
+    let mut begun: BTreeSet<u64> = BTreeSet::new();
+    let mut told_interrupted = options.quiet;
 
     let mut send_all = |destination: &mut dyn Destination,
                         requests: Vec<Request>,
@@ -167,9 +242,18 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
      -> Result<()> {
         for request in requests {
             request_number += 1;
+            let finishing = request.windows.iter().any(|w| begun.contains(w));
+            if finishing && interrupted.load(Ordering::Relaxed) && !told_interrupted {
+                told_interrupted = true;
+                let message = "amprof: interrupted: finishing the window in progress (Ctrl-C again stops at once, without a summary)";
+                match &progress {
+                    Some(bar) => bar.suspend(|| eprintln!("{message}")),
+                    None => eprintln!("{message}"),
+                }
+            }
             let outcome = if request.is_empty() {
                 outcome_of(&request, "empty", 0, 0.0, None, None)
-            } else if interrupted.load(Ordering::Relaxed) {
+            } else if interrupted.load(Ordering::Relaxed) && !finishing {
                 outcome_of(&request, "not-attempted", 0, 0.0, None, None)
             } else if let Some(dir) = &options.dry_run {
                 write_dry_run(dir, request_number, &request)?;
@@ -177,6 +261,9 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
             } else {
                 send_with_retries(destination, &request, options, &interrupted)
             };
+            if outcome.status != "not-attempted" {
+                begun.extend(&request.windows);
+            }
             // A request of several windows (OTLP batches them) shares its bytes among them, so
             // that the totals add up.
             let (count, total) = (request.windows.len().max(1), request.body.len());
@@ -241,6 +328,14 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
         interrupted: interrupted.load(Ordering::Relaxed),
         windows: outcomes,
     })
+}
+
+/// Refuses a zero timeout, with which no request could ever succeed.
+pub fn check_timeout(timeout: Duration) -> Result<()> {
+    if timeout.is_zero() {
+        return Err(usage("--timeout must be longer than 0"));
+    }
+    Ok(())
 }
 
 /// The exit-code error for a summary with failures, if any.
@@ -357,7 +452,8 @@ fn send_with_retries(
             }
             Attempt::Retry { reason, after } => {
                 if attempts > options.retries || interrupted.load(Ordering::Relaxed) {
-                    let reason = format!("{reason} (after {attempts} attempts)");
+                    let plural = if attempts == 1 { "" } else { "s" };
+                    let reason = format!("{reason} (after {attempts} attempt{plural})");
                     return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
                 }
                 // Sleep in slices so that Ctrl-C is not kept waiting.
@@ -383,6 +479,12 @@ fn progress_bar(options: &PushOptions) -> Option<ProgressBar> {
 }
 
 fn prepare_dry_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(usage(format!(
+            "-o {}: not a directory (--dry-run writes its files into one)",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the dry-run directory {}", dir.display()))?;
     Ok(())
@@ -418,6 +520,20 @@ fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_hidden_whole_and_word_by_word() {
+        let secrets = Secrets::new(["Bearer s3cret-t0ken", "0123456789abcdef", "1", "tenant"]);
+        assert_eq!(
+            secrets.hide("got Bearer s3cret-t0ken, then s3cret-t0ken, key 0123456789abcdef"),
+            "got <redacted>, then <redacted>, key <redacted>"
+        );
+        // Too short to hide: it would mangle messages.
+        assert_eq!(secrets.hide("HTTP 401"), "HTTP 401");
+        assert_eq!(secrets.hide("Bearer tokens"), "Bearer tokens");
+        assert_eq!(secrets.hide("tenant-2"), "<redacted>-2");
+        assert!(!format!("{secrets:?}").contains("s3cret"));
+    }
 
     #[test]
     fn backs_off_exponentially_with_caps() {

@@ -226,12 +226,22 @@ impl Settings {
             .clone()
             .or_else(|| setting("CERTIFICATE").map(|(_, v)| PathBuf::from(v.trim())));
         let ca_pem = match ca_file {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| {
-                usage(format!(
-                    "cannot read the CA certificate {}: {e}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    usage(format!(
+                        "cannot read the CA certificate {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                // Checked here, for gRPC too (tonic would only fail at the first connection).
+                if !matches!(reqwest::Certificate::from_pem_bundle(&pem), Ok(c) if !c.is_empty()) {
+                    return Err(usage(format!(
+                        "the CA certificate file {} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+                Some(pem)
+            }
             None => None,
         };
         let service_name = env("OTEL_SERVICE_NAME").filter(|s| !s.trim().is_empty());

@@ -10,6 +10,10 @@
 //! DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED
 //! only when the server says when to retry (a `RetryInfo`). Anything else fails for good. A
 //! `partial_success` in an accepted answer is reported as a note.
+//!
+//! What a server answers is read up to [`MAX_RESPONSE_BYTES`] (an OTLP answer is small; a
+//! server that streams without end must not fill memory), and header values it echoes are
+//! hidden before the text is cut short for messages.
 
 use std::{io::Write as _, str::FromStr as _, time::Duration};
 
@@ -30,15 +34,23 @@ use tonic_types::StatusExt as _;
 use super::{Protocol, Settings};
 use crate::{
     error::usage,
-    push::{Attempt, Request},
+    push::{Attempt, Request, Secrets},
 };
 
 const USER_AGENT: &str = concat!("amprof/", env!("CARGO_PKG_VERSION"));
+
+/// Bytes of an HTTP answer read, at most.
+const MAX_RESPONSE_BYTES: usize = 64 << 10;
+
+/// Characters of a server's message kept in messages.
+const MAX_MESSAGE_CHARS: usize = 300;
 
 /// A connection to the endpoint, ready to send requests.
 pub struct Transport {
     runtime: tokio::runtime::Runtime,
     client: Client,
+    /// The header values, hidden in what the server answers.
+    secrets: Secrets,
 }
 
 enum Client {
@@ -146,7 +158,12 @@ impl Transport {
                 }
             }
         };
-        Ok(Self { runtime, client })
+        let secrets = Secrets::new(settings.headers.iter().map(|(_, value)| value.as_str()));
+        Ok(Self {
+            runtime,
+            client,
+            secrets,
+        })
     }
 
     /// Sends `request` once, waiting at most `timeout` for the answer.
@@ -156,9 +173,14 @@ impl Transport {
                 client,
                 url,
                 headers,
-            } => self
-                .runtime
-                .block_on(send_http(client, url, headers, request, timeout)),
+            } => self.runtime.block_on(send_http(
+                client,
+                url,
+                headers,
+                request,
+                timeout,
+                &self.secrets,
+            )),
             Client::Grpc {
                 channel,
                 metadata,
@@ -169,6 +191,7 @@ impl Transport {
                 *gzip,
                 request,
                 timeout,
+                &self.secrets,
             )),
         }
     }
@@ -180,6 +203,7 @@ async fn send_http(
     extra: &reqwest::header::HeaderMap,
     request: &Request,
     timeout: Duration,
+    secrets: &Secrets,
 ) -> Attempt {
     let mut builder = client
         .post(url)
@@ -189,8 +213,9 @@ async fn send_http(
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
     }
-    let response = match builder.send().await {
+    let mut response = match builder.send().await {
         Ok(response) => response,
+        Err(e) if e.is_timeout() => return no_answer(timeout),
         // Without the URL: the destination's description says it, credentials hidden.
         Err(e) => return connection_failure(error_chain(&e.without_url())),
     };
@@ -206,26 +231,35 @@ async fn send_http(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("protobuf"));
-    let body = match response.bytes().await {
-        Ok(body) => body,
-        Err(e) if status.is_success() => {
-            return Attempt::Sent {
-                note: Some(format!(
-                    "accepted, but the answer was cut: {}",
+    // At most MAX_RESPONSE_BYTES of the answer: the rest is not read.
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - body.len())]);
+            }
+            Ok(None) => break,
+            Err(e) if status.is_success() => {
+                let why = if e.is_timeout() {
+                    format!("no more within {}", humantime::format_duration(timeout))
+                } else {
                     error_chain(&e.without_url())
-                )),
-            };
+                };
+                return Attempt::Sent {
+                    note: Some(format!("accepted, but the answer was cut: {why}")),
+                };
+            }
+            Err(_) => break,
         }
-        Err(_) => Default::default(),
-    };
+    }
     if status.is_success() {
         // An empty body is an empty (fully successful) response.
-        return match ExportProfilesServiceResponse::decode(body.as_ref()) {
+        return match ExportProfilesServiceResponse::decode(body.as_slice()) {
             Ok(answer) => Attempt::Sent {
                 note: answer
                     .partial_success
                     .as_ref()
-                    .and_then(partial_success_note),
+                    .and_then(|partial| partial_success_note(partial, secrets)),
             },
             Err(_) => Attempt::Sent {
                 note: Some(format!(
@@ -234,7 +268,10 @@ async fn send_http(
             },
         };
     }
-    let reason = format!("HTTP {status}{}", http_error_message(&body, protobuf));
+    let reason = format!(
+        "HTTP {status}{}",
+        http_error_message(&body, protobuf, secrets)
+    );
     match status.as_u16() {
         429 | 502 | 503 | 504 => Attempt::Retry {
             reason,
@@ -245,7 +282,7 @@ async fn send_http(
 }
 
 /// `: message` from an OTLP/HTTP error body (a `google.rpc.Status`, or text), if any.
-fn http_error_message(body: &[u8], protobuf: bool) -> String {
+fn http_error_message(body: &[u8], protobuf: bool, secrets: &Secrets) -> String {
     let message = if protobuf {
         tonic_types::Status::decode(body)
             .map(|status| status.message)
@@ -253,11 +290,29 @@ fn http_error_message(body: &[u8], protobuf: bool) -> String {
     } else {
         String::from_utf8_lossy(body).into_owned()
     };
-    let message: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = server_text(&message, secrets);
     if message.is_empty() {
         return String::new();
     }
-    format!(": {}", truncate(&message, 300))
+    format!(": {message}")
+}
+
+/// A server's `text` for a message: echoed secrets hidden, on one line, cut short.
+fn server_text(text: &str, secrets: &Secrets) -> String {
+    let text = secrets.hide(text);
+    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate(&text, MAX_MESSAGE_CHARS)
+}
+
+/// The failure of a request that got no answer in time (retried).
+fn no_answer(timeout: Duration) -> Attempt {
+    Attempt::Retry {
+        reason: format!(
+            "timed out: no answer within {}",
+            humantime::format_duration(timeout)
+        ),
+        after: None,
+    }
 }
 
 async fn send_grpc(
@@ -266,6 +321,7 @@ async fn send_grpc(
     gzip: bool,
     request: &Request,
     timeout: Duration,
+    secrets: &Secrets,
 ) -> Attempt {
     let message = match ExportProfilesServiceRequest::decode(request.body.as_slice()) {
         Ok(message) => message,
@@ -291,18 +347,22 @@ async fn send_grpc(
         }
     }
     match tokio::time::timeout(timeout, client.export(grpc_request)).await {
-        Err(_) => Attempt::Retry {
-            reason: format!("no answer within {}", humantime::format_duration(timeout)),
-            after: None,
-        },
+        Err(_) => no_answer(timeout),
+        // tonic's own deadline (the request's grpc-timeout) ran out first.
+        Ok(Err(status))
+            if status.code() == Code::Cancelled
+                && status.message() == tonic::TimeoutExpired(()).to_string() =>
+        {
+            no_answer(timeout)
+        }
         Ok(Ok(answer)) => Attempt::Sent {
             note: answer
                 .get_ref()
                 .partial_success
                 .as_ref()
-                .and_then(partial_success_note),
+                .and_then(|partial| partial_success_note(partial, secrets)),
         },
-        Ok(Err(status)) => grpc_outcome(&status),
+        Ok(Err(status)) => grpc_outcome(&status, secrets),
     }
 }
 
@@ -320,26 +380,31 @@ fn connection_failure(reason: String) -> Attempt {
 }
 
 /// What a gRPC error status means for retries.
-fn grpc_outcome(status: &tonic::Status) -> Attempt {
+fn grpc_outcome(status: &tonic::Status, secrets: &Secrets) -> Attempt {
     let delay = status
         .get_details_retry_info()
         .and_then(|info| info.retry_delay);
     let mut reason = format!("gRPC {}", code_name(status.code()));
-    let message: String = status
-        .message()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let message = server_text(status.message(), secrets);
     if !message.is_empty() {
-        reason.push_str(&format!(": {}", truncate(&message, 300)));
+        reason.push_str(&format!(": {message}"));
     }
     let mut source = std::error::Error::source(status);
+    // A status of our own (with a cause), not one the server sent.
+    let local = source.is_some();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = server_text(&cause.to_string(), secrets);
         if !reason.contains(&cause_text) {
             reason.push_str(&format!(": {cause_text}"));
         }
         source = cause.source();
+    }
+    if local && status.code() == Code::Unknown {
+        // The connection broke before any gRPC answer: HTTP/1 or TLS where HTTP/2 was expected,
+        // or the other way round.
+        reason.push_str(
+            " (no gRPC answer: is it an OTLP/gRPC endpoint, plaintext for http:// and TLS for https://?)",
+        );
     }
     let retryable = match status.code() {
         Code::Cancelled
@@ -383,8 +448,11 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// The note for an accepted request with a `partial_success`.
-fn partial_success_note(partial: &ExportProfilesPartialSuccess) -> Option<String> {
-    let message = truncate(partial.error_message.trim(), 300);
+fn partial_success_note(
+    partial: &ExportProfilesPartialSuccess,
+    secrets: &Secrets,
+) -> Option<String> {
+    let message = server_text(&partial.error_message, secrets);
     match (partial.rejected_profiles, message.is_empty()) {
         (0, true) => None,
         (0, false) => Some(format!("accepted with a warning: {message}")),
@@ -421,12 +489,13 @@ mod tests {
 
     #[test]
     fn grpc_codes_retry_as_the_specification_says() {
+        let none = Secrets::default();
         assert!(matches!(
-            grpc_outcome(&tonic::Status::unavailable("down")),
+            grpc_outcome(&tonic::Status::unavailable("down"), &none),
             Attempt::Retry { after: None, .. }
         ));
         assert!(matches!(
-            grpc_outcome(&tonic::Status::resource_exhausted("full")),
+            grpc_outcome(&tonic::Status::resource_exhausted("full"), &none),
             Attempt::Failed { .. }
         ));
         let with_delay = tonic::Status::with_error_details(
@@ -435,11 +504,11 @@ mod tests {
             tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(2))),
         );
         assert!(matches!(
-            grpc_outcome(&with_delay),
+            grpc_outcome(&with_delay, &none),
             Attempt::Retry { after: Some(d), .. } if d == Duration::from_secs(2)
         ));
         assert!(matches!(
-            grpc_outcome(&tonic::Status::invalid_argument("bad")),
+            grpc_outcome(&tonic::Status::invalid_argument("bad"), &none),
             Attempt::Failed { .. }
         ));
     }
@@ -451,13 +520,30 @@ mod tests {
             error_message: "too old".into(),
         };
         assert_eq!(
-            partial_success_note(&partial).as_deref(),
+            partial_success_note(&partial, &Secrets::default()).as_deref(),
             Some("partial success: 2 profiles rejected: too old")
         );
         assert_eq!(
-            partial_success_note(&ExportProfilesPartialSuccess::default()),
+            partial_success_note(
+                &ExportProfilesPartialSuccess::default(),
+                &Secrets::default()
+            ),
             None
         );
+    }
+
+    #[test]
+    fn echoed_secrets_are_hidden_before_messages_are_cut() {
+        let secrets = Secrets::new(["Bearer s3cret-t0ken"]);
+        // The token straddles the cut: hidden first, it cannot show in part.
+        let body = format!("{} s3cret-t0ken", "x".repeat(MAX_MESSAGE_CHARS - 5));
+        let message = http_error_message(body.as_bytes(), false, &secrets);
+        assert!(message.ends_with("x <red..."), "{message}");
+        let status = tonic::Status::unauthenticated("no such token: Bearer s3cret-t0ken");
+        let Attempt::Failed { reason } = grpc_outcome(&status, &secrets) else {
+            panic!("UNAUTHENTICATED is not retried");
+        };
+        assert_eq!(reason, "gRPC UNAUTHENTICATED: no such token: <redacted>");
     }
 
     #[test]
