@@ -9,7 +9,6 @@ mod pprof;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex, OnceLock},
@@ -69,15 +68,6 @@ fn statuses(summary: &serde_json::Value) -> BTreeMap<u64, String> {
             )
         })
         .collect()
-}
-
-/// A TCP port nobody listens on (at the time of asking).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A capture of the hotspot fixture: 2 threads for 2.5 s, 1 s windows, recorded once.

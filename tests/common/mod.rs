@@ -62,6 +62,15 @@ pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
     binary
 }
 
+/// A TCP port on 127.0.0.1 nobody listens on (at the time of asking), for test servers.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Asserts a successful exit, showing stderr otherwise.
 pub fn assert_ok(output: &Output) {
     assert!(
