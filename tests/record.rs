@@ -236,16 +236,25 @@ fn a_flight_recorder_keeps_the_last_windows_and_finalizes_on_sigint() {
 #[test]
 fn an_unprivileged_user_is_told_what_is_needed() {
     require_root();
-    let dir = scratch("unprivileged");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    // The build tree may sit in a directory only root can enter (CI clones into a 0700
+    // temporary directory): give the unprivileged user a copy of the binary it can run.
+    let dir = std::env::temp_dir().join(format!("amprof-unprivileged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let binary = dir.join("amprof");
+    std::fs::copy(env!("CARGO_BIN_EXE_amprof"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = std::os::unix::process::CommandExt::uid(
-        amprof()
+        Command::new(&binary)
             .args(["record", "-d", "1s", "-o"])
             .arg(dir.join("x.data")),
         65534,
     )
     .output()
     .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(output.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
