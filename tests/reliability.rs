@@ -248,14 +248,16 @@ fn a_flight_recorder_stays_flat() {
     assert!(record.wait().unwrap().success());
     let summary = summary(&capture, &[]);
     assert_eq!(summary["windows"].as_array().unwrap().len(), 3);
-    // After a warm-up, the largest file and RSS seen in the second half stay within a margin of
-    // those seen in the first half.
-    let half = sizes.len() / 2;
-    let (early, late) = (&sizes[4..half], &sizes[half..]);
+    // Once the ring is full, what the file and the process hold depends on what runs, not on
+    // how long amprof has run: the largest values of the last quarter stay within a margin of
+    // those of the second quarter. (Other tests run at the same time and change what runs, so
+    // the margin is not zero; a leak would grow with every window.)
+    let quarter = sizes.len() / 4;
     let max = |v: &[u64]| *v.iter().max().unwrap();
+    let (early, late) = (&sizes[quarter..2 * quarter], &sizes[3 * quarter..]);
     assert!(max(late) <= max(early) * 3 / 2, "capture grows: {sizes:?}");
-    let (early, late) = (&rss[4..half], &rss[half..]);
-    assert!(max(late) <= max(early) + 8 * 1024, "RSS grows: {rss:?} KiB");
+    let (early, late) = (&rss[quarter..2 * quarter], &rss[3 * quarter..]);
+    assert!(max(late) <= max(early) * 5 / 4, "RSS grows: {rss:?} KiB");
 }
 
 /// `-p` of a process that exits mid-recording: a clean finish, exit code 0.
