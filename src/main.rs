@@ -28,11 +28,22 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // A reader that stops early (`amprof report --format folded | head`) closes the pipe;
+        // that is its choice, not our failure: stop quietly, as cat and ripgrep do.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(Exit::Success.code()),
         Err(error) => {
             eprintln!("amprof: error: {error:#}");
             ExitCode::from(exit_of(&error).code())
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A command-line error on one line: clap's message and tips, without the usage block (the

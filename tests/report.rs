@@ -185,3 +185,25 @@ fn a_truncated_capture_reports_its_complete_windows() {
     assert!(cut["windows"].as_array().unwrap().len() < all["windows"].as_array().unwrap().len());
     assert_eq!(cut["windows"][0], all["windows"][0]);
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_not_an_error() {
+    use std::process::Stdio;
+    // `amprof report --format flamegraph -o - | head -c1`: the reader goes away before amprof writes
+    // (the SVG is larger than the output buffer: the error comes from a write, not the flush).
+    let mut child = amprof()
+        .args(["report", "--format", "flamegraph", "-o", "-", "-i"])
+        .arg(capture())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_ok(&output);
+    assert!(
+        output.stderr.is_empty(),
+        "nothing on stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
