@@ -196,11 +196,18 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     if !options.quiet || summary.failed > 0 {
+        let (verb, to) = match &options.dry_run {
+            // Nothing went anywhere: say where the requests are, not where they would have gone.
+            Some(dir) => (
+                "wrote the requests of",
+                format!("{} for {}", dir.display(), summary.destination),
+            ),
+            None => ("pushed", summary.destination.clone()),
+        };
         eprintln!(
-            "amprof: pushed {} of {} windows to {} ({} KiB in {:.1} s)",
+            "amprof: {verb} {} of {} windows to {to} ({} KiB in {:.1} s)",
             summary.sent,
             summary.windows.len(),
-            summary.destination,
             summary.bytes.div_ceil(1024),
             summary.seconds
         );

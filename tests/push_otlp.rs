@@ -786,6 +786,23 @@ fn dry_run_writes_the_encoded_requests() {
         }
         check_delivery(&requests);
     }
+    // Without -q, the summary line says where the requests went, and that nothing was pushed.
+    let out = scratch("push-otlp-dry-said").join("requests");
+    let output = amprof()
+        .args(["push", "--to", "otlp", "--dry-run", "-o"])
+        .arg(&out)
+        .arg("-i")
+        .arg(&capture().path)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("wrote the requests of 3 of 3 windows to ")
+            && said.contains(out.to_str().unwrap())
+            && !said.contains("pushed"),
+        "{said}"
+    );
 }
 
 #[test]
