@@ -218,11 +218,8 @@ impl Output {
 
     pub fn finish(self) -> Result<()> {
         match self {
-            Self::Stdout(mut out) => match out.flush() {
-                // A closed pipe (`| head`) is the reader's choice, not a failure.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                other => other.context("cannot write to standard output"),
-            },
+            // A closed pipe (`| head`) ends amprof quietly: main handles it for every write.
+            Self::Stdout(mut out) => out.flush().context("cannot write to standard output"),
             Self::File(file) => file.commit(),
         }
     }
