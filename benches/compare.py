@@ -117,6 +117,14 @@ def samply():
     )
 
 
+def build_workload(work):
+    """Compiles benches/workload.c into `work` and returns its path (also used by exports.py)."""
+    workload = os.path.join(work, "workload")
+    subprocess.run(["cc", "-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", workload,
+                    os.path.join(ROOT, "benches/workload.c")], check=True)
+    return workload
+
+
 def calibrate(workload, seconds):
     """Rounds of the workload that take about `seconds` unprofiled."""
     rounds = 2000
@@ -213,9 +221,7 @@ def main():
     freqs = [int(f) for f in args.frequencies.split(",")]
 
     work = tempfile.mkdtemp(prefix="amprof-compare-")
-    workload = os.path.join(work, "workload")
-    subprocess.run(["cc", "-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", workload,
-                    os.path.join(ROOT, "benches/workload.c")], check=True)
+    workload = build_workload(work)
     rounds = calibrate(workload, args.duration + 4)
     print(f"workload: {rounds} rounds on 2 threads (~{args.duration + 4} s unprofiled)", flush=True)
 

@@ -17,8 +17,8 @@ Usage (as root, from the repository, after `cargo build --release` and .ci/setup
 """
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AMPROF = os.path.join(ROOT, "target/release/amprof")
+from compare import AMPROF, ROOT, build_workload  # the same binary and workload as compare.py
+
 OTLP_PYTHON = "/opt/amprof-ci/venv/bin/python3"
 
 
@@ -38,11 +38,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def record(work, freq, seconds):
-    workload = os.path.join(work, "workload")
-    if not os.path.exists(workload):
-        subprocess.run(["cc", "-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", workload,
-                        os.path.join(ROOT, "benches/workload.c")], check=True)
+def record(work, workload, freq, seconds):
     capture = os.path.join(work, f"capture-{freq}.data")
     load = subprocess.Popen([workload, "100000000", "2"])
     try:
@@ -60,7 +56,6 @@ def perf_data(work, capture, samples):
     out = os.path.join(work, "perf.data")
     convert = best_of(3, [AMPROF, "report", "--format", "perf", "-i", capture, "-o", out])
     return {
-        "samples": samples,
         "amprof_to_perf_data_s": convert,
         "samples_per_s": samples / convert,
         "perf_data_bytes": os.path.getsize(out),
@@ -88,7 +83,7 @@ def per_window(summary):
     }
 
 
-def datadog(work, capture):
+def datadog(capture):
     port = free_port()
     agent = subprocess.Popen(["ddapm-test-agent", "--host", "127.0.0.1", "--port", str(port),
                               "--otlp-http-port", str(free_port()),
@@ -145,14 +140,15 @@ def main():
     work = tempfile.mkdtemp(prefix="amprof-exports-")
     results = []
     try:
+        workload = build_workload(work)
         for freq in [int(f) for f in args.frequencies.split(",")]:
-            capture, summary = record(work, freq, args.seconds)
+            capture, summary = record(work, workload, freq, args.seconds)
             samples = summary["totals"]["samples"]
             result = {
                 "frequency": freq, "seconds": args.seconds, "samples": samples,
                 "windows": len(summary["windows"]), "capture_bytes": os.path.getsize(capture),
                 "perf": perf_data(work, capture, samples),
-                "datadog": datadog(work, capture),
+                "datadog": datadog(capture),
                 "otlp": otlp(work, capture),
             }
             results.append(result)
