@@ -254,14 +254,17 @@ fn a_flight_recorder_stays_flat() {
     // the margin is not zero; a leak would grow with every window.)
     let quarter = sizes.len() / 4;
     let max = |v: &[u64]| *v.iter().max().unwrap();
-    let (early, late) = (&sizes[quarter..2 * quarter], &sizes[3 * quarter..]);
-    assert!(max(late) <= max(early) * 3 / 2, "capture grows: {sizes:?}");
+    let (early_sizes, late_sizes) = (&sizes[quarter..2 * quarter], &sizes[3 * quarter..]);
+    assert!(
+        max(late_sizes) <= max(early_sizes) * 3 / 2,
+        "capture grows: {sizes:?}"
+    );
     let (early, late) = (&rss[quarter..2 * quarter], &rss[3 * quarter..]);
     assert!(max(late) <= max(early) * 5 / 4, "RSS grows: {rss:?} KiB");
     eprintln!(
         "flight recorder: {seconds} s, capture {}..{} KiB in the last quarter, peak RSS {} MiB",
-        sizes[3 * quarter..].iter().min().unwrap() / 1024,
-        max(&sizes[3 * quarter..]) / 1024,
+        late_sizes.iter().min().unwrap() / 1024,
+        max(late_sizes) / 1024,
         max(&rss) / 1024
     );
 }
