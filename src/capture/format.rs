@@ -140,6 +140,60 @@ pub struct Window {
     /// Samples whose user stack unwinding stopped early (DWARF mode).
     #[prost(uint64, tag = "19")]
     pub truncated: u64,
+    /// What the profiled system's files made amprof give up on while this window was recorded
+    /// and symbolized; absent when nothing was.
+    #[prost(message, optional, tag = "20")]
+    pub problems: Option<Problems>,
+}
+
+/// Hostile or broken input amprof met and worked around, counted (never fatal). Each count
+/// belongs to the window during which it was met.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Problems {
+    /// Files of sampled processes amprof would not or could not read: not regular files (FIFOs,
+    /// devices, sockets, directories), symlinks where none may be, too large, busy (a lease),
+    /// gone, or too slow to read.
+    #[prost(uint64, tag = "1")]
+    pub files_refused: u64,
+    /// Binaries with no usable unwind information (malformed section headers, no CFI):
+    /// DWARF unwinding stops at their frames.
+    #[prost(uint64, tag = "2")]
+    pub unwind_info_unusable: u64,
+    /// Lines of perf maps (`/tmp/perf-PID.map`) skipped as malformed, or beyond the size and
+    /// entry caps.
+    #[prost(uint64, tag = "3")]
+    pub perf_map_lines_skipped: u64,
+    /// Locations left without symbols because symbolization ran out of time (recording was
+    /// stopping, or a file took too long): they keep their module and offset.
+    #[prost(uint64, tag = "4")]
+    pub locations_not_symbolized: u64,
+    /// Pages of mapped files that shrank while amprof read them, read as zeros.
+    #[prost(uint64, tag = "5")]
+    pub file_pages_vanished: u64,
+    /// Executable mappings not kept because a process (or all of them) had more than the caps.
+    #[prost(uint64, tag = "6")]
+    pub mappings_dropped: u64,
+}
+
+impl Problems {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Problems) {
+        self.files_refused += other.files_refused;
+        self.unwind_info_unusable += other.unwind_info_unusable;
+        self.perf_map_lines_skipped += other.perf_map_lines_skipped;
+        self.locations_not_symbolized += other.locations_not_symbolized;
+        self.file_pages_vanished += other.file_pages_vanished;
+        self.mappings_dropped += other.mappings_dropped;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Problems::default()
+    }
+
+    /// `Some(self)` unless every count is zero (what a window stores).
+    pub fn nonzero(self) -> Option<Problems> {
+        (!self.is_empty()).then_some(self)
+    }
 }
 
 /// A process image: a pid between two execs.

@@ -10,27 +10,39 @@
 //!
 //! The sampling thread does only cheap per-sample work and reads `/proc` for new processes;
 //! symbolization, encoding and disk writes happen on the writer thread, window by window.
+//!
+//! Nothing a sampled process chooses is trusted (see README, "Guarantees"): its files are opened
+//! one way ([`files`]), on worker threads that nothing waits on for long ([`worker`]: the
+//! unwinder's loader, the symbolizer's resolver), and the sampling thread never blocks on the
+//! writer. Ctrl-C or SIGTERM ends a recording within [`STOP_WITHIN`]: windows not named by then
+//! are written unnamed (counted), and a second signal exits at once, the capture readable.
 
 pub mod debuginfo;
 pub mod elf;
+pub mod files;
+pub mod perf_map;
 pub mod procs;
+pub mod resolve;
 pub mod sampler;
+pub mod sigbus;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
 pub mod window;
+pub mod worker;
 
 use std::{
+    collections::VecDeque,
     io::IsTerminal as _,
     path::PathBuf,
     process::Child,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -119,6 +131,13 @@ pub struct RecordSummary {
 const GRACE: Duration = Duration::from_millis(100);
 /// Longest wait for ring-buffer records: also how often timers and signals are checked.
 const POLL: Duration = Duration::from_millis(50);
+/// Ctrl-C or SIGTERM ends a recording within this, whatever symbolization is doing.
+pub const STOP_WITHIN: Duration = Duration::from_secs(2);
+/// What of [`STOP_WITHIN`] symbolization may still use once a stop is asked for.
+const SYMBOLIZE_AFTER_STOP: Duration = Duration::from_millis(1200);
+/// Closed windows the sampling thread holds while the writer is busy; beyond, it waits for the
+/// writer (while still watching for signals).
+const MAX_QUEUED_WINDOWS: usize = 64;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
@@ -187,9 +206,15 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        // A second signal exits at once (registered first: the first signal only arms it).
+        // Every window written so far stays readable: each is appended and synced whole.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
+    sigbus::install();
+    raise_file_limit();
 
     let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
     let window_ns = options.window.as_nanos() as u64;
@@ -266,6 +291,7 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
     let writer = CaptureWriter::create(&options.output, &meta, ring_capacity(options))?;
     let (to_writer, from_sampler) = mpsc::sync_channel::<WriterMessage>(4);
     let written = Arc::new(WriterProgress::default());
+    let mut queued: VecDeque<WriterMessage> = VecDeque::new();
     let inline = options.inline;
     let writer_thread = {
         let written = Arc::clone(&written);
@@ -309,6 +335,11 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
                 None
             };
             if let Some((_, end_ns)) = stopped_by {
+                // From now on the writer names windows only until shortly before STOP_WITHIN.
+                written.hurry_until.store(
+                    monotonic_ns() + SYMBOLIZE_AFTER_STOP.as_nanos() as u64,
+                    Ordering::Relaxed,
+                );
                 // Samples taken after the end (still in the ring buffer) are dropped.
                 aggregator.set_end(end_ns);
                 sampler.stop();
@@ -321,9 +352,11 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
             totals.0 += lost;
             totals.1 += idle;
             let closed = aggregator.close_next(lost, idle);
-            if to_writer.send(WriterMessage::Window(closed)).is_err() {
-                break; // the writer failed; its error is reported below
-            }
+            queued.push_back(WriterMessage::Window(closed));
+        }
+        // Hand closed windows over without waiting: the writer may be naming a big window.
+        if !hand_over(&mut queued, &to_writer, &stop) {
+            break; // the writer failed; its error is reported below
         }
         progress.update(
             &aggregator,
@@ -335,25 +368,66 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
             break;
         }
     }
-    let (reason, end_ns) = stopped_by.expect("the loop ends only when stopped");
-    let _ = to_writer.send(WriterMessage::End(End {
+    let (reason, end_ns) = stopped_by.unwrap_or(("error", monotonic_ns()));
+    let stopped_at = Instant::now();
+    queued.push_back(WriterMessage::End(End {
         end_ns,
         windows_closed: 0, // filled in by the writer
         windows_evicted: 0,
         reason: reason.into(),
     }));
+    let by_signal = reason == "signal";
+    // The writer finishes within STOP_WITHIN of a signal (it stops naming windows before); a
+    // writer still busy after that (a disk that does not answer) is left behind: every window
+    // it wrote is readable.
+    while let Some(message) = queued.pop_front() {
+        match to_writer.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(message)) if !by_signal => {
+                if to_writer.send(message).is_err() {
+                    break;
+                }
+            }
+            Err(mpsc::TrySendError::Full(message)) if stopped_at.elapsed() < STOP_WITHIN => {
+                queued.push_front(message);
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break,
+        }
+    }
     drop(to_writer);
+    while by_signal && !writer_thread.is_finished() && stopped_at.elapsed() < STOP_WITHIN {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if by_signal && !writer_thread.is_finished() {
+        progress.finish();
+        return Err(anyhow!(
+            "stopped before the capture could be finalized: the windows written to {} are readable",
+            options.output.display()
+        ));
+    }
     let outcome = writer_thread
         .join()
         .map_err(|_| anyhow!("the writer thread panicked"))?;
     progress.finish();
     let (windows, evicted, bytes) = outcome?;
 
-    // The command outlives a --duration: wait for it, as its exit code is amprof's.
+    // The command outlives a --duration: wait for it, as its exit code is amprof's. After a
+    // signal, only until STOP_WITHIN: a command that ignores it is left running.
     if let Some(child) = child.as_mut()
         && command_status.is_none()
     {
-        command_status = Some(child.wait().context("cannot wait for the command")?);
+        command_status = if by_signal {
+            target::wait_timeout(child, STOP_WITHIN.saturating_sub(stopped_at.elapsed()))
+        } else {
+            Some(child.wait().context("cannot wait for the command")?)
+        };
+        if command_status.is_none() {
+            eprintln!(
+                "amprof: the command (pid {}) is still running; recording stopped",
+                child.id()
+            );
+        }
     }
     Ok(RecordSummary {
         output: options.output.clone(),
@@ -369,6 +443,46 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         stopped_by: reason.into(),
         command_exit_code: command_status.map(target::exit_code),
     })
+}
+
+/// Sends the queued messages the writer can take now. When the queue is long (the writer is
+/// far behind), waits for the writer, but never past a stop request. False if the writer is
+/// gone.
+fn hand_over(
+    queued: &mut VecDeque<WriterMessage>,
+    to_writer: &mpsc::SyncSender<WriterMessage>,
+    stop: &AtomicBool,
+) -> bool {
+    while let Some(message) = queued.pop_front() {
+        match to_writer.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(message)) => {
+                queued.push_front(message);
+                if queued.len() <= MAX_QUEUED_WINDOWS || stop.load(Ordering::Relaxed) {
+                    return true;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return false,
+        }
+    }
+    true
+}
+
+/// Raises the soft limit on open files to the hard one (up to 65,536): amprof pins the files of
+/// the processes it samples, and must still be able to open its own.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with a valid rlimit buffer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_cur.max(limit.rlim_max.min(65_536));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn drain(sampler: &mut Sampler, aggregator: &mut WindowAggregator) {
@@ -410,6 +524,9 @@ enum WriterMessage {
 struct WriterProgress {
     windows: AtomicUsize,
     failed: AtomicBool,
+    /// Monotonic ns after which windows are written without waiting for names (0: not set):
+    /// recording is stopping.
+    hurry_until: AtomicU64,
 }
 
 /// The writer thread: symbolizes and writes each closed window, then the end record. Returns
@@ -425,7 +542,13 @@ fn write_windows(
     for message in from_sampler {
         match message {
             WriterMessage::Window(closed) => {
-                let mut window = symbolizer.build(closed);
+                let mut deadline = Instant::now() + symbolize::SYMBOLIZE_BUDGET;
+                let hurry = progress.hurry_until.load(Ordering::Relaxed);
+                if hurry != 0 {
+                    let left = hurry.saturating_sub(monotonic_ns());
+                    deadline = deadline.min(Instant::now() + Duration::from_nanos(left));
+                }
+                let mut window = symbolizer.build(closed, deadline);
                 if let Err(e) = writer.write_window(&mut window) {
                     progress.failed.store(true, Ordering::Relaxed);
                     return Err(e);

@@ -3,10 +3,17 @@
 //!
 //! A *process image* is a pid between two execs: an exec replaces the address space, so it
 //! starts a new image with mappings read afresh. Stacks refer to images, not pids.
+//!
+//! This runs on the sampling thread, so it reads only `/proc` (which a sampled process cannot
+//! turn into a FIFO or a slow file system) and never opens a process's files: each mapped file
+//! is pinned with an `O_PATH` handle ([`Pinned::mapping`]), which opens nothing, for the
+//! unwinder and the symbolizer to open later on their own threads. What a process can make
+//! large is capped: mappings kept per process and in all, pinned files.
 
 use std::{
     fs::File,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    io::{BufRead as _, BufReader, Read as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -14,6 +21,7 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
+use super::files::Pinned;
 use crate::capture::format::ModuleKind;
 
 pub type ImageId = u32;
@@ -30,6 +38,8 @@ pub struct ProcessImage {
     pub name: String,
     pub exe: String,
     pub first_seen_ns: u64,
+    /// The user the process runs as (the owner of `/proc/PID`); its perf map must be its own.
+    pub uid: u32,
     /// Executable mappings, sorted by start address.
     pub maps: Vec<MapEntry>,
     /// `/proc/PID/maps` could not be read: the process had exited already.
@@ -57,20 +67,17 @@ pub struct MapEntry {
     /// Path as in `/proc/PID/maps`, without a ` (deleted)` suffix; `[vdso]`, `[anon]`...
     pub path: Arc<str>,
     pub kind: ModuleKind,
-    /// The file, held open from when the process was first seen, when its path does not lead
-    /// to it from amprof's mount namespace (a container's file, a deleted or replaced binary):
-    /// the process may be gone by the time its samples are symbolized.
-    pub pinned: Option<Arc<File>>,
+    /// The mapped file, pinned from when the process was first seen (through
+    /// `/proc/PID/map_files`, so even a container's file or a deleted binary): the process may
+    /// be gone by the time its samples are unwound and symbolized. `None` for pseudo-files, and
+    /// past [`MAX_PINNED_FILES`].
+    pub pinned: Option<Arc<Pinned>>,
 }
 
 impl MapEntry {
-    /// The path that opens this mapping's file from amprof: the pinned file descriptor, or
-    /// the path itself.
-    pub fn open_path(&self) -> String {
-        match &self.pinned {
-            Some(file) => format!("/proc/self/fd/{}", file.as_raw_fd()),
-            None => self.path.to_string(),
-        }
+    /// The file's identity, shared by every process that maps it.
+    pub fn file_key(&self) -> FileKey {
+        (self.dev, self.inode, Arc::clone(&self.path))
     }
 }
 
@@ -89,15 +96,28 @@ struct Entry {
 const REREAD_INTERVAL: Duration = Duration::from_millis(200);
 /// Re-reads allowed at once before the rate limit applies.
 const FREE_REREADS: u32 = 4;
+/// Executable mappings kept of one process: more than any real program has (the kernel allows
+/// 65,530 mappings of any kind); beyond it, the rest of its code goes unnamed.
+pub const MAX_MAPS_PER_PROCESS: usize = 16_384;
+/// Executable mappings kept over all processes at once: bounds memory under thousands of
+/// processes that each map many (about 100 bytes each).
+pub const MAX_MAPS_TOTAL: usize = 1 << 20;
+/// Files held pinned at once (each is a descriptor): every library of a busy machine fits.
+pub const MAX_PINNED_FILES: usize = 16_384;
+/// Longest line read from `/proc/PID/maps` (a path is at most 4096 bytes).
+const MAX_MAPS_LINE: usize = 8192;
 
 /// The images of the processes currently being sampled.
 pub struct ProcessTable {
     proc_root: PathBuf,
     by_pid: FxHashMap<u32, Entry>,
     next_id: ImageId,
-    /// Files whose path does not lead to them, held open (shared by the processes mapping
-    /// them); `None` for files reachable by path.
-    files: FxHashMap<FileKey, Option<Arc<File>>>,
+    /// Mapped files, pinned (shared by the processes mapping them); `None`: pinning failed.
+    files: FxHashMap<FileKey, Option<Arc<Pinned>>>,
+    /// Executable mappings held by the images in `by_pid`.
+    maps_held: usize,
+    /// Mappings not kept (over the caps) since [`Self::take_maps_dropped`].
+    maps_dropped: u64,
 }
 
 impl Default for ProcessTable {
@@ -114,6 +134,8 @@ impl ProcessTable {
             by_pid: FxHashMap::default(),
             next_id: 0,
             files: FxHashMap::default(),
+            maps_held: 0,
+            maps_dropped: 0,
         }
     }
 
@@ -126,8 +148,11 @@ impl ProcessTable {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let mut image = read_image(&self.proc_root, id, pid, comm, time_ns);
-        self.pin_unreachable_files(pid, &mut image.maps);
+        let room = MAX_MAPS_TOTAL.saturating_sub(self.maps_held);
+        let (mut image, dropped) = read_image(&self.proc_root, id, pid, comm, time_ns, room);
+        self.maps_dropped += dropped;
+        self.maps_held += image.maps.len();
+        self.pin_files(pid, &mut image.maps);
         self.by_pid.insert(
             pid,
             Entry {
@@ -142,7 +167,14 @@ impl ProcessTable {
 
     /// `pid` exec'd: its next sample starts a new image.
     pub fn exec(&mut self, pid: u32) {
-        self.by_pid.remove(&pid);
+        if let Some(entry) = self.by_pid.remove(&pid) {
+            self.maps_held -= entry.image.maps.len();
+        }
+    }
+
+    /// Mappings not kept because a cap was reached, since the last call.
+    pub fn take_maps_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.maps_dropped)
     }
 
     /// `pid`'s image, if it is current.
@@ -167,8 +199,13 @@ impl ProcessTable {
         }
         entry.last_reread = Some(Instant::now());
         entry.rereads += 1;
-        if let Some(mut maps) = read_maps(&self.proc_root.join(pid.to_string()).join("maps")) {
-            pin_unreachable_files(&mut self.files, &self.proc_root, pid, &mut maps);
+        let held = entry.image.maps.len();
+        let room = MAX_MAPS_TOTAL.saturating_sub(self.maps_held - held);
+        let path = self.proc_root.join(pid.to_string()).join("maps");
+        if let Some((mut maps, dropped)) = read_maps(&path, room) {
+            self.maps_dropped += dropped;
+            self.maps_held = self.maps_held - held + maps.len();
+            pin_files(&mut self.files, &self.proc_root, pid, &mut maps);
             let Some(entry) = self.by_pid.get_mut(&pid) else {
                 return;
             };
@@ -179,6 +216,7 @@ impl ProcessTable {
                 name: old.name.clone(),
                 exe: old.exe.clone(),
                 first_seen_ns: old.first_seen_ns,
+                uid: old.uid,
                 maps,
                 maps_unavailable: false,
             });
@@ -188,15 +226,23 @@ impl ProcessTable {
     /// Forgets processes not sampled since window `window` (they exited or went idle; if they
     /// come back, they are read again). Keeps memory bounded under process churn.
     pub fn prune(&mut self, window: u64) {
-        self.by_pid.retain(|_, e| e.last_window >= window);
+        let mut released = 0;
+        self.by_pid.retain(|_, e| {
+            let keep = e.last_window >= window;
+            if !keep {
+                released += e.image.maps.len();
+            }
+            keep
+        });
+        self.maps_held -= released;
         // Files pinned only by this table (no image left maps them) are closed; closed windows
         // still being symbolized hold their own references.
         self.files
-            .retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
+            .retain(|_, file| file.as_ref().is_some_and(|f| Arc::strong_count(f) > 1));
     }
 
-    fn pin_unreachable_files(&mut self, pid: u32, maps: &mut [MapEntry]) {
-        pin_unreachable_files(&mut self.files, &self.proc_root, pid, maps);
+    fn pin_files(&mut self, pid: u32, maps: &mut [MapEntry]) {
+        pin_files(&mut self.files, &self.proc_root, pid, maps);
     }
 
     /// True if `id` is the current image of some process.
@@ -213,31 +259,27 @@ impl ProcessTable {
     }
 }
 
-/// Pins the files of `maps` that their path does not lead to (see [`MapEntry::pinned`]).
-fn pin_unreachable_files(
-    files: &mut FxHashMap<FileKey, Option<Arc<File>>>,
+/// Pins the file of each of `maps` (see [`MapEntry::pinned`]), once per file.
+fn pin_files(
+    files: &mut FxHashMap<FileKey, Option<Arc<Pinned>>>,
     proc_root: &Path,
     pid: u32,
     maps: &mut [MapEntry],
 ) {
     for map in maps.iter_mut().filter(|m| m.kind == ModuleKind::File) {
-        let key = (map.dev, map.inode, Arc::clone(&map.path));
-        let pinned = files.entry(key).or_insert_with(|| {
-            let reachable = std::fs::metadata(&*map.path).is_ok_and(|m| {
-                let dev = m.dev();
-                (u64::from(libc::major(dev)) << 32 | u64::from(libc::minor(dev))) == map.dev
-                    && m.ino() == map.inode
-            });
-            if reachable {
-                return None;
+        let key = map.file_key();
+        let pinned = match files.get(&key) {
+            Some(pinned) => pinned.clone(),
+            None if files.len() >= MAX_PINNED_FILES => None,
+            None => {
+                let pinned = Pinned::mapping(proc_root, pid, map.start, map.end)
+                    .ok()
+                    .map(Arc::new);
+                files.insert(key, pinned.clone());
+                pinned
             }
-            let through = proc_root
-                .join(pid.to_string())
-                .join("map_files")
-                .join(format!("{:x}-{:x}", map.start, map.end));
-            File::open(through).ok().map(Arc::new)
-        });
-        map.pinned = pinned.clone();
+        };
+        map.pinned = pinned;
     }
 }
 
@@ -247,11 +289,20 @@ fn read_image(
     pid: u32,
     comm: &[u8; 16],
     time_ns: u64,
-) -> ProcessImage {
+    room: usize,
+) -> (ProcessImage, u64) {
     let dir = proc_root.join(pid.to_string());
-    let maps = read_maps(&dir.join("maps"));
-    let name = std::fs::read_to_string(dir.join("comm"))
-        .map(|s| s.trim_end_matches('\n').to_string())
+    let maps = read_maps(&dir.join("maps"), room);
+    // `comm` is at most 16 bytes; read a little more, never a whole file.
+    let name = File::open(dir.join("comm"))
+        .and_then(|f| {
+            let mut bytes = Vec::with_capacity(32);
+            f.take(64).read_to_end(&mut bytes).map(|_| bytes)
+        })
+        .map(|bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            text.trim_end_matches('\n').to_string()
+        })
         .unwrap_or_else(|_| comm_to_string(comm));
     let exe = std::fs::read_link(dir.join("exe"))
         .map(|p| {
@@ -259,15 +310,20 @@ fn read_image(
             p.strip_suffix(" (deleted)").unwrap_or(&p).to_string()
         })
         .unwrap_or_default();
-    ProcessImage {
+    // /proc/PID belongs to the process's effective user (root when it is not dumpable).
+    let uid = std::fs::metadata(&dir).map_or(0, |m| m.uid());
+    let dropped = maps.as_ref().map_or(0, |(_, d)| *d);
+    let image = ProcessImage {
         id,
         pid,
         name,
         exe,
         first_seen_ns: time_ns,
+        uid,
         maps_unavailable: maps.is_none(),
-        maps: maps.unwrap_or_default(),
-    }
+        maps: maps.map(|(m, _)| m).unwrap_or_default(),
+    };
+    (image, dropped)
 }
 
 /// A NUL-padded `comm` as a string.
@@ -276,12 +332,44 @@ pub fn comm_to_string(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
-/// The executable mappings in a `/proc/PID/maps` file, sorted; `None` if it cannot be read.
-pub fn read_maps(path: &Path) -> Option<Vec<MapEntry>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut maps: Vec<MapEntry> = text.lines().filter_map(parse_maps_line).collect();
+/// The executable mappings in a `/proc/PID/maps` file, sorted, at most
+/// [`MAX_MAPS_PER_PROCESS`] and `room` of them, with how many were left out; `None` if it
+/// cannot be read. Read line by line: memory follows the executable mappings kept, not the
+/// file's size.
+pub fn read_maps(path: &Path, room: usize) -> Option<(Vec<MapEntry>, u64)> {
+    let file = File::open(path).ok()?;
+    let limit = room.min(MAX_MAPS_PER_PROCESS);
+    let mut reader = BufReader::new(file);
+    let mut maps: Vec<MapEntry> = Vec::new();
+    let mut dropped = 0u64;
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_MAPS_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break,
+            Ok(_) => {}
+            // A process that exits while being read: what was read is what it had.
+            Err(_) if !maps.is_empty() => break,
+            Err(_) => return None,
+        }
+        if line.last() != Some(&b'\n') && line.len() >= MAX_MAPS_LINE {
+            // Longer than any real line: skip the rest of it.
+            let _ = reader.skip_until(b'\n');
+        }
+        let Some(entry) = parse_maps_line(&String::from_utf8_lossy(&line)) else {
+            continue;
+        };
+        if maps.len() >= limit {
+            dropped += 1;
+            continue;
+        }
+        maps.push(entry);
+    }
     maps.sort_by_key(|m| m.start);
-    Some(maps)
+    Some((maps, dropped))
 }
 
 /// Parses one line of `/proc/PID/maps`, keeping executable mappings only:
@@ -302,7 +390,7 @@ pub fn parse_maps_line(line: &str) -> Option<MapEntry> {
     let (start, end) = range.split_once('-')?;
     let (major, minor) = dev.split_once(':')?;
     let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-    let path = rest.trim_start();
+    let path = rest.trim_start().trim_end_matches('\n');
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
     let kind = if path == "[vdso]" {
         ModuleKind::Vdso
@@ -377,6 +465,7 @@ mod tests {
             name: String::new(),
             exe: String::new(),
             first_seen_ns: 0,
+            uid: 0,
             maps: vec![map(0x1000, 0x2000), map(0x3000, 0x4000)],
             maps_unavailable: false,
         };

@@ -1,89 +1,78 @@
 //! Turning a closed window into a self-contained capture [`Window`]: frames resolved to mappings
-//! and modules, named with blazesym while the processes (and their files) are still there.
+//! and modules, named while the processes (and their files) are still there.
+//!
+//! This half runs on the writer thread and touches no file of a sampled process: it lays out the
+//! window's tables, asks a [`Resolver`] on a [`Worker`] thread for the names its caches miss,
+//! and waits for the answer no longer than the deadline the writer gives. An answer too late
+//! leaves those locations unnamed (they keep module and offset, and are counted in the window's
+//! problems); the resolver is abandoned and a fresh one started, and the file it was stuck on is
+//! never tried again.
 //!
 //! Results are cached across windows per (file, offset) and per kernel address, so a steady
-//! recording symbolizes each hot address once. Addresses that cannot be named keep their module
-//! and offset (`libfoo.so+0x1234`, built by readers from the location's mapping).
+//! recording names each hot address once. Addresses that cannot be named keep their module and
+//! offset (`libfoo.so+0x1234`, built by readers from the location's mapping).
 
 use std::{
-    path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
-use blazesym::symbolize::{
-    self as bz, Input, Symbolized,
-    source::{Elf, Kernel, Source},
-};
 use rustc_hash::FxHashMap;
 
 use super::{
-    debuginfo,
     procs::{FileKey, MapEntry, ProcessImage},
+    resolve::{Answer, FileRef, Job, Resolver, StallWatch, Symbols},
     window::ClosedWindow,
+    worker::Worker,
 };
 use crate::capture::format::{
-    Function, Line, Location, Mapping, Module, ModuleKind, Process, Stack, Thread, Window,
+    Function, Line, Location, Mapping, Module, ModuleKind, Problems, Process, Stack, Thread, Window,
 };
-
-/// One source-level frame: a function name, and its file and line when debug info has them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SymbolFrame {
-    pub name: Arc<str>,
-    pub file: Option<Arc<str>>,
-    pub line: u32,
-}
-
-/// What an address symbolized to, innermost frame first; empty when unknown.
-type Symbols = Arc<[SymbolFrame]>;
 
 /// Keeps caches from growing without bound over a long recording.
 const MAX_CACHED: usize = 1 << 20;
 
 pub struct WindowSymbolizer {
-    blazesym: bz::Symbolizer,
-    build_ids: FxHashMap<FileKey, Option<Vec<u8>>>,
+    resolver: Worker<Job, Answer>,
+    watch: StallWatch,
     user: FxHashMap<(FileKey, u64), Symbols>,
     kernel: FxHashMap<u64, Symbols>,
+    build_ids: FxHashMap<FileKey, Vec<u8>>,
     kernel_build_id: Vec<u8>,
-    perf_maps: FxHashMap<u32, PerfMap>,
-    open_paths: FxHashMap<FileKey, Option<String>>,
-    debuginfod: debuginfo::Debuginfod,
-    /// This process's own vDSO, which is every process's vDSO: vDSO frames are named through it.
-    own_vdso: Option<u64>,
+    /// Pages of mapped files read as zeros so far (see [`super::sigbus`]).
+    pages_vanished: u64,
 }
 
 impl WindowSymbolizer {
     /// A symbolizer; with `inline`, inlined functions become frames of their own.
     pub fn new(inline: bool) -> Self {
-        let own_vdso = super::procs::read_maps(Path::new("/proc/self/maps"))
-            .and_then(|maps| maps.into_iter().find(|m| m.kind == ModuleKind::Vdso))
-            .map(|m| m.start);
+        let watch = StallWatch::default();
+        let resolver_watch = watch.clone();
         Self {
-            blazesym: bz::Symbolizer::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(inline)
-                .enable_demangling(true)
-                .build(),
-            build_ids: FxHashMap::default(),
+            resolver: Worker::start(
+                "amprof-symbolize",
+                Arc::new(move || {
+                    let mut resolver = Resolver::new(inline, resolver_watch.clone());
+                    Box::new(move |job| resolver.run(job))
+                }),
+            ),
+            watch,
             user: FxHashMap::default(),
             kernel: FxHashMap::default(),
+            build_ids: FxHashMap::default(),
             kernel_build_id: kernel_build_id().unwrap_or_default(),
-            perf_maps: FxHashMap::default(),
-            open_paths: FxHashMap::default(),
-            debuginfod: debuginfo::Debuginfod::from_env(),
-            own_vdso,
+            pages_vanished: super::sigbus::pages_replaced(),
         }
     }
 
-    /// Builds the capture record of `closed`.
-    pub fn build(&mut self, closed: ClosedWindow) -> Window {
+    /// Builds the capture record of `closed`, naming what can be named by `deadline`.
+    pub fn build(&mut self, closed: ClosedWindow, deadline: Instant) -> Window {
         if self.user.len() + self.kernel.len() > MAX_CACHED {
             self.user.clear();
             self.kernel.clear();
             self.build_ids.clear();
-            self.open_paths.clear();
-            self.perf_maps.clear();
         }
+        let mut problems = closed.problems.clone();
         let mut out = Window {
             index: closed.index,
             start_ns: closed.start_ns,
@@ -115,7 +104,7 @@ impl WindowSymbolizer {
             .collect();
 
         let mut tables = Tables::default();
-        // First pass: every distinct location of the window, and the addresses to symbolize.
+        // First pass: every distinct location of the window, and what would name it.
         let mut stacks = Vec::with_capacity(closed.stacks.len());
         for stack in &closed.stacks {
             let image = &closed.images[stack.image as usize];
@@ -147,8 +136,8 @@ impl WindowSymbolizer {
         }
         out.stacks = stacks;
 
-        // Second pass: symbolize what the caches miss, one batch per module.
-        let symbols: Vec<Symbols> = self.symbolize(&closed.images, &tables);
+        // Second pass: what the caches miss, from the resolver, within the deadline.
+        let symbols = self.symbols(&closed.images, &tables, deadline, &mut problems);
         let mut functions: FxHashMap<(Arc<str>, Option<Arc<str>>), u32> = FxHashMap::default();
         for (location, symbols) in tables.locations.iter_mut().zip(symbols) {
             location.lines = symbols
@@ -174,8 +163,8 @@ impl WindowSymbolizer {
         }
         out.functions = function_table;
         for (module, file) in tables.modules.iter_mut().zip(&tables.module_files) {
-            if let Some((key, fallback)) = file {
-                module.build_id = self.build_id(key, fallback.as_deref());
+            if let Some(file) = file {
+                module.build_id = self.build_ids.get(&file.key).cloned().unwrap_or_default();
             }
         }
         out.modules = tables.modules;
@@ -190,213 +179,169 @@ impl WindowSymbolizer {
             out.sample_cpus.push(cpu);
             out.sample_stacks.push(stack);
         }
+        let vanished = super::sigbus::pages_replaced();
+        problems.file_pages_vanished += vanished - self.pages_vanished;
+        self.pages_vanished = vanished;
+        out.problems = problems.nonzero();
         out
     }
 
-    /// Symbols for every location of `tables`, in order.
-    fn symbolize(&mut self, images: &[Arc<ProcessImage>], tables: &Tables) -> Vec<Symbols> {
-        // Group the cache misses by what resolves them.
-        let mut by_file: FxHashMap<FileKey, (Option<String>, Vec<u64>)> = FxHashMap::default();
-        let mut kernel_misses: Vec<u64> = Vec::new();
+    /// Symbols for every location of `tables`, in order: from the caches, else from the
+    /// resolver if it answers by `deadline`.
+    fn symbols(
+        &mut self,
+        images: &[Arc<ProcessImage>],
+        tables: &Tables,
+        deadline: Instant,
+        problems: &mut Problems,
+    ) -> Vec<Symbols> {
+        let mut job = Job::default();
+        let mut kernel_index: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut file_index: FxHashMap<FileKey, usize> = FxHashMap::default();
+        let mut jit_index: FxHashMap<u32, usize> = FxHashMap::default();
+        let mut vdso_index: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut file_job = |job: &mut Job, file: &FileRef| -> usize {
+            *file_index.entry(file.key.clone()).or_insert_with(|| {
+                job.files.push((file.clone(), Vec::new(), false));
+                job.files.len() - 1
+            })
+        };
         for want in &tables.wanted {
             match want {
                 Wanted::Kernel(address) if !self.kernel.contains_key(address) => {
-                    kernel_misses.push(*address);
+                    kernel_index.entry(*address).or_insert_with(|| {
+                        job.kernel.push(*address);
+                        job.kernel.len() - 1
+                    });
                 }
-                Wanted::File {
-                    key,
-                    fallback,
-                    offset,
-                } if !self.user.contains_key(&(key.clone(), *offset)) => {
-                    by_file
-                        .entry(key.clone())
-                        .or_insert_with(|| (fallback.clone(), Vec::new()))
-                        .1
-                        .push(*offset);
+                Wanted::File { file, offset }
+                    if !self.user.contains_key(&(file.key.clone(), *offset)) =>
+                {
+                    let i = file_job(&mut job, file);
+                    job.files[i].1.push(*offset);
+                }
+                Wanted::Vdso(offset) => {
+                    vdso_index.entry(*offset).or_insert_with(|| {
+                        job.vdso.push(*offset);
+                        job.vdso.len() - 1
+                    });
+                }
+                Wanted::Jit { image, address } => {
+                    let image = &images[*image as usize];
+                    let i = *jit_index.entry(image.pid).or_insert_with(|| {
+                        job.jits.push(((image.pid, image.uid), Vec::new()));
+                        job.jits.len() - 1
+                    });
+                    job.jits[i].1.push(*address);
                 }
                 _ => {}
             }
         }
-        if !kernel_misses.is_empty() {
-            kernel_misses.sort_unstable();
-            kernel_misses.dedup();
-            let source = Source::Kernel(Kernel {
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            let resolved = self
-                .blazesym
-                .symbolize(&source, Input::AbsAddr(&kernel_misses));
-            let resolved = resolved.unwrap_or_default();
-            for (i, address) in kernel_misses.iter().enumerate() {
-                let symbols = resolved.get(i).map(to_symbols).unwrap_or_default();
-                self.kernel.insert(*address, symbols);
+        for file in tables.module_files.iter().flatten() {
+            if !self.build_ids.contains_key(&file.key) {
+                let i = file_job(&mut job, file);
+                job.files[i].2 = true;
             }
         }
-        for (key, (fallback, mut offsets)) in by_file {
+        for (_, offsets, _) in &mut job.files {
             offsets.sort_unstable();
             offsets.dedup();
-            let Some(open) = self.open_path(&key, fallback.as_deref()) else {
-                for offset in offsets {
-                    self.user.insert((key.clone(), offset), Symbols::default());
-                }
-                continue;
-            };
-            let resolved = match self.fetched_debug_file(&key, fallback.as_deref(), &open) {
-                // Symbols from a fetched debug file, which has the binary's virtual addresses but
-                // not its file layout.
-                Some((debug, layout)) => {
-                    let addresses: Vec<u64> = offsets
-                        .iter()
-                        .map(|&o| layout.virtual_address(o).unwrap_or(u64::MAX))
+        }
+
+        let mut jit_symbols: Vec<FxHashMap<u64, Symbols>> = Vec::new();
+        let mut vdso_symbols: Vec<Symbols> = Vec::new();
+        if !job.is_empty() {
+            let asked = (job.kernel.clone(), job.files.clone());
+            let jit_addresses: Vec<Vec<u64>> = job.jits.iter().map(|(_, a)| a.clone()).collect();
+            self.resolver.submit(job);
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.resolver.answer_within(wait) {
+                Some(Some(answer)) => {
+                    let (kernel, files) = asked;
+                    self.kernel.extend(kernel.into_iter().zip(answer.kernel));
+                    for ((file, offsets, want_build_id), (symbols, build_id)) in
+                        files.into_iter().zip(answer.files)
+                    {
+                        if want_build_id {
+                            self.build_ids.insert(file.key.clone(), build_id);
+                        }
+                        for (offset, symbols) in offsets.into_iter().zip(symbols) {
+                            self.user.insert((file.key.clone(), offset), symbols);
+                        }
+                    }
+                    jit_symbols = jit_addresses
+                        .into_iter()
+                        .zip(answer.jits)
+                        .map(|(addresses, symbols)| addresses.into_iter().zip(symbols).collect())
                         .collect();
-                    self.blazesym
-                        .symbolize(
-                            &Source::Elf(Elf::new(&debug)),
-                            Input::VirtOffset(&addresses),
-                        )
-                        .unwrap_or_default()
+                    vdso_symbols = answer.vdso;
+                    problems.add(&answer.problems);
                 }
-                None => self
-                    .blazesym
-                    .symbolize(&Source::Elf(Elf::new(&open)), Input::FileOffset(&offsets))
-                    .unwrap_or_default(),
-            };
-            for (i, offset) in offsets.iter().enumerate() {
-                let symbols = resolved.get(i).map(to_symbols).unwrap_or_default();
-                self.user.insert((key.clone(), *offset), symbols);
+                // The resolver panicked on hostile input: this window goes without the names it
+                // would have given (the worker starts afresh).
+                Some(None) => problems.files_refused += 1,
+                None => self.abandon_resolver(),
             }
         }
 
-        tables
+        let symbols: Vec<Symbols> = tables
             .wanted
             .iter()
             .map(|want| match want {
-                Wanted::Kernel(address) => self.kernel.get(address).cloned().unwrap_or_default(),
-                Wanted::File { key, offset, .. } => self
-                    .user
-                    .get(&(key.clone(), *offset))
-                    .cloned()
-                    .unwrap_or_default(),
-                Wanted::Vdso(offset) => self.vdso_symbols(*offset),
-                Wanted::Jit { image, address } => {
-                    let pid = images[*image as usize].pid;
-                    self.perf_maps
-                        .entry(pid)
-                        .or_insert_with(|| PerfMap::new(pid))
-                        .lookup(*address)
+                Wanted::Kernel(address) => self.kernel.get(address).cloned(),
+                Wanted::File { file, offset } => {
+                    self.user.get(&(file.key.clone(), *offset)).cloned()
                 }
-                Wanted::Nothing => Symbols::default(),
+                Wanted::Vdso(offset) => vdso_index
+                    .get(offset)
+                    .and_then(|&i| vdso_symbols.get(i))
+                    .cloned(),
+                Wanted::Jit { image, address } => jit_index
+                    .get(&images[*image as usize].pid)
+                    .and_then(|&i| jit_symbols.get(i))
+                    .and_then(|names| names.get(address))
+                    .cloned(),
+                Wanted::Nothing => Some(Symbols::default()),
             })
-            .collect()
+            .map(|symbols| {
+                symbols.unwrap_or_else(|| {
+                    problems.locations_not_symbolized += 1;
+                    Symbols::default()
+                })
+            })
+            .collect();
+        symbols
     }
 
-    fn vdso_symbols(&mut self, offset: u64) -> Symbols {
-        let Some(start) = self.own_vdso else {
-            return Symbols::default();
-        };
-        let source = Source::Process(bz::source::Process::new(std::process::id().into()));
-        self.blazesym
-            .symbolize_single(&source, Input::AbsAddr(start + offset))
-            .map(|s| to_symbols(&s))
-            .unwrap_or_default()
-    }
-
-    /// Where to open `key`'s file: its own path when that still leads to the mapped file (the
-    /// common case, shared by every process, so blazesym parses each library once), else
-    /// `fallback`. Cached per file.
-    fn open_path(&mut self, key: &FileKey, fallback: Option<&str>) -> Option<String> {
-        if let Some(path) = self.open_paths.get(key) {
-            return path.clone();
+    /// The resolver did not answer in time: whatever file it is on is given up for good, and a
+    /// fresh resolver takes the next windows.
+    fn abandon_resolver(&mut self) {
+        let current = self.watch.current.lock().ok().and_then(|mut c| c.take());
+        if let (Some(key), Ok(mut stalled)) = (current, self.watch.stalled.lock()) {
+            stalled.insert(key);
         }
-        let (dev, inode, path) = key;
-        let same_file = std::fs::metadata(&**path).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt as _;
-            let st_dev = m.dev();
-            (u64::from(libc::major(st_dev)) << 32 | u64::from(libc::minor(st_dev))) == *dev
-                && m.ino() == *inode
-        });
-        let open = if same_file {
-            Some(path.to_string())
-        } else {
-            fallback.map(str::to_string)
-        };
-        // A fallback through /proc dies with its process: only the real path is worth caching.
-        if same_file {
-            self.open_paths.insert(key.clone(), open.clone());
-        }
-        open
-    }
-
-    /// A debug file from debuginfod for a binary with neither DWARF nor a symbol table.
-    fn fetched_debug_file(
-        &mut self,
-        key: &FileKey,
-        fallback: Option<&str>,
-        open: &str,
-    ) -> Option<(PathBuf, debuginfo::BinaryLayout)> {
-        if !self.debuginfod.enabled() {
-            return None;
-        }
-        let layout = debuginfo::BinaryLayout::read(Path::new(open))?;
-        if layout.has_symbols {
-            return None;
-        }
-        let build_id = self.build_id(key, fallback);
-        let debug = self.debuginfod.debug_file(&build_id)?;
-        Some((debug, layout))
-    }
-
-    /// Build-id of `key`'s file, cached per file.
-    fn build_id(&mut self, key: &FileKey, fallback: Option<&str>) -> Vec<u8> {
-        if let Some(id) = self.build_ids.get(key) {
-            return id.clone().unwrap_or_default();
-        }
-        let Some(open) = self.open_path(key, fallback) else {
-            return Vec::new();
-        };
-        let id = blazesym::helper::read_elf_build_id(&open)
-            .ok()
-            .flatten()
-            .map(|id| id.to_vec());
-        self.build_ids.insert(key.clone(), id.clone());
-        id.unwrap_or_default()
+        self.resolver.restart();
     }
 }
 
-/// Where to open the mapping's file when its path does not lead to it: the file held open
-/// since the process was first seen, else (while the process lives) `/proc/PID/map_files`.
-fn map_files_path(image: &ProcessImage, map: &MapEntry) -> Option<String> {
-    if map.pinned.is_some() {
-        return Some(map.open_path());
+/// How long symbolization of one window may take while recording runs; when recording stops,
+/// the writer shortens it (see `record`).
+pub const SYMBOLIZE_BUDGET: Duration = Duration::from_secs(30);
+
+/// The mapping's file, as the resolver gets it.
+fn file_ref(map: &MapEntry) -> FileRef {
+    FileRef {
+        key: map.file_key(),
+        pinned: map.pinned.clone(),
     }
-    (!image.maps_unavailable).then(|| {
-        format!(
-            "/proc/{}/map_files/{:x}-{:x}",
-            image.pid, map.start, map.end
-        )
-    })
 }
 
-fn file_key(map: &MapEntry) -> FileKey {
-    (map.dev, map.inode, map.path.clone())
-}
-
-/// What resolves one location.
+/// What names one location.
 enum Wanted {
     Kernel(u64),
-    File {
-        key: FileKey,
-        /// Where to open the file if its path does not lead to it (another mount namespace, a
-        /// deleted or replaced file): the mapping itself, through `/proc/PID/map_files`.
-        fallback: Option<String>,
-        offset: u64,
-    },
+    File { file: FileRef, offset: u64 },
     Vdso(u64),
-    Jit {
-        image: u32,
-        address: u64,
-    },
+    Jit { image: u32, address: u64 },
     Nothing,
 }
 
@@ -408,8 +353,8 @@ struct Tables {
     location_index: FxHashMap<(u32, u64, bool), u32>,
     modules: Vec<Module>,
     module_index: FxHashMap<FileKey, u32>,
-    /// The file behind each module (kernel modules have none), for build-ids.
-    module_files: Vec<Option<(FileKey, Option<String>)>>,
+    /// The file behind each module (kernel and pseudo modules have none), for build-ids.
+    module_files: Vec<Option<FileRef>>,
     mappings: Vec<Mapping>,
     mapping_index: FxHashMap<(u32, u64), u32>,
     kernel_module: Option<u32>,
@@ -456,12 +401,11 @@ impl Tables {
         let lookup = address.saturating_sub(u64::from(is_return));
         let (mapping, wanted) = match image.find(lookup) {
             Some(map) => {
-                let mapping = self.mapping(image_index, image, map);
+                let mapping = self.mapping(image_index, map);
                 let offset = lookup - map.start + map.file_offset;
                 let wanted = match map.kind {
                     ModuleKind::File => Wanted::File {
-                        key: file_key(map),
-                        fallback: map_files_path(image, map),
+                        file: file_ref(map),
                         offset,
                     },
                     ModuleKind::Vdso => Wanted::Vdso(lookup - map.start),
@@ -493,11 +437,12 @@ impl Tables {
         )
     }
 
-    fn mapping(&mut self, image_index: u32, image: &ProcessImage, map: &MapEntry) -> u32 {
+    fn mapping(&mut self, image_index: u32, map: &MapEntry) -> u32 {
         if let Some(&i) = self.mapping_index.get(&(image_index, map.start)) {
             return i;
         }
-        let module = match self.module_index.get(&file_key(map)) {
+        let key = map.file_key();
+        let module = match self.module_index.get(&key) {
             Some(&m) => m,
             None => {
                 self.modules.push(Module {
@@ -506,13 +451,9 @@ impl Tables {
                     kind: map.kind as i32,
                 });
                 let m = self.modules.len() as u32 - 1;
-                self.module_index.insert(file_key(map), m);
-                let fallback = (map.kind == ModuleKind::File).then(|| map_files_path(image, map));
-                self.module_files.push(
-                    fallback
-                        .is_some()
-                        .then(|| (file_key(map), fallback.flatten())),
-                );
+                self.module_index.insert(key, m);
+                self.module_files
+                    .push((map.kind == ModuleKind::File).then(|| file_ref(map)));
                 m
             }
         };
@@ -534,100 +475,6 @@ impl Tables {
         self.wanted.push(wanted);
         self.location_index.insert(key, i);
         i
-    }
-}
-
-fn to_symbols(symbolized: &Symbolized<'_>) -> Symbols {
-    let Symbolized::Sym(sym) = symbolized else {
-        return Symbols::default();
-    };
-    let frame = |name: &str, info: Option<&bz::CodeInfo<'_>>| SymbolFrame {
-        name: name.into(),
-        file: info.map(|info| {
-            let path = match &info.dir {
-                Some(dir) => dir.join(&info.file),
-                None => Path::new(&info.file).to_path_buf(),
-            };
-            Arc::<str>::from(path.to_string_lossy().as_ref())
-        }),
-        line: info.and_then(|info| info.line).unwrap_or(0),
-    };
-    // blazesym lists inlined functions outermost first; locations list frames innermost first.
-    let mut frames: Vec<SymbolFrame> = sym
-        .inlined
-        .iter()
-        .rev()
-        .map(|f| frame(&f.name, f.code_info.as_ref()))
-        .collect();
-    frames.push(frame(&sym.name, sym.code_info.as_deref()));
-    frames.into()
-}
-
-/// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE name` per line, hex). blazesym reads these
-/// only for a live process through its `/proc` maps; amprof needs them after the process has
-/// gone, so it reads the file itself.
-struct PerfMap {
-    pid: u32,
-    entries: Vec<(u64, u64, Arc<str>)>,
-    read_len: u64,
-}
-
-impl PerfMap {
-    fn new(pid: u32) -> Self {
-        let mut map = Self {
-            pid,
-            entries: Vec::new(),
-            read_len: 0,
-        };
-        map.reload();
-        map
-    }
-
-    fn path(&self) -> String {
-        format!("/tmp/perf-{}.map", self.pid)
-    }
-
-    fn reload(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.path()) else {
-            return;
-        };
-        self.read_len = text.len() as u64;
-        self.entries = text
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.splitn(3, ' ');
-                let start = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
-                let size = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
-                Some((start, start.checked_add(size)?, parts.next()?.trim().into()))
-            })
-            .collect();
-        // Later entries win (runtimes re-emit code at reused addresses).
-        self.entries.reverse();
-        self.entries.sort_by_key(|e| e.0);
-    }
-
-    fn find(&self, address: u64) -> Option<&Arc<str>> {
-        let i = self.entries.partition_point(|e| e.0 <= address);
-        let (start, end, name) = self.entries.get(i.checked_sub(1)?)?;
-        (*start <= address && address < *end).then_some(name)
-    }
-
-    fn lookup(&mut self, address: u64) -> Symbols {
-        if self.find(address).is_none() {
-            // The runtime may have appended since the file was read.
-            let grown = std::fs::metadata(self.path()).is_ok_and(|m| m.len() != self.read_len);
-            if grown {
-                self.reload();
-            }
-        }
-        match self.find(address) {
-            Some(name) => Arc::new([SymbolFrame {
-                name: name.clone(),
-                file: None,
-                line: 0,
-            }]),
-            None => Symbols::default(),
-        }
     }
 }
 

@@ -5,15 +5,23 @@
 //! the user stack with each sample, and this module unwinds it with framehop (the unwinder samply
 //! uses) from the binaries' `.eh_frame`/`.debug_frame`.
 //!
+//! Unwinding runs on the sampling thread, which must never wait on a sampled process's files.
+//! So binaries are opened and indexed by a loader [`Worker`] on a thread of its own: the first
+//! samples through a binary not loaded yet keep the frames found so far (counted truncated),
+//! and the process's unwinder is rebuilt once the binary arrives. A load that overstays
+//! [`LOAD_TIMEOUT`] marks the file unusable and the loader is replaced. A binary whose unwind
+//! sections lie outside the file, or that is not a regular file, is "no unwind information"
+//! and counted ([`DwarfUnwinder::take_unusable`]), never a panic.
+//!
 //! Costs stay small in steady state: each binary is memory-mapped and indexed once (shared by
 //! every process that maps it), each process image gets one framehop unwinder built from its
 //! mappings, and framehop caches unwind rules per address.
 
 use std::{
-    fs::File,
     ops::{Deref, Range},
     path::Path,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use framehop::{
@@ -25,9 +33,16 @@ use rustc_hash::FxHashMap;
 
 use super::{
     elf::{self, LoadSegment},
+    files::Pinned,
     procs::{FileKey, ImageId, MapEntry, ProcessImage},
+    worker::Worker,
 };
 use crate::capture::format::ModuleKind;
+
+/// Longest a binary may take to open and index before it is given up as unusable.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Binaries kept indexed; beyond, the cache starts again (live ones are re-read on demand).
+const MAX_BINARIES: usize = 4096;
 
 /// Bytes of a binary: a read-only mapping of its file, or a copy (the vDSO).
 enum Backing {
@@ -46,7 +61,7 @@ impl Deref for Backing {
 }
 
 /// One section of a binary, as framehop wants it: cheap to clone, shared by every module that
-/// uses the binary.
+/// uses the binary. Its range was checked against the file.
 #[derive(Clone)]
 pub struct Section {
     backing: Arc<Backing>,
@@ -67,26 +82,40 @@ struct BinaryInfo {
 }
 
 impl BinaryInfo {
+    /// The unwind sections of the ELF file in `backing`; `None` if it has none usable (not ELF,
+    /// no CFI, or CFI sections whose headers point outside the file).
     fn parse(backing: Backing) -> Option<Self> {
         let backing = Arc::new(backing);
         let file = object::File::parse(&**backing).ok()?;
-        let section = |name: &str| -> (Option<Range<u64>>, Option<Section>) {
+        let mut bad_range = false;
+        let mut section = |name: &str| -> (Option<Range<u64>>, Option<Section>) {
             let Some(section) = file.section_by_name(name) else {
                 return (None, None);
             };
-            let svma = section.address()..section.address() + section.size();
-            let data = section.file_range().map(|(offset, size)| Section {
-                backing: Arc::clone(&backing),
-                range: offset as usize..(offset + size) as usize,
-            });
+            let svma = section.address()..section.address().saturating_add(section.size());
+            let data = match section.file_range() {
+                None => None, // no bytes in the file (e.g. .bss-like)
+                Some(range) => match elf::section_range(backing.len(), Some(range)) {
+                    Some(range) => Some(Section {
+                        backing: Arc::clone(&backing),
+                        range,
+                    }),
+                    None => {
+                        bad_range = true;
+                        None
+                    }
+                },
+            };
             (Some(svma), data)
         };
-        let (text_svma, text) = section(".text");
+        let (text_svma, _) = section(".text");
         let (eh_frame_svma, eh_frame) = section(".eh_frame");
         let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr");
         let (_, debug_frame) = section(".debug_frame");
         let (got_svma, _) = section(".got");
-        if eh_frame.is_none() && debug_frame.is_none() {
+        // A section header that lies about the file is a hostile or broken file: none of its
+        // unwind information is trusted.
+        if bad_range || (eh_frame.is_none() && debug_frame.is_none()) {
             return None;
         }
         let segments = elf::load_segments(&file);
@@ -94,7 +123,8 @@ impl BinaryInfo {
             sections: ExplicitModuleSectionInfo {
                 base_svma: 0,
                 text_svma,
-                text,
+                // framehop reads .text only for Mach-O and PE unwind info, never for ELF.
+                text: None,
                 got_svma,
                 eh_frame_svma,
                 eh_frame,
@@ -111,6 +141,12 @@ impl BinaryInfo {
         })
     }
 
+    /// Opens, maps and indexes the pinned file (on the loader thread).
+    fn load(pinned: &Pinned) -> Option<Self> {
+        let file = pinned.open().ok()?;
+        Self::parse(Backing::Mapped(file.map().ok()?))
+    }
+
     /// Where the binary's address 0 is in a process that maps file offset `file_offset` at
     /// `start`.
     fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
@@ -122,14 +158,34 @@ struct ProcessUnwinder {
     /// The image the unwinder was built for; rebuilt when the image's mappings are re-read.
     image: Arc<ProcessImage>,
     unwinder: UnwinderX86_64<Section>,
+    /// Some of its binaries were still loading: rebuild once more have loaded.
+    incomplete_at: Option<u64>,
+}
+
+/// A binary, as far as the loader got with it.
+enum Binary {
+    Loading {
+        since: Instant,
+    },
+    Ready(Arc<BinaryInfo>),
+    /// No unwind information can be had from it.
+    Unusable,
 }
 
 /// Unwinds user stacks for every process being sampled.
 pub struct DwarfUnwinder {
-    binaries: FxHashMap<FileKey, Option<Arc<BinaryInfo>>>,
+    binaries: FxHashMap<FileKey, Binary>,
+    /// Keys submitted to the current loader, oldest first: the first is the one it works on.
+    in_flight: Vec<FileKey>,
+    /// Opens and indexes pinned files; answers come back in the order of `in_flight`.
+    loader: Worker<Arc<Pinned>, Option<Arc<BinaryInfo>>>,
+    /// Bumped each time a binary finishes loading.
+    generation: u64,
     processes: FxHashMap<ImageId, ProcessUnwinder>,
     cache: CacheX86_64,
     vdso: Option<Arc<BinaryInfo>>,
+    /// Files found unusable (unreadable, malformed or too slow) since the last take.
+    unusable: u64,
 }
 
 impl Default for DwarfUnwinder {
@@ -151,10 +207,19 @@ impl DwarfUnwinder {
     pub fn new() -> Self {
         Self {
             binaries: FxHashMap::default(),
+            in_flight: Vec::new(),
+            loader: Worker::start(
+                "amprof-unwind-load",
+                Arc::new(|| {
+                    Box::new(|pinned: Arc<Pinned>| BinaryInfo::load(&pinned).map(Arc::new))
+                }),
+            ),
+            generation: 0,
             processes: FxHashMap::default(),
             cache: CacheX86_64::new(),
             vdso: own_vdso()
                 .and_then(|bytes| BinaryInfo::parse(Backing::Copied(bytes)).map(Arc::new)),
+            unusable: 0,
         }
     }
 
@@ -169,18 +234,20 @@ impl DwarfUnwinder {
         max_frames: usize,
         frames: &mut Vec<u64>,
     ) -> Unwound {
+        self.collect_loaded();
         let [ip, sp, bp] = regs;
-        let rebuild = self
-            .processes
-            .get(&image.id)
-            .is_none_or(|p| !Arc::ptr_eq(&p.image, image));
+        let generation = self.generation;
+        let rebuild = self.processes.get(&image.id).is_none_or(|p| {
+            !Arc::ptr_eq(&p.image, image) || p.incomplete_at.is_some_and(|g| g != generation)
+        });
         if rebuild {
-            let unwinder = self.build(image);
+            let (unwinder, complete) = self.build(image);
             self.processes.insert(
                 image.id,
                 ProcessUnwinder {
                     image: Arc::clone(image),
                     unwinder,
+                    incomplete_at: (!complete).then_some(generation),
                 },
             );
         }
@@ -216,17 +283,68 @@ impl DwarfUnwinder {
     /// Forgets the unwinders of images for which `keep` is false.
     pub fn retain(&mut self, keep: impl Fn(ImageId) -> bool) {
         self.processes.retain(|&id, _| keep(id));
-        if self.binaries.len() > 4096 {
-            // Binaries of long-gone processes: drop them all, live ones are re-read on demand.
-            self.binaries.clear();
+        if self.binaries.len() > MAX_BINARIES {
+            // Binaries of long-gone processes: drop the loaded ones, live ones are re-read on
+            // demand (those still loading stay: their answers are on the way).
+            self.binaries
+                .retain(|_, b| matches!(b, Binary::Loading { .. }));
         }
     }
 
-    fn build(&mut self, image: &ProcessImage) -> UnwinderX86_64<Section> {
+    /// Files found unusable since the last call (for the window's problem counts).
+    pub fn take_unusable(&mut self) -> u64 {
+        std::mem::take(&mut self.unusable)
+    }
+
+    /// Takes in what the loader finished, and gives up on a load that overstays.
+    fn collect_loaded(&mut self) {
+        while let Some(answer) = self.loader.try_answer() {
+            if self.in_flight.is_empty() {
+                break;
+            }
+            let key = self.in_flight.remove(0);
+            let binary = match answer {
+                Some(Some(info)) => Binary::Ready(info),
+                // Not readable, not ELF, no usable CFI, or its parser panicked.
+                _ => {
+                    self.unusable += 1;
+                    Binary::Unusable
+                }
+            };
+            self.binaries.insert(key, binary);
+            self.generation += 1;
+        }
+        let stalled = self.in_flight.first().is_some_and(|key| {
+            matches!(self.binaries.get(key), Some(Binary::Loading { since }) if since.elapsed() > LOAD_TIMEOUT)
+        });
+        if stalled {
+            // The loader is stuck on its current file: abandon it, give that file up, and
+            // hand the files queued behind it to a fresh loader.
+            let stuck = self.in_flight.remove(0);
+            self.binaries.insert(stuck, Binary::Unusable);
+            self.unusable += 1;
+            self.generation += 1;
+            self.loader.restart();
+            let queued = std::mem::take(&mut self.in_flight);
+            for key in queued {
+                self.binaries.remove(&key);
+            }
+        }
+    }
+
+    /// A framehop unwinder for `image`, and whether every binary it maps was available.
+    fn build(&mut self, image: &ProcessImage) -> (UnwinderX86_64<Section>, bool) {
         let mut unwinder = UnwinderX86_64::new();
+        let mut complete = true;
         for map in &image.maps {
             let binary = match map.kind {
-                ModuleKind::File => self.binary(image, map),
+                ModuleKind::File => match self.binary(map) {
+                    Ok(binary) => binary,
+                    Err(Loading) => {
+                        complete = false;
+                        None
+                    }
+                },
                 ModuleKind::Vdso => self.vdso.clone(),
                 _ => None,
             };
@@ -241,46 +359,95 @@ impl DwarfUnwinder {
                 binary.sections.clone(),
             ));
         }
-        unwinder
+        (unwinder, complete)
     }
 
-    /// The binary behind `map`, opened through the process (so that files in other mount
-    /// namespaces, and deleted ones, are found) and cached per file.
-    fn binary(&mut self, image: &ProcessImage, map: &MapEntry) -> Option<Arc<BinaryInfo>> {
-        let key = (map.dev, map.inode, Arc::clone(&map.path));
-        if let Some(binary) = self.binaries.get(&key) {
-            return binary.clone();
+    /// The binary behind `map` if loaded (`Ok(None)`: it has no usable unwind information),
+    /// or `Err(Loading)` after asking the loader for it.
+    fn binary(&mut self, map: &MapEntry) -> Result<Option<Arc<BinaryInfo>>, Loading> {
+        let key = map.file_key();
+        match self.binaries.get(&key) {
+            Some(Binary::Ready(info)) => return Ok(Some(Arc::clone(info))),
+            Some(Binary::Unusable) => return Ok(None),
+            Some(Binary::Loading { .. }) => return Err(Loading),
+            None => {}
         }
-        let through_process = format!(
-            "/proc/{}/map_files/{:x}-{:x}",
-            image.pid, map.start, map.end
+        let Some(pinned) = map.pinned.clone() else {
+            // Not pinned (over the cap, or the process was gone): nothing to read.
+            return Ok(None);
+        };
+        self.binaries.insert(
+            key.clone(),
+            Binary::Loading {
+                since: Instant::now(),
+            },
         );
-        let file = File::open(map.open_path())
-            .or_else(|_| File::open(&through_process))
-            .or_else(|_| File::open(Path::new(&*map.path)));
-        // SAFETY: the mapping is read-only; a binary replaced on disk while mapped could change
-        // under us, which at worst yields wrong frames, as for any profiler reading binaries.
-        let binary = file
-            .ok()
-            .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok())
-            .and_then(|m| BinaryInfo::parse(Backing::Mapped(m)))
-            .map(Arc::new);
-        // Only cache what was found: a process that had already exited may be followed by one
-        // that can be read.
-        if binary.is_some() {
-            self.binaries.insert(key, binary.clone());
-        }
-        binary
+        self.in_flight.push(key);
+        self.loader.submit(pinned);
+        Err(Loading)
     }
 }
+
+/// A binary still being loaded.
+struct Loading;
 
 /// A copy of this process's vDSO, which is every process's vDSO: clock_gettime and friends run
 /// there, and it has CFI like any library.
 fn own_vdso() -> Option<Vec<u8>> {
-    let maps = super::procs::read_maps(Path::new("/proc/self/maps"))?;
+    let (maps, _) = super::procs::read_maps(Path::new("/proc/self/maps"), usize::MAX)?;
     let vdso = maps.into_iter().find(|m| m.kind == ModuleKind::Vdso)?;
     let len = (vdso.end - vdso.start) as usize;
     // SAFETY: the kernel maps the vDSO readable for the life of the process.
     let bytes = unsafe { std::slice::from_raw_parts(vdso.start as *const u8, len) };
     Some(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The section header table of the ELF64 file in `bytes`: (offset of each header, name).
+    fn section_headers(bytes: &[u8]) -> Vec<(usize, String)> {
+        let u16_at = |o: usize| u16::from_le_bytes(bytes[o..o + 2].try_into().unwrap()) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap()) as usize;
+        let (shoff, shentsize, shnum, shstrndx) =
+            (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+        let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+        (0..shnum)
+            .map(|i| {
+                let header = shoff + i * shentsize;
+                let name = strtab + u32_at(header);
+                let end = bytes[name..].iter().position(|&b| b == 0).unwrap();
+                (
+                    header,
+                    String::from_utf8_lossy(&bytes[name..name + end]).into(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unwind_sections_outside_the_file_mean_no_unwind_info() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        assert!(BinaryInfo::parse(Backing::Copied(exe.clone())).is_some());
+        for (section, field) in [
+            (".eh_frame", 0x20),
+            (".eh_frame_hdr", 0x20),
+            (".eh_frame", 0x18),
+        ] {
+            let mut bad = exe.clone();
+            let (header, _) = section_headers(&bad)
+                .into_iter()
+                .find(|(_, name)| name == section)
+                .expect("the test binary has the section");
+            // sh_size (0x20) or sh_offset (0x18) past the end of the file.
+            let past = (bad.len() as u64 + 4096).to_le_bytes();
+            bad[header + field..header + field + 8].copy_from_slice(&past);
+            assert!(
+                BinaryInfo::parse(Backing::Copied(bad)).is_none(),
+                "{section} field {field:#x}"
+            );
+        }
+    }
 }

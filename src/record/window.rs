@@ -15,6 +15,8 @@ use std::{collections::BTreeMap, hash::BuildHasherDefault, sync::Arc};
 use indexmap::IndexMap;
 use rustc_hash::{FxHashMap, FxHasher};
 
+use crate::capture::format::Problems;
+
 use super::{
     procs::{ImageId, ProcessImage, ProcessTable},
     sampler::Sample,
@@ -84,6 +86,8 @@ pub struct ClosedWindow {
     pub stacks: Vec<ClosedStack>,
     /// Samples in time order: `(time_ns, tid, cpu, index into stacks)`.
     pub samples: Vec<(u64, u32, u32, u32)>,
+    /// Problems met while the window was recorded (symbolization adds its own).
+    pub problems: Problems,
 }
 
 /// Turns the stream of samples into closed windows.
@@ -259,9 +263,14 @@ impl WindowAggregator {
         let window = self.open.remove(&index).unwrap_or_else(OpenWindow::new);
         // Processes not seen in this window or the one before are forgotten.
         self.procs.prune(index.saturating_sub(1));
+        let mut problems = Problems {
+            mappings_dropped: self.procs.take_maps_dropped(),
+            ..Problems::default()
+        };
         if let Some(unwinder) = self.unwinder.as_mut() {
             let procs = &self.procs;
             unwinder.retain(|id| procs.contains_image(id));
+            problems.unwind_info_unusable = unwinder.take_unusable();
         }
 
         let mut images: Vec<Arc<ProcessImage>> = window.images.into_values().collect();
@@ -309,6 +318,7 @@ impl WindowAggregator {
             threads,
             stacks,
             samples,
+            problems,
         }
     }
 }
