@@ -137,6 +137,13 @@ fn record(args: RecordArgs) -> anyhow::Result<u8> {
         summary.output.display(),
         summary.bytes.div_ceil(1024),
     );
+    let problems = summary.problems.phrases();
+    if !problems.is_empty() && !options.quiet {
+        eprintln!(
+            "amprof: note: the profiled system's files: {} (never fatal; see `amprof report`)",
+            problems.join(", ")
+        );
+    }
     if options.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }

@@ -148,7 +148,7 @@ pub struct Window {
 
 /// Hostile or broken input amprof met and worked around, counted (never fatal). Each count
 /// belongs to the window during which it was met.
-#[derive(Clone, PartialEq, Eq, Message)]
+#[derive(Clone, PartialEq, Eq, Message, serde::Serialize)]
 pub struct Problems {
     /// Files of sampled processes amprof would not or could not read: not regular files (FIFOs,
     /// devices, sockets, directories), symlinks where none may be, too large, busy (a lease),
@@ -193,6 +193,31 @@ impl Problems {
     /// `Some(self)` unless every count is zero (what a window stores).
     pub fn nonzero(self) -> Option<Problems> {
         (!self.is_empty()).then_some(self)
+    }
+
+    /// The nonzero counts, as `what: N` phrases for a one-line note.
+    pub fn phrases(&self) -> Vec<String> {
+        [
+            (self.files_refused, "files refused"),
+            (
+                self.unwind_info_unusable,
+                "binaries without usable unwind info",
+            ),
+            (self.perf_map_lines_skipped, "perf-map lines skipped"),
+            (
+                self.locations_not_symbolized,
+                "locations left unnamed (time ran out)",
+            ),
+            (
+                self.file_pages_vanished,
+                "file pages that vanished while read",
+            ),
+            (self.mappings_dropped, "mappings over the caps"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{what}: {n}"))
+        .collect()
     }
 }
 

@@ -52,7 +52,7 @@ use serde::Serialize;
 use crate::{
     capture::{
         CaptureWriter,
-        format::{End, Meta, Target, TargetKind},
+        format::{End, Meta, Problems, Target, TargetKind},
     },
     error::usage,
 };
@@ -124,6 +124,16 @@ pub struct RecordSummary {
     pub stopped_by: String,
     /// The command's exit code, in command mode.
     pub command_exit_code: Option<u8>,
+    /// What the profiled system's files made amprof refuse or cut short, over all windows.
+    pub problems: Problems,
+}
+
+/// What the writer thread reports when it is done.
+struct Written {
+    windows: u64,
+    evicted: u64,
+    bytes: u64,
+    problems: Problems,
 }
 
 /// A window is closed this long after its end, so that samples still in flight from other
@@ -410,7 +420,12 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         .join()
         .map_err(|_| anyhow!("the writer thread panicked"))?;
     progress.finish();
-    let (windows, evicted, bytes) = outcome?;
+    let Written {
+        windows,
+        evicted,
+        bytes,
+        problems,
+    } = outcome?;
 
     // The command outlives a --duration: wait for it, as its exit code is amprof's. After a
     // signal, only until STOP_WITHIN: a command that ignores it is left running.
@@ -442,6 +457,7 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         bytes,
         stopped_by: reason.into(),
         command_exit_code: command_status.map(target::exit_code),
+        problems,
     })
 }
 
@@ -536,9 +552,10 @@ fn write_windows(
     from_sampler: mpsc::Receiver<WriterMessage>,
     progress: &WriterProgress,
     inline: bool,
-) -> Result<(u64, u64, u64)> {
+) -> Result<Written> {
     let mut symbolizer = WindowSymbolizer::new(inline);
     let mut windows = 0u64;
+    let mut problems = Problems::default();
     for message in from_sampler {
         match message {
             WriterMessage::Window(closed) => {
@@ -549,6 +566,9 @@ fn write_windows(
                     deadline = deadline.min(Instant::now() + Duration::from_nanos(left));
                 }
                 let mut window = symbolizer.build(closed, deadline);
+                if let Some(window_problems) = &window.problems {
+                    problems.add(window_problems);
+                }
                 if let Err(e) = writer.write_window(&mut window) {
                     progress.failed.store(true, Ordering::Relaxed);
                     return Err(e);
@@ -564,7 +584,12 @@ fn write_windows(
                 let bytes_before = writer.bytes();
                 writer.finish(&end)?;
                 let bytes = std::fs::metadata(&path).map_or(bytes_before, |m| m.len());
-                return Ok((windows, evicted, bytes));
+                return Ok(Written {
+                    windows,
+                    evicted,
+                    bytes,
+                    problems,
+                });
             }
         }
     }

@@ -391,6 +391,47 @@ impl DwarfUnwinder {
 /// A binary still being loaded.
 struct Loading;
 
+/// Indexes `data` as a binary mapped at 0x10000 and unwinds one stack through it, for fuzzing
+/// and tests: whatever the bytes, this returns the frames found, never panics or runs away.
+pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
+    let Some(binary) = BinaryInfo::parse(Backing::Copied(data.to_vec())) else {
+        return Vec::new();
+    };
+    let start = 0x10000;
+    let mut unwinder = UnwinderX86_64::new();
+    if let Some(base) = binary.base_avma(start, 0) {
+        unwinder.add_module(Module::new(
+            "fuzz".into(),
+            start..start.saturating_add(data.len() as u64),
+            base,
+            binary.sections.clone(),
+        ));
+    }
+    let sp = 0x7fff_0000u64;
+    let mut read_stack = |address: u64| -> Result<u64, ()> {
+        let offset = address.checked_sub(sp).ok_or(())? as usize;
+        let bytes = stack
+            .get(offset..offset.checked_add(8).ok_or(())?)
+            .ok_or(())?;
+        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+    };
+    let mut cache = CacheX86_64::new();
+    let mut iter = unwinder.iter_frames(
+        ip,
+        UnwindRegsX86_64::new(ip, sp, sp),
+        &mut cache,
+        &mut read_stack,
+    );
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = iter.next() {
+        frames.push(frame.address());
+        if frames.len() >= crate::record::window::MAX_DWARF_FRAMES {
+            break;
+        }
+    }
+    frames
+}
+
 /// A copy of this process's vDSO, which is every process's vDSO: clock_gettime and friends run
 /// there, and it has CFI like any library.
 fn own_vdso() -> Option<Vec<u8>> {
