@@ -35,7 +35,7 @@ use super::{
     elf::{self, LoadSegment},
     files::Pinned,
     procs::{FileKey, ImageId, MapEntry, ProcessImage},
-    worker::Worker,
+    worker::{self, Worker},
 };
 use crate::capture::format::ModuleKind;
 
@@ -268,16 +268,37 @@ impl DwarfUnwinder {
             &mut read_stack,
         );
         let start = frames.len();
-        loop {
-            if frames.len() - start >= max_frames {
-                return Unwound::Truncated;
+        // framehop and gimli meet a binary's hostile unwind tables here; a panic in them (an
+        // arithmetic overflow on crafted pointers) is contained, and the binary of the frame
+        // being unwound is given up.
+        let walked = worker::contained(|| {
+            loop {
+                if frames.len() - start >= max_frames {
+                    return Unwound::Truncated;
+                }
+                match iter.next() {
+                    Ok(Some(frame)) => frames.push(frame.address()),
+                    Ok(None) => return Unwound::Complete,
+                    Err(_) => return Unwound::Truncated,
+                }
             }
-            match iter.next() {
-                Ok(Some(frame)) => frames.push(frame.address()),
-                Ok(None) => return Unwound::Complete,
-                Err(_) => return Unwound::Truncated,
+        });
+        walked.unwrap_or_else(|| {
+            let culprit = frames
+                .get(start..)
+                .and_then(|f| f.last())
+                .copied()
+                .unwrap_or(ip);
+            if let Some(map) = image
+                .find(culprit.saturating_sub(1))
+                .or(image.find(culprit))
+            {
+                self.binaries.insert(map.file_key(), Binary::Unusable);
+                self.unusable += 1;
+                self.generation += 1;
             }
-        }
+            Unwound::Truncated
+        })
     }
 
     /// Forgets the unwinders of images for which `keep` is false.
@@ -423,12 +444,15 @@ pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
         &mut read_stack,
     );
     let mut frames = Vec::new();
-    while let Ok(Some(frame)) = iter.next() {
-        frames.push(frame.address());
-        if frames.len() >= crate::record::window::MAX_DWARF_FRAMES {
-            break;
+    // As on the sampling thread: a panic inside framehop or gimli is contained.
+    worker::contained(|| {
+        while let Ok(Some(frame)) = iter.next() {
+            frames.push(frame.address());
+            if frames.len() >= crate::record::window::MAX_DWARF_FRAMES {
+                break;
+            }
         }
-    }
+    });
     frames
 }
 

@@ -96,6 +96,16 @@ thread_local! {
     static CONTAINED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Runs `f`, containing a panic in it (`None`), quietly: for parsers of hostile bytes called
+/// outside a worker, such as the unwinder on the sampling thread.
+pub fn contained<R>(f: impl FnOnce() -> R) -> Option<R> {
+    quiet_contained_panics();
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f)).ok();
+    CONTAINED.with(|c| c.set(outer));
+    result
+}
+
 /// Keeps the panic message of a contained panic off the terminal (it is counted as a problem
 /// of the window instead); every other panic prints as usual.
 fn quiet_contained_panics() {
