@@ -12,6 +12,7 @@
 mod common;
 
 use std::{
+    collections::HashSet,
     ffi::{OsStr, OsString},
     io::{BufRead as _, BufReader, Read as _},
     os::unix::{
@@ -310,6 +311,10 @@ impl Running {
             stderr: read_all(child.stderr.take().unwrap()),
             _child: child,
         }
+    }
+
+    fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.pid, signal) };
     }
 
     /// Waits for the exit (reaping with `wait4` for the peak RSS). Past `timeout`, or past
@@ -1042,4 +1047,401 @@ fn a_perf_map_under_a_write_lease() {
     for recording in record_all("perf-map-lease", &[process.pid], RSS) {
         assert_sampled(&recording, &[process.pid]);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Names with every byte value
+// ---------------------------------------------------------------------------------------------
+
+/// The children of `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// What in `text` a terminal would act on: invalid UTF-8, C0 controls but `\n`, DEL, and C1
+/// controls (U+0080..U+009F). Empty when clean.
+fn terminal_controls(text: &[u8]) -> Vec<String> {
+    let text = match std::str::from_utf8(text) {
+        Ok(text) => text,
+        Err(e) => {
+            let at = e.valid_up_to();
+            return vec![format!(
+                "invalid UTF-8 at byte {at}: {:?}",
+                String::from_utf8_lossy(&text[at.saturating_sub(40)..(at + 10).min(text.len())])
+            )];
+        }
+    };
+    text.lines()
+        .filter(|line| {
+            line.chars()
+                .any(|c| (c < ' ' && c != '\n') || ('\u{7f}'..='\u{9f}').contains(&c))
+        })
+        .map(|line| format!("{line:?}"))
+        .collect()
+}
+
+/// Processes (as nobody) named, and with threads named, with terminal escapes (OSC 52
+/// clipboard write, clear screen, cursor home, BEL, backspace, CR, C1 controls, DEL) and, across
+/// 17 processes, every byte value 0x01..0xff; and a library whose function names hold such
+/// bytes. After a system-wide recording, the summary and the folded stacks hold no terminal
+/// control (nor invalid UTF-8), the folded stacks are one line per stack, and the flamegraph is
+/// well-formed XML.
+#[test]
+fn names_with_every_byte_value_print_harmlessly() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("names");
+    let hostile = build_hostile(&dir);
+    // Without DWARF, whose names are the C ones: the symbol table's names are the renamed ones.
+    let source = fixture("spinlib.c");
+    let lib = cc(
+        &dir.join("libevil.so"),
+        &[
+            "-shared".as_ref(),
+            "-fPIC".as_ref(),
+            "-O1".as_ref(),
+            source.as_os_str(),
+        ],
+    );
+    let renames = [
+        (
+            "evil_one",
+            &b"evil\x1b[2J\x1b[H\x1b]52;c;aGk=\x07\x08\r"[..],
+        ),
+        ("evil_two", &b"evil\xc2\x9b31m\xc2\x85\x7f"[..]),
+        ("evil_three", &b"evil;\n\x1b[0m\tthree"[..]),
+    ];
+    for (from, to) in renames {
+        let mut rename = OsString::from(format!("--redefine-sym={from}="));
+        rename.push(OsStr::from_bytes(to));
+        run_tool("objcopy", &[&rename, lib.as_os_str()]);
+    }
+    let bytes = Hostile::spawn(&dir, &hostile, &["names-bytes".as_ref()]);
+    let escapes = Hostile::spawn(&dir, &hostile, &["names-escape".as_ref()]);
+    let evil = Hostile::spawn(
+        &dir,
+        &hostile,
+        &[
+            "spin-lib".as_ref(),
+            "hostile_spin_evil".as_ref(),
+            lib.as_os_str(),
+        ],
+    );
+    let named: Vec<u32> = children(bytes.pid)
+        .into_iter()
+        .chain(children(escapes.pid))
+        .collect();
+    assert_eq!(named.len(), 17 + 7, "named processes: {named:?}");
+    let recording = record("names", "dwarf", Target::System, RSS);
+    let sampled = recording.json["top_processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| named.contains(&(p["pid"].as_u64().unwrap() as u32)))
+        .count();
+    assert!(
+        sampled >= named.len() / 2,
+        "only {sampled} of the {} named processes were sampled",
+        named.len()
+    );
+    let evil_functions = self_functions(&recording, &[evil.pid]);
+    assert!(
+        evil_functions.iter().any(|f| f.starts_with("evil")),
+        "the renamed functions were not sampled: {evil_functions:?}"
+    );
+
+    // Every process and function of the capture, not just the top 20.
+    let mut command = amprof();
+    command
+        .args(["report", "--top", "100000", "-i"])
+        .arg(&recording.capture);
+    let summary = run_bounded(command, "report --top 100000");
+    summary.assert_success();
+    let controls = terminal_controls(&summary.stdout);
+    assert!(
+        controls.is_empty(),
+        "the summary prints terminal controls: {controls:#?}"
+    );
+
+    let mut command = amprof();
+    command
+        .args(["report", "--format", "folded", "-i"])
+        .arg(&recording.capture);
+    let folded = run_bounded(command, "report --format folded");
+    folded.assert_success();
+    let controls = terminal_controls(&folded.stdout);
+    assert!(
+        controls.is_empty(),
+        "the folded stacks hold terminal controls: {controls:#?}"
+    );
+    let mut stacks = HashSet::new();
+    let mut samples = 0;
+    for line in folded
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        let line = String::from_utf8_lossy(line);
+        let (stack, count) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("a folded line without a count: {line:?}"));
+        let count: u64 = count
+            .parse()
+            .unwrap_or_else(|_| panic!("a folded line without a count: {line:?}"));
+        samples += count;
+        assert!(
+            stacks.insert(stack.to_string()),
+            "a stack folded twice: {stack:?}"
+        );
+    }
+    let total = recording.json["totals"]["samples"].as_u64().unwrap();
+    assert_eq!(
+        samples, total,
+        "the folded lines count every sample once: one line per stack"
+    );
+
+    let svg = recording.capture.with_extension("svg");
+    let mut command = amprof();
+    command
+        .args(["report", "-q", "--format", "flamegraph", "-o"])
+        .arg(&svg)
+        .arg("-i")
+        .arg(&recording.capture);
+    run_bounded(command, "report --format flamegraph").assert_success();
+    let svg = std::fs::read_to_string(&svg).expect("the flamegraph is UTF-8");
+    if let Err(e) = roxmltree::Document::parse(&svg) {
+        panic!("the flamegraph is not well-formed XML: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Wrong build-id
+// ---------------------------------------------------------------------------------------------
+
+/// An executable without a GNU build-id that carries a note of type 3 (NT_GNU_BUILD_ID's
+/// number) owned by "stapsdt": the capture records no build-id for it.
+#[test]
+fn a_type_3_note_not_owned_by_gnu_is_no_build_id() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("fake-build-id");
+    let source = fixture("stapsdt_note.c");
+    let binary = cc(
+        &dir.join("fake-note"),
+        &[
+            "-O1".as_ref(),
+            "-g".as_ref(),
+            "-Wl,--build-id=none".as_ref(),
+            source.as_os_str(),
+        ],
+    );
+    let process = Hostile::spawn(&dir, &binary, &[]);
+    let path = binary.to_str().unwrap();
+    for recording in record_all("fake-build-id", &[process.pid], RSS) {
+        let mut reader = amprof::capture::CaptureReader::open(&recording.capture).unwrap();
+        let mut seen = false;
+        while let Some(window) = reader.next_window().unwrap() {
+            for module in window.modules.iter().filter(|m| m.path == path) {
+                seen = true;
+                assert!(
+                    module.build_id.is_empty(),
+                    "{}: {path} recorded with build-id {:02x?} ({:?})",
+                    recording.label,
+                    module.build_id,
+                    String::from_utf8_lossy(&module.build_id)
+                );
+            }
+        }
+        assert!(seen, "{}: no module {path} in the capture", recording.label);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Files that change while read
+// ---------------------------------------------------------------------------------------------
+
+/// A library of `functions` functions, each a loop of its own, which `hostile_spin` calls in
+/// turn forever: thousands of distinct addresses, unwound and symbolized from all over the file.
+/// All but `hostile_spin` are static, so that the code uses no relocated data (GOT, PLT):
+/// truncating a file discards even the private copies of its pages, and pages read back from
+/// the rewritten file are unrelocated.
+fn wide_library_source(functions: usize) -> String {
+    let mut source = String::from("static volatile unsigned long sink;\n");
+    for i in 0..functions {
+        source.push_str(&format!(
+            "__attribute__((noinline)) static void wide_{i}(void) {{ for (int i = 0; i < 3000; i++) sink += {i}; }}\n"
+        ));
+    }
+    source.push_str("void hostile_spin(void) {\n    for (;;) {\n");
+    for i in 0..functions {
+        source.push_str(&format!("        wide_{i}();\n"));
+    }
+    source.push_str("    }\n}\n");
+    source
+}
+
+/// A process spins in its own copy of a library while truncating the file to 0 and writing it
+/// back, over and over (it survives its own SIGBUS by retrying): amprof reads the file through
+/// memory mappings, which fault with SIGBUS past the end of a truncated file. amprof must not
+/// die of it.
+#[test]
+fn a_library_truncated_and_rewritten_while_read() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("rewrite");
+    let hostile = build_hostile(&dir);
+    let source = dir.join("wide.c");
+    std::fs::write(&source, wide_library_source(1500)).unwrap();
+    let lib = cc(
+        &dir.join("libwide.so"),
+        &[
+            "-shared".as_ref(),
+            "-fPIC".as_ref(),
+            "-O1".as_ref(),
+            "-g".as_ref(),
+            source.as_os_str(),
+        ],
+    );
+    chown(&lib, Some(NOBODY), Some(NOBODY)).unwrap();
+    let process = Hostile::spawn(
+        &dir,
+        &hostile,
+        &["rewrite".as_ref(), "hostile_spin".as_ref(), lib.as_os_str()],
+    );
+    for recording in record_all("rewrite", &[process.pid], RSS) {
+        assert_sampled(&recording, &[process.pid]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Many tiny mappings
+// ---------------------------------------------------------------------------------------------
+
+/// A process with 60,000 one-page executable mappings of an ELF file (vm.max_map_count is
+/// 65,530 by default), spinning.
+#[test]
+fn sixty_thousand_tiny_executable_mappings() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("maps");
+    let hostile = build_hostile(&dir);
+    let lib = build_spinlib(&dir, "libspin.so");
+    assert!(std::fs::metadata(&lib).unwrap().len() > 3 * 4096);
+    let process = Hostile::spawn(
+        &dir,
+        &hostile,
+        &["maps".as_ref(), lib.as_os_str(), "60000".as_ref()],
+    );
+    let lines: u64 = process.ready[1].parse().unwrap();
+    assert!(lines >= 60_000, "only {lines} mappings");
+    for recording in record_all("maps", &[process.pid], RSS) {
+        assert_sampled(&recording, &[process.pid]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Churn
+// ---------------------------------------------------------------------------------------------
+
+/// A process forking and exec'ing short-lived children (which rename themselves and exit within
+/// milliseconds), renaming itself all the while: processes exit while amprof reads them.
+#[test]
+fn forking_execing_renaming_churn() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("churn");
+    let hostile = build_hostile(&dir);
+    let process = Hostile::spawn(&dir, &hostile, &["churn".as_ref()]);
+    for recording in record_all("churn", &[process.pid], RSS) {
+        assert_sampled(&recording, &[process.pid]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Ctrl-C
+// ---------------------------------------------------------------------------------------------
+
+/// The hostile load of the Ctrl-C tests: churn, a FIFO perf map and a leased one.
+fn ctrl_c_load(dir: &Scratch) -> Vec<Hostile> {
+    let hostile = build_hostile(dir);
+    vec![
+        Hostile::spawn(dir, &hostile, &["churn".as_ref()]),
+        Hostile::spawn(dir, &hostile, &["jit".as_ref(), "fifo".as_ref()]),
+        Hostile::spawn(dir, &hostile, &["jit".as_ref(), "lease".as_ref()]),
+    ]
+}
+
+/// Starts a system-wide recording until signalled, and sends SIGINT after 2 s (and again
+/// `second` later, if given). Returns amprof's end, the seconds from the last signal to its
+/// exit, and the capture.
+fn interrupted_recording(name: &str, second: Option<Duration>) -> (Finished, f64, PathBuf) {
+    let capture = scratch(&format!("hostile-{name}")).join("capture.data");
+    let mut command = amprof();
+    command.args(["record", "-q", "-o"]).arg(&capture);
+    let running = Running::start(command, &format!("amprof record of {name}"));
+    thread::sleep(Duration::from_secs(2));
+    running.signal(libc::SIGINT);
+    if let Some(after) = second {
+        thread::sleep(after);
+        running.signal(libc::SIGINT);
+    }
+    let signalled = Instant::now();
+    let finished = running.finish(HUNG_AFTER);
+    let seconds = signalled.elapsed().as_secs_f64();
+    eprintln!(
+        "{name}: exit {:?} {:.1} s after the last SIGINT, peak RSS {} MiB",
+        finished.code,
+        seconds,
+        finished.max_rss_kib / 1024
+    );
+    (finished, seconds, capture)
+}
+
+/// Ctrl-C during a system-wide recording under hostile load: amprof exits within 2 s of the
+/// signal, with a finalized capture.
+#[test]
+fn ctrl_c_under_hostile_load_finalizes_promptly() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("ctrl-c");
+    let _load = ctrl_c_load(&dir);
+    let (finished, seconds, capture) = interrupted_recording("ctrl-c", None);
+    assert!(
+        seconds <= 2.0,
+        "amprof took {seconds:.1} s to exit after SIGINT: {}",
+        finished.describe()
+    );
+    finished.assert_success();
+    assert!(
+        finished.max_rss_kib / 1024 <= RSS.system,
+        "peak RSS over {} MiB: {}",
+        RSS.system,
+        finished.describe()
+    );
+    let (_, json) = check_readable(&capture, "ctrl-c");
+    assert_eq!(json["capture"]["stopped_by"], "signal");
+}
+
+/// A second Ctrl-C right after the first, under hostile load: amprof exits at once (within a
+/// second), and the capture is still readable.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    require_root();
+    let _serial = serial();
+    let dir = Scratch::new("ctrl-c-twice");
+    let _load = ctrl_c_load(&dir);
+    let (finished, seconds, capture) =
+        interrupted_recording("ctrl-c-twice", Some(Duration::from_millis(100)));
+    assert!(
+        seconds <= 1.0,
+        "amprof took {seconds:.1} s to exit after the second SIGINT: {}",
+        finished.describe()
+    );
+    let mut command = amprof();
+    command.arg("report").arg("-i").arg(&capture);
+    run_bounded(command, "report of an interrupted capture").assert_success();
 }
