@@ -344,12 +344,15 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
             } else {
                 None
             };
-            if let Some((_, end_ns)) = stopped_by {
-                // From now on the writer names windows only until shortly before STOP_WITHIN.
-                written.hurry_until.store(
-                    monotonic_ns() + SYMBOLIZE_AFTER_STOP.as_nanos() as u64,
-                    Ordering::Relaxed,
-                );
+            if let Some((reason, end_ns)) = stopped_by {
+                if reason == "signal" {
+                    // The user wants out: from now on the writer names windows only until
+                    // shortly before STOP_WITHIN. (Other ends take the time naming needs.)
+                    written.hurry_until.store(
+                        monotonic_ns() + SYMBOLIZE_AFTER_STOP.as_nanos() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
                 // Samples taken after the end (still in the ring buffer) are dropped.
                 aggregator.set_end(end_ns);
                 sampler.stop();
