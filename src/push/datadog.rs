@@ -53,6 +53,7 @@ use crate::{
     cli::parse_duration,
     error::{Exit, coded, usage},
     report::{frames::basename, pprof::ProfileBuilder},
+    text::printable,
 };
 
 /// The Agent's profile intake path.
@@ -459,13 +460,14 @@ fn transport_error(error: &(dyn std::error::Error + 'static)) -> String {
                 std::io::ErrorKind::NotFound => "no such socket".into(),
                 std::io::ErrorKind::ConnectionReset => "connection reset".into(),
                 std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-                _ => io.to_string(),
+                // It may quote the server (names in its certificate).
+                _ => printable(&io.to_string()).into_owned(),
             };
         }
         innermost = e.to_string();
         source = e.source();
     }
-    innermost
+    printable(&innermost).into_owned()
 }
 
 /// The Datadog destination: windows in, uploads out.
@@ -678,13 +680,9 @@ impl Datadog {
 /// The first line or so of a response body, for messages.
 fn body_snippet(body: &str) -> String {
     let text: String = body.chars().take(300).collect();
-    let text: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(160)
-        .collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A terminal shows it: control characters made visible.
+    let text: String = printable(&text).chars().take(160).collect();
     if text.is_empty() {
         String::new()
     } else {
@@ -815,8 +813,12 @@ fn profile_tags(meta: &Meta, service: &str, process_names: &BTreeSet<&str>) -> R
         Tag::new("service", service).map_err(|e| usage(format!("service `{service}`: {e}")))?,
         Tag::new("runtime-id", runtime_id(meta, service))?,
     ];
-    if !meta.hostname.is_empty() {
-        tags.push(Tag::new("host", &meta.hostname)?);
+    // A hostname Datadog cannot take as a tag (the capture's, from anywhere) is left out rather
+    // than failing every upload.
+    if !meta.hostname.is_empty()
+        && let Ok(tag) = Tag::new("host", &meta.hostname)
+    {
+        tags.push(tag);
     }
     for name in process_names
         .iter()
@@ -909,7 +911,7 @@ pub fn check(args: &DatadogArgs, timeout: Duration, json: bool) -> Result<()> {
         .unwrap_or_default();
     let version_text = version
         .as_deref()
-        .map_or(String::new(), |v| format!(" (version {v})"));
+        .map_or(String::new(), |v| format!(" (version {})", printable(v)));
     if !endpoints.contains(&AGENT_PROFILES_PATH) {
         return Err(failed(format!(
             "{agent}{version_text} does not take profiles: its /info lists no {AGENT_PROFILES_PATH} endpoint (an Agent older than 7.x, or one that is not a Datadog Agent)"

@@ -180,7 +180,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         Format::Summary => {
             let summary = summary::Summary::build(&loaded, &options.selection, options.top);
             if options.json {
-                serde_json::to_writer_pretty(&mut output, &summary)?;
+                crate::text::write_json(&mut output, &summary)?;
                 writeln!(output)?;
             } else {
                 summary.write_text(&mut output)?;

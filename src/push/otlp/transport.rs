@@ -35,6 +35,7 @@ use super::{Protocol, Settings};
 use crate::{
     error::usage,
     push::{Attempt, Request, Secrets},
+    text::printable,
 };
 
 const USER_AGENT: &str = concat!("amprof/", env!("CARGO_PKG_VERSION"));
@@ -297,11 +298,12 @@ fn http_error_message(body: &[u8], protobuf: bool, secrets: &Secrets) -> String 
     format!(": {message}")
 }
 
-/// A server's `text` for a message: echoed secrets hidden, on one line, cut short.
+/// A server's `text` for a message: echoed secrets hidden, on one line, control characters
+/// made visible (a terminal shows it), cut short.
 fn server_text(text: &str, secrets: &Secrets) -> String {
     let text = secrets.hide(text);
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&text, MAX_MESSAGE_CHARS)
+    truncate(&printable(&text), MAX_MESSAGE_CHARS)
 }
 
 /// The failure of a request that got no answer in time (retried).
@@ -461,7 +463,8 @@ fn partial_success_note(
     }
 }
 
-/// An error and its causes on one line (reqwest's top level alone says little).
+/// An error and its causes on one line (reqwest's top level alone says little), control
+/// characters made visible: causes may quote the server (names in its certificate).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -473,7 +476,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    printable(&text).into_owned()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -544,6 +547,23 @@ mod tests {
             panic!("UNAUTHENTICATED is not retried");
         };
         assert_eq!(reason, "gRPC UNAUTHENTICATED: no such token: <redacted>");
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let text = server_text(
+            "bad\x1b]52;c;ZXZpbA==\x07 \u{202e}gnp.exe\r\n",
+            &Secrets::default(),
+        );
+        assert_eq!(text, r"bad\x1b]52;c;ZXZpbA==\x07 \u{202e}gnp.exe");
+        let partial = ExportProfilesPartialSuccess {
+            rejected_profiles: 0,
+            error_message: "\x1b[2Jcleared".into(),
+        };
+        assert_eq!(
+            partial_success_note(&partial, &Secrets::default()).as_deref(),
+            Some(r"accepted with a warning: \x1b[2Jcleared")
+        );
     }
 
     #[test]
