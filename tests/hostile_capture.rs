@@ -304,3 +304,40 @@ fn hostile_names_keep_the_flamegraph_valid_xml() {
         assert!(all.contains(needle), "no {needle} in the SVG");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile neighbours: no name planted in advance matters.
+
+/// A local user who knows how amprof used to name its temporary files (`.NAME.PID.N.tmp`) plants
+/// them, as files and as symlinks to a file of root's, beside a capture: a ring recording that
+/// rewrites its file at every window still succeeds, and the victim is untouched.
+#[test]
+fn a_capture_is_written_past_temporary_names_planted_in_advance() {
+    let dir = scratch("planted-temporary-names");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let path = dir.join("ring.data");
+    let pid = std::process::id();
+    for n in 0..32 {
+        let planted = dir.join(format!(".ring.data.{pid}.{n}.tmp"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    }
+    let texts = ["a".to_string(), "b".to_string()];
+    let mut writer = CaptureWriter::create(&path, &meta(""), Some(2)).unwrap();
+    for index in 0..5 {
+        let mut window = named_window(&texts);
+        window.index = index;
+        window.start_ns = START_NS + index * WINDOW_NS;
+        window.end_ns = window.start_ns + WINDOW_NS;
+        writer.write_window(&mut window).unwrap();
+    }
+    assert_eq!(writer.windows_evicted(), 3);
+    drop(writer);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let output = report(&path, &["--json"]);
+    assert_ok(&output);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["windows"].as_array().unwrap().len(), 2);
+    // Nothing but the capture, the victim and the planted names.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2 + 32);
+}
