@@ -306,7 +306,47 @@ fn hostile_names_keep_the_flamegraph_valid_xml() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hostile neighbours: no name planted in advance matters.
+// Hostile neighbours: what report writes is private, and no name planted in advance matters.
+
+/// Every file `report` writes is created 0600 and, under sudo, belongs to the user who ran sudo
+/// (checked when the tests run as root: only root can give a file away).
+#[test]
+fn report_outputs_are_private() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = scratch("report-modes");
+    let capture = names_capture(&dir);
+    let root = unsafe { libc::geteuid() } == 0;
+    for (format, name) in [
+        ("summary", "summary.txt"),
+        ("folded", "stacks.folded"),
+        ("flamegraph", "flame.svg"),
+        ("pprof", "profile.pb.gz"),
+        ("perf", "perf.data"),
+    ] {
+        let path = dir.join(name);
+        let output = common::amprof()
+            .args(["report", "-q", "--format", format, "-i"])
+            .arg(&capture)
+            .arg("-o")
+            .arg(&path)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .output()
+            .unwrap();
+        assert_ok(&output);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "{format}");
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o600,
+            "{format}: mode {:o}",
+            meta.mode()
+        );
+        if root {
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{format}");
+        }
+    }
+}
 
 /// A local user who knows how amprof used to name its temporary files (`.NAME.PID.N.tmp`) plants
 /// them, as files and as symlinks to a file of root's, beside a capture: a ring recording that
