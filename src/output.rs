@@ -4,9 +4,9 @@
 //! their final name by an atomic rename once complete, and belong to the invoking user.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{OpenOptionsExt as _, fchown},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, fchown},
     path::{Path, PathBuf},
 };
 
@@ -36,6 +36,29 @@ pub fn give_to_invoking_user(file: &File) -> io::Result<()> {
         (Some(uid), Some(gid)) if uid != 0 => fchown(file, Some(uid), Some(gid)),
         _ => Ok(()),
     }
+}
+
+/// Creates the directory `path` and its missing parents, mode 0700, under sudo for the invoking
+/// user (each directory created, not those that were there).
+pub fn create_dirs(path: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            // Made meanwhile by someone else: theirs, not ours to give away.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        give_to_invoking_user(&handle)?;
+    }
+    Ok(())
 }
 
 /// Random characters in a temporary file's name: 62^12, about 71 bits.
@@ -156,7 +179,7 @@ impl Write for AtomicOutput {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, fs, os::unix::fs::PermissionsExt as _};
+    use std::{collections::HashSet, os::unix::fs::PermissionsExt as _};
 
     use super::*;
 
@@ -201,6 +224,23 @@ mod tests {
         let (_file, temp) = temp_file_beside(&long, 0o600).unwrap();
         assert!(temp.file_name().unwrap().len() <= 255);
         drop(temp);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directories_are_created_private_with_their_parents() {
+        let dir = scratch("dirs");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let deep = dir.join("a/b/c");
+        create_dirs(&deep).unwrap();
+        for path in [dir.join("a"), dir.join("a/b"), deep.clone()] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", path.display());
+        }
+        // Existing directories are left as they are.
+        create_dirs(&deep).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode();
+        assert_ne!(mode & 0o777, 0o700);
         fs::remove_dir_all(&dir).unwrap();
     }
 

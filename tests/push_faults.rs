@@ -1,6 +1,7 @@
 //! Push faults, for `--to datadog` and `--to otlp` over HTTP and gRPC: a receiver that takes the
 //! connection and never answers, receivers that answer garbage, Ctrl-C in the middle of a push
-//! and the resend it suggests, secrets a failing server echoes back, and bad flag values.
+//! and the resend it suggests, secrets a failing server echoes back, dry-run files under sudo,
+//! and bad flag values.
 //! (Retries, refused connections, late answers and 4xx/5xx are in push_datadog.rs and
 //! push_otlp.rs.)
 //!
@@ -1102,7 +1103,45 @@ fn secrets_echoed_by_a_failing_server_are_never_shown() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. Bad input
+// 5. Files under sudo
+
+/// Under sudo, what `--dry-run -o DIR` creates, the directory and its missing parents included,
+/// belongs to the user who ran sudo, and only they can read it.
+#[test]
+fn dry_run_files_and_directories_belong_to_the_sudo_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let dir = scratch("push-faults-dry-run-owner");
+    for to in [To::Datadog, To::OtlpHttp] {
+        let out = dir.join(format!("{to:?}/requests"));
+        let mut args = to.args("http://127.0.0.1:9");
+        args.extend(words("--dry-run -q -o"));
+        args.push(out.to_str().unwrap().into());
+        let done = run(push(&args, &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")]));
+        assert_eq!(done.code(), Some(0), "{to:?}: {}", done.stderr());
+        let mut paths = vec![out.parent().unwrap().to_path_buf(), out.clone()];
+        for entry in std::fs::read_dir(&out).unwrap() {
+            paths.push(entry.unwrap().path());
+        }
+        assert!(paths.len() > 2, "{to:?}: no request written");
+        for path in paths {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                path.display()
+            );
+            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(meta.mode() & 0o777, mode, "{}", path.display());
+        }
+    }
+    // The scratch directory was there: it stays root's.
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Bad input
 
 #[test]
 fn bad_flag_values_are_one_line_errors_with_documented_codes() {

@@ -485,7 +485,8 @@ fn prepare_dry_run_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir)
+    // Under sudo, the directories made here belong to the user, as the files written in them.
+    crate::output::create_dirs(dir)
         .with_context(|| format!("cannot create the dry-run directory {}", dir.display()))?;
     Ok(())
 }
