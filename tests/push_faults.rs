@@ -1102,6 +1102,60 @@ fn secrets_echoed_by_a_failing_server_are_never_shown() {
     assert_secrets_kept("otlp-grpc", &done, &args, &env, &[TOKEN, ENV_KEY]);
 }
 
+/// Receivers that redirect (301, 302, 307, 308) to another server, through a URL with
+/// credentials and a query: nothing goes there (the API key and header values least of all),
+/// each window fails at once (exit code 5), and the error says redirects are not followed and
+/// where it led, without the credentials or the query.
+#[test]
+fn redirects_are_not_followed() {
+    let elsewhere = HttpServer::start(Duration::ZERO, |_, _| (200, "text/plain", Vec::new()));
+    let port = elsewhere.url().rsplit(':').next().unwrap().to_string();
+    let (user_password, query) = ("user:Passw0rdInUrl", "token=Qu3ryS3cret");
+    let location =
+        format!("http://{user_password}@127.0.0.1:{port}/v1development/profiles?{query}");
+    for code in [301, 302, 307, 308] {
+        let reply = format!(
+            "HTTP/1.1 {code} Elsewhere\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let redirector = TcpServer::start(answer(reply.into_bytes()));
+        let header = format!("authorization=Bearer {TOKEN}");
+        let mut datadog = words("--to datadog --retries 2 --json --intake-url");
+        datadog.push(format!("{}/api/v2/profile", redirector.url()));
+        let mut otlp = To::OtlpHttp.args(&redirector.url());
+        otlp.extend(words("--retries 2 --json --header"));
+        otlp.push(header);
+        for (to, args) in [(To::Datadog, datadog), (To::OtlpHttp, otlp)] {
+            let done = run(push(&args, &[("DD_API_KEY", DD_API_KEY)]));
+            assert_eq!(done.code(), Some(5), "{code} {to:?}: {}", done.stderr());
+            let error = done.error_line();
+            assert!(
+                error.contains(&format!("HTTP {code} "))
+                    && error.contains("redirects are not followed"),
+                "{code} {to:?}: {error}"
+            );
+            if to == To::OtlpHttp {
+                assert!(
+                    error.contains(&format!("(to http://127.0.0.1:{port})")),
+                    "{code}: {error}"
+                );
+            }
+            for window in done.json()["windows"].as_array().unwrap() {
+                assert_eq!(window["status"], "failed", "{code} {to:?}");
+                assert_eq!(window["attempts"], 1, "{code} {to:?}: not retried");
+            }
+            assert_no_secret(
+                &format!("{}{}", done.stdout(), done.stderr()),
+                &[DD_API_KEY, TOKEN, user_password, query],
+                &format!("{code} {to:?}"),
+            );
+            assert!(
+                elsewhere.received().is_empty(),
+                "{code} {to:?} was followed"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Files under sudo
 

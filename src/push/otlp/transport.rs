@@ -9,7 +9,9 @@
 //! `Retry-After`), and failures to connect or to get an answer in time; over gRPC, CANCELLED,
 //! DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED
 //! only when the server says when to retry (a `RetryInfo`). Anything else fails for good. A
-//! `partial_success` in an accepted answer is reported as a note.
+//! `partial_success` in an accepted answer is reported as a note. Redirects are not followed
+//! (they would take the headers, API keys and tokens, to another host): a 3xx fails, naming
+//! the scheme and host it led to.
 //!
 //! What a server answers is read up to [`MAX_RESPONSE_BYTES`] (an OTLP answer is small; a
 //! server that streams without end must not fill memory), and header values it echoes are
@@ -103,8 +105,11 @@ impl Transport {
             .context("cannot start the I/O runtime")?;
         let client = match settings.protocol {
             Protocol::HttpProtobuf => {
+                // No redirects: reqwest would send the headers (API keys, tokens) to wherever
+                // the server says, even from https to http.
                 let mut builder = reqwest::Client::builder()
                     .user_agent(USER_AGENT)
+                    .redirect(reqwest::redirect::Policy::none())
                     .use_rustls_tls();
                 if let Some(pem) = &settings.ca_pem {
                     for certificate in reqwest::Certificate::from_pem_bundle(pem)
@@ -221,6 +226,18 @@ async fn send_http(
         Err(e) => return connection_failure(error_chain(&e.without_url())),
     };
     let status = response.status();
+    if status.is_redirection() {
+        let target = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| redirect_target(url, location))
+            .map(|target| format!(" (to {target})"))
+            .unwrap_or_default();
+        return Attempt::Failed {
+            reason: format!("HTTP {status}: redirects are not followed{target}"),
+        };
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -280,6 +297,15 @@ async fn send_http(
         },
         _ => Attempt::Failed { reason },
     }
+}
+
+/// Where a redirect from `url` to `location` (maybe relative) leads, as `scheme://host:port`:
+/// neither the user and password, the path nor the query, which may hold secrets.
+fn redirect_target(url: &str, location: &str) -> Option<String> {
+    let target = reqwest::Url::parse(url).ok()?.join(location.trim()).ok()?;
+    let host = target.host_str()?;
+    let port = target.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(printable(&format!("{}://{host}{port}", target.scheme())).into_owned())
 }
 
 /// `: message` from an OTLP/HTTP error body (a `google.rpc.Status`, or text), if any.
@@ -547,6 +573,22 @@ mod tests {
             panic!("UNAUTHENTICATED is not retried");
         };
         assert_eq!(reason, "gRPC UNAUTHENTICATED: no such token: <redacted>");
+    }
+
+    #[test]
+    fn redirect_targets_show_no_credentials_path_or_query() {
+        let from = "https://gw.example:4318/v1development/profiles";
+        for (location, shown) in [
+            (
+                "http://user:pw@evil.example:8080/x?token=abc",
+                "http://evil.example:8080",
+            ),
+            ("/elsewhere?key=1", "https://gw.example:4318"),
+            ("https://[::1]/p", "https://[::1]"),
+        ] {
+            assert_eq!(redirect_target(from, location).as_deref(), Some(shown));
+        }
+        assert_eq!(redirect_target(from, "http://"), None);
     }
 
     #[test]
