@@ -1102,6 +1102,102 @@ fn secrets_echoed_by_a_failing_server_are_never_shown() {
     assert_secrets_kept("otlp-grpc", &done, &args, &env, &[TOKEN, ENV_KEY]);
 }
 
+/// A user and password in the URL of the Agent, the intake or the OTLP endpoint, from a flag or
+/// the environment, never show: not in the summary line, `--json`, errors, `--check` or dry-run
+/// files, whether the server refuses the push (echoing the basic authentication it got) or
+/// cannot be reached.
+#[test]
+fn passwords_in_urls_are_never_shown() {
+    use base64::Engine as _;
+    const USER: &str = "urlUs3rNameKq7";
+    const PASSWORD: &str = "urlPassw0rdZx81";
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let secrets = [USER, PASSWORD, basic.as_str()];
+    let server = HttpServer::start(Duration::ZERO, |_, request| {
+        let echoed: Vec<String> = request.headers.values().cloned().collect();
+        (401, "text/plain", echo(&echoed))
+    });
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let refusing = common::free_port();
+    let url = |port: &str| format!("http://{USER}:{PASSWORD}@127.0.0.1:{port}");
+    let (answering, unreachable) = (url(&port), url(&refusing.to_string()));
+    let intake = format!("{answering}/api/v2/profile");
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        (
+            "dd-flag",
+            words(&format!("--to datadog --agent-url {answering}")),
+            vec![],
+        ),
+        (
+            "dd-env",
+            words("--to datadog"),
+            vec![("DD_TRACE_AGENT_URL", &unreachable)],
+        ),
+        (
+            "dd-intake",
+            words(&format!("--to datadog --intake-url {intake}")),
+            vec![("DD_API_KEY", DD_API_KEY)],
+        ),
+        ("otlp-flag", To::OtlpHttp.args(&answering), vec![]),
+        (
+            "otlp-env",
+            words("--to otlp"),
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &unreachable)],
+        ),
+        (
+            "otlp-grpc",
+            words(&format!(
+                "--to otlp --protocol grpc --endpoint {unreachable}"
+            )),
+            vec![],
+        ),
+    ];
+    for (what, mut args, env) in cases {
+        args.extend(words("--retries 0 --json"));
+        let done = run(push(&args, &env));
+        assert_eq!(done.code(), Some(5), "{what}: {}", done.stderr());
+        assert!(
+            done.error_line().contains("***@127.0.0.1"),
+            "{what}: {}",
+            done.stderr()
+        );
+        assert_secrets_kept(what, &done, &args, &env, &secrets);
+    }
+    assert!(!server.received().is_empty());
+    // --check, of an Agent that refuses and of one that cannot be reached.
+    for agent in [&answering, &unreachable] {
+        for json in ["", " --json"] {
+            let args = words(&format!("--to datadog --check --agent-url {agent}{json}"));
+            let done = run(push(&args, &[]));
+            assert_eq!(done.code(), Some(1), "{}", done.stderr());
+            assert!(
+                done.error_line().contains("***@127.0.0.1"),
+                "{}",
+                done.stderr()
+            );
+            assert_no_secret(&(done.stdout() + &done.stderr()), &secrets, "--check");
+        }
+    }
+    // Mistyped URLs: a password with a `/` in it (refused, or taken for a host that does not
+    // exist), a scheme OTLP does not take.
+    for args in [
+        format!("--to datadog --agent-url http://{USER}:{PASSWORD}/x@127.0.0.1:{port}"),
+        format!("--to otlp --endpoint http://{USER}:{PASSWORD}/x@127.0.0.1:{port}"),
+        format!("--to otlp --endpoint ftp://{USER}:{PASSWORD}@127.0.0.1:{port}"),
+    ] {
+        let args = format!("{args} --retries 0 --timeout 2s");
+        let done = run(push(&words(&args), &[]));
+        assert!(
+            matches!(done.code(), Some(2 | 5)),
+            "{args}: {}",
+            done.stderr()
+        );
+        done.error_line();
+        assert_no_secret(&(done.stdout() + &done.stderr()), &secrets, &args);
+    }
+}
+
 /// Receivers that redirect (301, 302, 307, 308) to another server, through a URL with
 /// credentials and a query: nothing goes there (the API key and header values least of all),
 /// each window fails at once (exit code 5), and the error says redirects are not followed and

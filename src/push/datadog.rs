@@ -47,7 +47,7 @@ use libdd_common::{Endpoint, HttpClient, hyper_migration, tag::Tag};
 use libdd_profiling::exporter::ProfileExporter;
 use serde_json::json;
 
-use super::{Attempt, Destination, Request};
+use super::{Attempt, Destination, Request, without_credentials};
 use crate::{
     capture::{Meta, Window, format::Process},
     cli::parse_duration,
@@ -148,10 +148,16 @@ enum Target {
 }
 
 impl Target {
+    /// Where profiles go, for messages: a user and password in the URL are not shown.
     fn describe(&self) -> String {
         match self {
-            Target::Agent { shown, .. } => format!("the Datadog Agent at {shown}"),
-            Target::Agentless { url, .. } => format!("Datadog's intake at {url} (agentless)"),
+            Target::Agent { shown, .. } => {
+                format!("the Datadog Agent at {}", without_credentials(shown))
+            }
+            Target::Agentless { url, .. } => format!(
+                "Datadog's intake at {} (agentless)",
+                without_credentials(&url.to_string())
+            ),
         }
     }
 
@@ -306,7 +312,8 @@ fn agent_target(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Res
     let base = if let Some(path) = shown.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(usage(format!(
-                "{source}: `{shown}` is not a socket URL like unix:///var/run/datadog/apm.socket"
+                "{source}: `{}` is not a socket URL like unix:///var/run/datadog/apm.socket",
+                without_credentials(&shown)
             )));
         }
         socket_uri(Path::new(path)).map_err(|e| usage(format!("{source}: {e}")))?
@@ -335,15 +342,16 @@ fn socket_uri(path: &Path) -> Result<Uri> {
         .map_err(|e| anyhow!("`{}` cannot be a socket path ({e})", path.display()))
 }
 
-/// An http or https URL with a host.
+/// An http or https URL with a host. Errors show it without its user and password.
 fn parse_http_url(url: &str) -> Result<Uri> {
+    let shown = without_credentials(url);
     let uri: Uri = url
         .parse()
-        .map_err(|_| anyhow!("`{url}` is not a URL like http://localhost:8126"))?;
+        .map_err(|_| anyhow!("`{shown}` is not a URL like http://localhost:8126"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
         _ => Err(anyhow!(
-            "`{url}` is not an http://, https:// or unix:// URL with a host"
+            "`{shown}` is not an http://, https:// or unix:// URL with a host"
         )),
     }
 }

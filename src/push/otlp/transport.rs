@@ -36,7 +36,7 @@ use tonic_types::StatusExt as _;
 use super::{Protocol, Settings};
 use crate::{
     error::usage,
-    push::{Attempt, Request, Secrets},
+    push::{Attempt, Request, Secrets, url_credentials},
     text::printable,
 };
 
@@ -52,7 +52,7 @@ const MAX_MESSAGE_CHARS: usize = 300;
 pub struct Transport {
     runtime: tokio::runtime::Runtime,
     client: Client,
-    /// The header values, hidden in what the server answers.
+    /// The header values and the URL's user and password, hidden in what the server answers.
     secrets: Secrets,
 }
 
@@ -164,7 +164,16 @@ impl Transport {
                 }
             }
         };
-        let secrets = Secrets::new(settings.headers.iter().map(|(_, value)| value.as_str()));
+        // The header values, and the user and password of the URL (sent as basic
+        // authentication over HTTP, in the authority over gRPC).
+        let credentials = url_credentials(&settings.url);
+        let secrets = Secrets::new(
+            settings
+                .headers
+                .iter()
+                .map(|(_, value)| value.as_str())
+                .chain(credentials.iter().map(String::as_str)),
+        );
         Ok(Self {
             runtime,
             client,
