@@ -11,6 +11,7 @@
 //! - [`report`]: selecting windows and processes, and one module per output format.
 //! - [`push`]: sending windows to Datadog or an OTLP endpoint, with retries and a summary.
 //! - [`cli`], [`error`], [`output`]: the command line, exit codes, and safe file creation.
+//! - [`text`]: names and other text from elsewhere, made safe to print.
 
 pub mod capture;
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod output;
 pub mod push;
 pub mod record;
 pub mod report;
+pub mod text;

@@ -1,6 +1,7 @@
 //! Push faults, for `--to datadog` and `--to otlp` over HTTP and gRPC: a receiver that takes the
 //! connection and never answers, receivers that answer garbage, Ctrl-C in the middle of a push
-//! and the resend it suggests, secrets a failing server echoes back, and bad flag values.
+//! and the resend it suggests, secrets a failing server echoes back, dry-run files under sudo,
+//! and bad flag values.
 //! (Retries, refused connections, late answers and 4xx/5xx are in push_datadog.rs and
 //! push_otlp.rs.)
 //!
@@ -1101,8 +1102,196 @@ fn secrets_echoed_by_a_failing_server_are_never_shown() {
     assert_secrets_kept("otlp-grpc", &done, &args, &env, &[TOKEN, ENV_KEY]);
 }
 
+/// A user and password in the URL of the Agent, the intake or the OTLP endpoint, from a flag or
+/// the environment, never show: not in the summary line, `--json`, errors, `--check` or dry-run
+/// files, whether the server refuses the push (echoing the basic authentication it got) or
+/// cannot be reached.
+#[test]
+fn passwords_in_urls_are_never_shown() {
+    use base64::Engine as _;
+    const USER: &str = "urlUs3rNameKq7";
+    const PASSWORD: &str = "urlPassw0rdZx81";
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let secrets = [USER, PASSWORD, basic.as_str()];
+    let server = HttpServer::start(Duration::ZERO, |_, request| {
+        let echoed: Vec<String> = request.headers.values().cloned().collect();
+        (401, "text/plain", echo(&echoed))
+    });
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let refusing = common::free_port();
+    let url = |port: &str| format!("http://{USER}:{PASSWORD}@127.0.0.1:{port}");
+    let (answering, unreachable) = (url(&port), url(&refusing.to_string()));
+    let intake = format!("{answering}/api/v2/profile");
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        (
+            "dd-flag",
+            words(&format!("--to datadog --agent-url {answering}")),
+            vec![],
+        ),
+        (
+            "dd-env",
+            words("--to datadog"),
+            vec![("DD_TRACE_AGENT_URL", &unreachable)],
+        ),
+        (
+            "dd-intake",
+            words(&format!("--to datadog --intake-url {intake}")),
+            vec![("DD_API_KEY", DD_API_KEY)],
+        ),
+        ("otlp-flag", To::OtlpHttp.args(&answering), vec![]),
+        (
+            "otlp-env",
+            words("--to otlp"),
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &unreachable)],
+        ),
+        (
+            "otlp-grpc",
+            words(&format!(
+                "--to otlp --protocol grpc --endpoint {unreachable}"
+            )),
+            vec![],
+        ),
+    ];
+    for (what, mut args, env) in cases {
+        args.extend(words("--retries 0 --json"));
+        let done = run(push(&args, &env));
+        assert_eq!(done.code(), Some(5), "{what}: {}", done.stderr());
+        assert!(
+            done.error_line().contains("***@127.0.0.1"),
+            "{what}: {}",
+            done.stderr()
+        );
+        assert_secrets_kept(what, &done, &args, &env, &secrets);
+    }
+    assert!(!server.received().is_empty());
+    // --check, of an Agent that refuses and of one that cannot be reached.
+    for agent in [&answering, &unreachable] {
+        for json in ["", " --json"] {
+            let args = words(&format!("--to datadog --check --agent-url {agent}{json}"));
+            let done = run(push(&args, &[]));
+            assert_eq!(done.code(), Some(1), "{}", done.stderr());
+            assert!(
+                done.error_line().contains("***@127.0.0.1"),
+                "{}",
+                done.stderr()
+            );
+            assert_no_secret(&(done.stdout() + &done.stderr()), &secrets, "--check");
+        }
+    }
+    // Mistyped URLs: a password with a `/` in it (refused, or taken for a host that does not
+    // exist), a scheme OTLP does not take.
+    for args in [
+        format!("--to datadog --agent-url http://{USER}:{PASSWORD}/x@127.0.0.1:{port}"),
+        format!("--to otlp --endpoint http://{USER}:{PASSWORD}/x@127.0.0.1:{port}"),
+        format!("--to otlp --endpoint ftp://{USER}:{PASSWORD}@127.0.0.1:{port}"),
+    ] {
+        let args = format!("{args} --retries 0 --timeout 2s");
+        let done = run(push(&words(&args), &[]));
+        assert!(
+            matches!(done.code(), Some(2 | 5)),
+            "{args}: {}",
+            done.stderr()
+        );
+        done.error_line();
+        assert_no_secret(&(done.stdout() + &done.stderr()), &secrets, &args);
+    }
+}
+
+/// Receivers that redirect (301, 302, 307, 308) to another server, through a URL with
+/// credentials and a query: nothing goes there (the API key and header values least of all),
+/// each window fails at once (exit code 5), and the error says redirects are not followed and
+/// where it led, without the credentials or the query.
+#[test]
+fn redirects_are_not_followed() {
+    let elsewhere = HttpServer::start(Duration::ZERO, |_, _| (200, "text/plain", Vec::new()));
+    let port = elsewhere.url().rsplit(':').next().unwrap().to_string();
+    let (user_password, query) = ("user:Passw0rdInUrl", "token=Qu3ryS3cret");
+    let location =
+        format!("http://{user_password}@127.0.0.1:{port}/v1development/profiles?{query}");
+    for code in [301, 302, 307, 308] {
+        let reply = format!(
+            "HTTP/1.1 {code} Elsewhere\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let redirector = TcpServer::start(answer(reply.into_bytes()));
+        let header = format!("authorization=Bearer {TOKEN}");
+        let mut datadog = words("--to datadog --retries 2 --json --intake-url");
+        datadog.push(format!("{}/api/v2/profile", redirector.url()));
+        let mut otlp = To::OtlpHttp.args(&redirector.url());
+        otlp.extend(words("--retries 2 --json --header"));
+        otlp.push(header);
+        for (to, args) in [(To::Datadog, datadog), (To::OtlpHttp, otlp)] {
+            let done = run(push(&args, &[("DD_API_KEY", DD_API_KEY)]));
+            assert_eq!(done.code(), Some(5), "{code} {to:?}: {}", done.stderr());
+            let error = done.error_line();
+            assert!(
+                error.contains(&format!("HTTP {code} "))
+                    && error.contains("redirects are not followed"),
+                "{code} {to:?}: {error}"
+            );
+            if to == To::OtlpHttp {
+                assert!(
+                    error.contains(&format!("(to http://127.0.0.1:{port})")),
+                    "{code}: {error}"
+                );
+            }
+            for window in done.json()["windows"].as_array().unwrap() {
+                assert_eq!(window["status"], "failed", "{code} {to:?}");
+                assert_eq!(window["attempts"], 1, "{code} {to:?}: not retried");
+            }
+            assert_no_secret(
+                &format!("{}{}", done.stdout(), done.stderr()),
+                &[DD_API_KEY, TOKEN, user_password, query],
+                &format!("{code} {to:?}"),
+            );
+            assert!(
+                elsewhere.received().is_empty(),
+                "{code} {to:?} was followed"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
-// 5. Bad input
+// 5. Files under sudo
+
+/// Under sudo, what `--dry-run -o DIR` creates, the directory and its missing parents included,
+/// belongs to the user who ran sudo, and only they can read it.
+#[test]
+fn dry_run_files_and_directories_belong_to_the_sudo_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let dir = scratch("push-faults-dry-run-owner");
+    for to in [To::Datadog, To::OtlpHttp] {
+        let out = dir.join(format!("{to:?}/requests"));
+        let mut args = to.args("http://127.0.0.1:9");
+        args.extend(words("--dry-run -q -o"));
+        args.push(out.to_str().unwrap().into());
+        let done = run(push(&args, &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")]));
+        assert_eq!(done.code(), Some(0), "{to:?}: {}", done.stderr());
+        let mut paths = vec![out.parent().unwrap().to_path_buf(), out.clone()];
+        for entry in std::fs::read_dir(&out).unwrap() {
+            paths.push(entry.unwrap().path());
+        }
+        assert!(paths.len() > 2, "{to:?}: no request written");
+        for path in paths {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                path.display()
+            );
+            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(meta.mode() & 0o777, mode, "{}", path.display());
+        }
+    }
+    // The scratch directory was there: it stays root's.
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Bad input
 
 #[test]
 fn bad_flag_values_are_one_line_errors_with_documented_codes() {

@@ -27,7 +27,10 @@ mod reader;
 mod writer;
 
 pub use format::{End, Meta, Window};
-pub use reader::{CaptureReader, Completeness};
+pub use reader::{
+    CaptureReader, Completeness, EXPANSION_ALLOWANCE, MAX_EXPANSION_FACTOR, MAX_LINES_PER_LOCATION,
+    MAX_STACK_LOCATIONS, MAX_STRING_BYTES,
+};
 pub use writer::CaptureWriter;
 
 /// First bytes of every capture. The `\r\n` catches files mangled by text-mode transfers.

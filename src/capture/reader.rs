@@ -1,6 +1,15 @@
 //! Reading captures, defensively: files come from other machines, other versions, crashes and
-//! disks that filled up. Every problem is an error naming it (exit code 3), never a panic, and no
-//! allocation is larger than the bytes the file actually has.
+//! disks that filled up, and may be made to attack the reader or what comes after it. Every
+//! problem is an error naming it (exit code 3), never a panic, and no allocation is larger than
+//! the bytes the file actually has.
+//!
+//! Stacks are stored compactly: a stack lists locations by index, a location lists functions
+//! by index. Every output expands them (a folded line names every frame of its stack), so a few
+//! bytes can stand for gigabytes of names. The reader refuses structures no recording makes
+//! ([`MAX_STACK_LOCATIONS`], [`MAX_LINES_PER_LOCATION`], [`MAX_STRING_BYTES`]) and bounds what
+//! the stacks read so far expand to by the bytes read so far ([`MAX_EXPANSION_FACTOR`],
+//! [`EXPANSION_ALLOWANCE`]), so that what `report` and `push` build stays proportional to the
+//! file.
 
 use std::{
     fs::File,
@@ -16,6 +25,34 @@ use super::{
     format::{End, Meta, Window},
 };
 use crate::error::bad_input;
+
+/// Most locations in one stack. A recording makes at most 127 kernel frames (the eBPF stack
+/// limit) and 512 user frames (DWARF unwinding's limit).
+pub const MAX_STACK_LOCATIONS: usize = 2048;
+
+/// Most source lines (an address and the functions inlined there) of one location. Recordings
+/// with `--inline` showed at most 20.
+pub const MAX_LINES_PER_LOCATION: usize = 256;
+
+/// Longest string (a name, a path, a command-line argument) or build-id. The longest recorded
+/// names were C++ and Rust functions of about 10,000 bytes.
+pub const MAX_STRING_BYTES: usize = 64 << 10;
+
+/// How many times the bytes read so far the stacks read so far may expand to (see
+/// [`window_expansion`]), beyond [`EXPANSION_ALLOWANCE`].
+///
+/// Measured on captures recorded here (2 CPUs, 25-30 s, system-wide during `cargo build
+/// --release`, amprof's own reports, or a C++ program): 0.96 at 999 Hz with `-g fp`, 3.6 with
+/// `-g dwarf`, 2.9 at 99 Hz with `-g dwarf --inline`, 6.3 to 9.4 at 999 Hz with `-g dwarf
+/// --inline` (9.4 the highest running ratio, after a first 10 s window; 6.8 in one 60 s window;
+/// 7.5 for a Rust program with `--inline`). Deep recursion through functions with long names
+/// goes much further: a C++ template function of 1,870 bytes recursing 1 to 500 deep, 15 s at
+/// 999 Hz, gave 304 with `-g fp` and 662 with `-g dwarf --inline`. 4096 leaves 6 times that.
+pub const MAX_EXPANSION_FACTOR: u64 = 4096;
+
+/// What stacks may expand to whatever the size of the capture, so that small captures are never
+/// refused for their ratio.
+pub const EXPANSION_ALLOWANCE: u64 = 64 << 20;
 
 /// How a capture ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +70,12 @@ pub enum Completeness {
 /// Reads a capture window by window, so that memory does not grow with its length.
 pub struct CaptureReader<R = BufReader<File>> {
     input: R,
+    /// Bytes of the input.
+    len: u64,
     /// Bytes of the input not yet consumed.
     remaining: u64,
+    /// What the stacks of the windows read so far expand to (see [`window_expansion`]).
+    expansion: u64,
     meta: Meta,
     end: Option<End>,
     completeness: Option<Completeness>,
@@ -96,7 +137,9 @@ impl<R: Read> CaptureReader<R> {
         }
         let mut reader = Self {
             input,
+            len,
             remaining: len - HEADER_LEN as u64,
+            expansion: 0,
             meta: Meta::default(),
             end: None,
             completeness: None,
@@ -124,6 +167,7 @@ impl<R: Read> CaptureReader<R> {
                 "the metadata says windows are 0 ns long: corrupt",
             ));
         }
+        validate_meta(&reader.meta)?;
         Ok(reader)
     }
 
@@ -154,7 +198,8 @@ impl<R: Read> CaptureReader<R> {
                         self.windows_read + 1
                     ))
                 })?;
-                validate_window(&window)?;
+                let expansion = validate_window(&window)?;
+                self.check_expansion(&window, expansion)?;
                 if let Some(last) = self.last_index
                     && window.index <= last
                 {
@@ -168,10 +213,14 @@ impl<R: Read> CaptureReader<R> {
                 Ok(Some(window))
             }
             Some((RecordKind::End, payload)) => {
-                self.end = Some(
-                    End::decode(payload.as_slice())
-                        .map_err(|e| bad_input(format!("the end record is corrupt: {e}")))?,
-                );
+                let end = End::decode(payload.as_slice())
+                    .map_err(|e| bad_input(format!("the end record is corrupt: {e}")))?;
+                if end.reason.len() > MAX_STRING_BYTES {
+                    return Err(bad_input(
+                        "the end record is corrupt: its reason is longer than any recording writes",
+                    ));
+                }
+                self.end = Some(end);
                 if self.remaining != 0 {
                     return Err(bad_input(format!(
                         "{} bytes follow the end record: the capture is corrupt",
@@ -186,6 +235,31 @@ impl<R: Read> CaptureReader<R> {
             )),
             None => Ok(None),
         }
+    }
+
+    /// Bytes of the input read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.len - self.remaining
+    }
+
+    /// Adds `expansion`, what `window`'s stacks expand to, to the running total, and refuses
+    /// the capture once the total exceeds what its bytes read so far allow.
+    fn check_expansion(&mut self, window: &Window, expansion: u64) -> Result<()> {
+        self.expansion = self.expansion.saturating_add(expansion);
+        let allowed = self
+            .bytes_read()
+            .saturating_mul(MAX_EXPANSION_FACTOR)
+            .saturating_add(EXPANSION_ALLOWANCE);
+        if self.expansion > allowed {
+            return Err(bad_input(format!(
+                "window {} is corrupt: its stacks and those before it expand to {} MiB of frame names, more than the {} MiB allowed for the {} KiB read so far",
+                window.index,
+                self.expansion >> 20,
+                allowed >> 20,
+                self.bytes_read().div_ceil(1024),
+            )));
+        }
+        Ok(())
     }
 
     /// Reads every remaining window.
@@ -252,9 +326,33 @@ impl<R: Read> CaptureReader<R> {
     }
 }
 
+/// Checks the strings of the metadata against [`MAX_STRING_BYTES`].
+fn validate_meta(meta: &Meta) -> Result<()> {
+    let target = meta.target.as_ref();
+    let too_long = [
+        &meta.amprof_version,
+        &meta.hostname,
+        &meta.kernel_release,
+        &meta.arch,
+        &meta.event,
+        &meta.call_graph,
+    ]
+    .into_iter()
+    .chain(&meta.command_line)
+    .chain(target.into_iter().flat_map(|t| &t.command))
+    .any(|s| s.len() > MAX_STRING_BYTES);
+    if too_long {
+        return Err(bad_input(
+            "the metadata record is corrupt: a string longer than any recording writes",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the cross-references of a window, so that code reading it may index without checks
-/// failing at run time: every index in range, columns of equal length.
-fn validate_window(w: &Window) -> Result<()> {
+/// failing at run time (every index in range, columns of equal length), and its sizes against
+/// what recordings make. Returns what its stacks expand to ([`window_expansion`]).
+fn validate_window(w: &Window) -> Result<u64> {
     let corrupt = |what: &str| Err(bad_input(format!("window {} is corrupt: {what}", w.index)));
     if w.end_ns < w.start_ns {
         return corrupt("it ends before it starts");
@@ -262,6 +360,29 @@ fn validate_window(w: &Window) -> Result<()> {
     let n = w.sample_time_deltas.len();
     if w.sample_tids.len() != n || w.sample_cpus.len() != n || w.sample_stacks.len() != n {
         return corrupt("sample columns of different lengths");
+    }
+    let strings = w
+        .processes
+        .iter()
+        .flat_map(|p| [p.name.as_bytes(), p.exe.as_bytes()])
+        .chain(w.threads.iter().map(|t| t.name.as_bytes()))
+        .chain(
+            w.modules
+                .iter()
+                .flat_map(|m| [m.path.as_bytes(), m.build_id.as_slice()]),
+        )
+        .chain(
+            w.functions
+                .iter()
+                .flat_map(|f| [f.name.as_bytes(), f.file.as_bytes()]),
+        );
+    for string in strings {
+        if string.len() > MAX_STRING_BYTES {
+            return corrupt(&format!(
+                "a name of {} bytes, more than any recording writes ({MAX_STRING_BYTES})",
+                string.len()
+            ));
+        }
     }
     let (processes, modules, mappings, functions, locations, stacks) = (
         w.processes.len(),
@@ -284,6 +405,12 @@ fn validate_window(w: &Window) -> Result<()> {
         if location.mapping as usize > mappings || location.kernel_module as usize > modules {
             return corrupt("a location in an unknown mapping");
         }
+        if location.lines.len() > MAX_LINES_PER_LOCATION {
+            return corrupt(&format!(
+                "a location of {} inlined frames, more than any recording makes ({MAX_LINES_PER_LOCATION})",
+                location.lines.len()
+            ));
+        }
         if location
             .lines
             .iter()
@@ -298,6 +425,12 @@ fn validate_window(w: &Window) -> Result<()> {
             || stack.locations.iter().any(|&l| l as usize >= locations)
         {
             return corrupt("a stack referring to unknown entries");
+        }
+        if stack.locations.len() > MAX_STACK_LOCATIONS {
+            return corrupt(&format!(
+                "a stack of {} frames, more than any recording makes ({MAX_STACK_LOCATIONS})",
+                stack.locations.len()
+            ));
         }
     }
     let mut counts = vec![0u64; stacks];
@@ -317,5 +450,261 @@ fn validate_window(w: &Window) -> Result<()> {
             _ => return corrupt("a sample outside the window"),
         };
     }
-    Ok(())
+    Ok(window_expansion(w))
+}
+
+/// What the stacks of `w` expand to, in bytes, when every frame is named once per stack (as a
+/// folded line does): for each stack, its process's name, then for each of its locations the
+/// name of each function inlined there, or, for a location without any, its module's path and
+/// an offset. Computed in one pass over the references (each location's share once), on a
+/// window whose indices [`validate_window`] checked.
+fn window_expansion(w: &Window) -> u64 {
+    let name_len = |s: &str| s.len() as u64 + 1;
+    let per_location: Vec<u64> = w
+        .locations
+        .iter()
+        .map(|location| {
+            if location.lines.is_empty() {
+                // `module+0x0123456789abcdef`, or the address alone.
+                let module = match (location.kernel_module, location.mapping) {
+                    (0, 0) => None,
+                    (0, m) => w
+                        .mappings
+                        .get(m as usize - 1)
+                        .and_then(|m| w.modules.get(m.module as usize)),
+                    (k, _) => w.modules.get(k as usize - 1),
+                };
+                return module.map_or(0, |m| m.path.len() as u64) + 20;
+            }
+            location
+                .lines
+                .iter()
+                .map(|l| {
+                    w.functions
+                        .get(l.function as usize)
+                        .map_or(1, |f| name_len(&f.name))
+                })
+                .sum()
+        })
+        .collect();
+    w.stacks
+        .iter()
+        .map(|stack| {
+            let process = w
+                .processes
+                .get(stack.process as usize)
+                .map_or(1, |p| name_len(&p.name));
+            stack
+                .locations
+                .iter()
+                .map(|&l| per_location.get(l as usize).copied().unwrap_or(0))
+                .fold(process, u64::saturating_add)
+        })
+        .fold(0, u64::saturating_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{
+        encode_record, file_header,
+        format::{Function, Line, Location, Mapping, Module, Process, Stack},
+    };
+
+    fn meta() -> Meta {
+        Meta {
+            window_ns: 1_000_000_000,
+            frequency_hz: 99,
+            hostname: "host".into(),
+            ..Meta::default()
+        }
+    }
+
+    /// A window with one process, one module and mapping, `functions` and `locations`, and a
+    /// stack of `stack` (location indices) with one sample.
+    fn window(functions: &[&str], locations: Vec<Location>, stack: Vec<u32>) -> Window {
+        Window {
+            index: 0,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            processes: vec![Process {
+                pid: 1,
+                name: "proc".into(),
+                ..Process::default()
+            }],
+            modules: vec![Module {
+                path: "/lib/libx.so".into(),
+                ..Module::default()
+            }],
+            mappings: vec![Mapping {
+                process: 0,
+                start: 0,
+                end: 0x1000,
+                file_offset: 0,
+                module: 0,
+            }],
+            functions: functions
+                .iter()
+                .map(|name| Function {
+                    name: name.to_string(),
+                    file: String::new(),
+                })
+                .collect(),
+            locations,
+            stacks: vec![Stack {
+                process: 0,
+                locations: stack,
+                count: 1,
+                ..Stack::default()
+            }],
+            sample_time_deltas: vec![1],
+            sample_tids: vec![1],
+            sample_cpus: vec![0],
+            sample_stacks: vec![0],
+            ..Window::default()
+        }
+    }
+
+    fn location(functions: &[u32]) -> Location {
+        Location {
+            address: 0x10,
+            mapping: 1,
+            kernel_module: 0,
+            lines: functions
+                .iter()
+                .map(|&function| Line { function, line: 1 })
+                .collect(),
+        }
+    }
+
+    fn capture(meta: &Meta, windows: &[Window]) -> Vec<u8> {
+        let mut bytes = file_header().to_vec();
+        bytes.extend(encode_record(RecordKind::Meta, meta));
+        for w in windows {
+            bytes.extend(encode_record(RecordKind::Window, w));
+        }
+        bytes
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<Window>> {
+        CaptureReader::new(bytes, bytes.len() as u64)?.read_all()
+    }
+
+    fn error(bytes: &[u8]) -> String {
+        let error = read(bytes).expect_err("refused");
+        assert_eq!(crate::error::exit_of(&error), crate::error::Exit::BadInput);
+        error.to_string()
+    }
+
+    #[test]
+    fn expansion_counts_every_frame_of_every_stack() {
+        // proc (5) + [ab (3) + c (2)] + [unsymbolized: /lib/libx.so (12) + 20] + [ab (3)].
+        let w = window(
+            &["ab", "c"],
+            vec![location(&[0, 1]), location(&[]), location(&[0])],
+            vec![0, 1, 2],
+        );
+        assert_eq!(validate_window(&w).unwrap(), 5 + 5 + 32 + 3);
+    }
+
+    #[test]
+    fn structures_no_recording_makes_are_refused() {
+        let ok = window(&["f"], vec![location(&[0])], vec![0; MAX_STACK_LOCATIONS]);
+        assert_eq!(read(&capture(&meta(), &[ok])).unwrap().len(), 1);
+
+        let deep = window(
+            &["f"],
+            vec![location(&[0])],
+            vec![0; MAX_STACK_LOCATIONS + 1],
+        );
+        assert!(error(&capture(&meta(), &[deep])).contains("a stack of 2049 frames"));
+
+        let inlined = window(
+            &["f"],
+            vec![location(&[0; MAX_LINES_PER_LOCATION + 1])],
+            vec![0],
+        );
+        assert!(error(&capture(&meta(), &[inlined])).contains("257 inlined frames"));
+
+        let long = "x".repeat(MAX_STRING_BYTES + 1);
+        let named = window(&[&long], vec![location(&[0])], vec![0]);
+        assert!(error(&capture(&meta(), &[named])).contains("a name of 65537 bytes"));
+        let mut process = window(&["f"], vec![location(&[0])], vec![0]);
+        process.processes[0].exe = long.clone();
+        assert!(error(&capture(&meta(), &[process])).contains("a name of"));
+        let host = Meta {
+            hostname: long.clone(),
+            ..meta()
+        };
+        assert!(error(&capture(&host, &[])).contains("metadata record is corrupt"));
+        let command = Meta {
+            command_line: vec!["amprof".into(), long.clone()],
+            ..meta()
+        };
+        assert!(error(&capture(&command, &[])).contains("metadata record is corrupt"));
+        let mut bytes = capture(&meta(), &[]);
+        bytes.extend(encode_record(
+            RecordKind::End,
+            &End {
+                reason: long,
+                ..End::default()
+            },
+        ));
+        assert!(error(&bytes).contains("end record is corrupt"));
+    }
+
+    /// Two windows, each within what its own bytes allow (and the allowance): together, not.
+    #[test]
+    fn expansion_is_bounded_by_the_bytes_read_so_far() {
+        use crate::capture::{HEADER_LEN, RECORD_HEADER_LEN};
+        let name = "n".repeat(60_000);
+        // Stacks of 2048, 2048 and `depth` references to a 60 KB name.
+        let big = |index: u64, depth: usize| {
+            let mut w = window(&[&name], vec![location(&[0])], vec![0; MAX_STACK_LOCATIONS]);
+            w.index = index;
+            for (n, depth) in [(1, MAX_STACK_LOCATIONS), (2, depth)] {
+                w.stacks.push(Stack {
+                    locations: vec![0; depth],
+                    ..w.stacks[0].clone()
+                });
+                w.sample_time_deltas.push(1);
+                w.sample_tids.push(1);
+                w.sample_cpus.push(0);
+                w.sample_stacks.push(n);
+            }
+            w
+        };
+        let prefix = (HEADER_LEN + RECORD_HEADER_LEN + meta().encoded_len()) as u64;
+        let allowed = |read: u64| read * MAX_EXPANSION_FACTOR + EXPANSION_ALLOWANCE;
+        let fits = |w: &Window| {
+            let record = (RECORD_HEADER_LEN + w.encoded_len()) as u64;
+            validate_window(w).unwrap() <= allowed(prefix + record)
+        };
+        // The deepest second stack the window's own bytes allow.
+        let depth = (0..=MAX_STACK_LOCATIONS)
+            .rev()
+            .find(|&depth| fits(&big(0, depth)))
+            .unwrap();
+        assert!(depth > 0 && depth < MAX_STACK_LOCATIONS, "{depth}");
+        let (first, second) = (big(0, depth), big(1, depth));
+        assert!(validate_window(&first).unwrap() > EXPANSION_ALLOWANCE);
+        assert_eq!(
+            read(&capture(&meta(), std::slice::from_ref(&first)))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            read(&capture(&meta(), std::slice::from_ref(&second)))
+                .unwrap()
+                .len(),
+            1
+        );
+        let message = error(&capture(&meta(), &[first, second]));
+        assert!(
+            message.starts_with("window 1 is corrupt: its stacks and those before it expand to"),
+            "{message}"
+        );
+        assert!(!fits(&big(0, depth + 1)));
+    }
 }

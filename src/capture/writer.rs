@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use tempfile::TempPath;
 
 use super::{
     RecordKind, encode_record, file_header,
@@ -129,18 +130,20 @@ impl CaptureWriter {
     }
 }
 
-/// A complete file written beside its final path, waiting to be renamed there.
+/// A complete file written beside its final path, waiting to be renamed there (removed if
+/// dropped before).
 struct NewFile {
-    temp: PathBuf,
+    temp: TempPath,
     file: File,
 }
 
 impl NewFile {
     fn rename_to(self, path: &Path) -> Result<File> {
-        fs::rename(&self.temp, path).with_context(|| {
-            let _ = fs::remove_file(&self.temp);
-            format!("cannot create {}", path.display())
-        })?;
+        // On failure the temporary file goes with the error.
+        self.temp
+            .persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         if let Ok(dir) = File::open(output::parent_dir(path)) {
             let _ = dir.sync_all();
         }
@@ -148,16 +151,17 @@ impl NewFile {
     }
 }
 
+/// Writes `parts` to a new file beside `path`, under a random name (see
+/// [`output::temp_file_beside`]): a first capture and each rewrite of a ring alike.
 fn write_new_file(path: &Path, parts: &[&[u8]]) -> Result<NewFile> {
-    let temp = output::temp_path_beside(path);
-    let mut file = output::create_new(&temp, CAPTURE_MODE)
+    let (mut file, temp) = output::temp_file_beside(path, CAPTURE_MODE)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let written = parts
         .iter()
         .try_for_each(|part| file.write_all(part))
         .and_then(|()| file.sync_data());
     if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
+        // Dropping `temp` removes the file.
         let what = if e.raw_os_error() == Some(libc::ENOSPC) {
             "the disk is full".to_string()
         } else {

@@ -47,12 +47,13 @@ use libdd_common::{Endpoint, HttpClient, hyper_migration, tag::Tag};
 use libdd_profiling::exporter::ProfileExporter;
 use serde_json::json;
 
-use super::{Attempt, Destination, Request};
+use super::{Attempt, Destination, Request, without_credentials};
 use crate::{
     capture::{Meta, Window, format::Process},
     cli::parse_duration,
     error::{Exit, coded, usage},
     report::{frames::basename, pprof::ProfileBuilder},
+    text::printable,
 };
 
 /// The Agent's profile intake path.
@@ -147,10 +148,16 @@ enum Target {
 }
 
 impl Target {
+    /// Where profiles go, for messages: a user and password in the URL are not shown.
     fn describe(&self) -> String {
         match self {
-            Target::Agent { shown, .. } => format!("the Datadog Agent at {shown}"),
-            Target::Agentless { url, .. } => format!("Datadog's intake at {url} (agentless)"),
+            Target::Agent { shown, .. } => {
+                format!("the Datadog Agent at {}", without_credentials(shown))
+            }
+            Target::Agentless { url, .. } => format!(
+                "Datadog's intake at {} (agentless)",
+                without_credentials(&url.to_string())
+            ),
         }
     }
 
@@ -305,7 +312,8 @@ fn agent_target(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Res
     let base = if let Some(path) = shown.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(usage(format!(
-                "{source}: `{shown}` is not a socket URL like unix:///var/run/datadog/apm.socket"
+                "{source}: `{}` is not a socket URL like unix:///var/run/datadog/apm.socket",
+                without_credentials(&shown)
             )));
         }
         socket_uri(Path::new(path)).map_err(|e| usage(format!("{source}: {e}")))?
@@ -334,15 +342,16 @@ fn socket_uri(path: &Path) -> Result<Uri> {
         .map_err(|e| anyhow!("`{}` cannot be a socket path ({e})", path.display()))
 }
 
-/// An http or https URL with a host.
+/// An http or https URL with a host. Errors show it without its user and password.
 fn parse_http_url(url: &str) -> Result<Uri> {
+    let shown = without_credentials(url);
     let uri: Uri = url
         .parse()
-        .map_err(|_| anyhow!("`{url}` is not a URL like http://localhost:8126"))?;
+        .map_err(|_| anyhow!("`{shown}` is not a URL like http://localhost:8126"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
         _ => Err(anyhow!(
-            "`{url}` is not an http://, https:// or unix:// URL with a host"
+            "`{shown}` is not an http://, https:// or unix:// URL with a host"
         )),
     }
 }
@@ -459,13 +468,14 @@ fn transport_error(error: &(dyn std::error::Error + 'static)) -> String {
                 std::io::ErrorKind::NotFound => "no such socket".into(),
                 std::io::ErrorKind::ConnectionReset => "connection reset".into(),
                 std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-                _ => io.to_string(),
+                // It may quote the server (names in its certificate).
+                _ => printable(&io.to_string()).into_owned(),
             };
         }
         innermost = e.to_string();
         source = e.source();
     }
-    innermost
+    printable(&innermost).into_owned()
 }
 
 /// The Datadog destination: windows in, uploads out.
@@ -678,13 +688,9 @@ impl Datadog {
 /// The first line or so of a response body, for messages.
 fn body_snippet(body: &str) -> String {
     let text: String = body.chars().take(300).collect();
-    let text: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(160)
-        .collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A terminal shows it: control characters made visible.
+    let text: String = printable(&text).chars().take(160).collect();
     if text.is_empty() {
         String::new()
     } else {
@@ -815,8 +821,12 @@ fn profile_tags(meta: &Meta, service: &str, process_names: &BTreeSet<&str>) -> R
         Tag::new("service", service).map_err(|e| usage(format!("service `{service}`: {e}")))?,
         Tag::new("runtime-id", runtime_id(meta, service))?,
     ];
-    if !meta.hostname.is_empty() {
-        tags.push(Tag::new("host", &meta.hostname)?);
+    // A hostname Datadog cannot take as a tag (the capture's, from anywhere) is left out rather
+    // than failing every upload.
+    if !meta.hostname.is_empty()
+        && let Ok(tag) = Tag::new("host", &meta.hostname)
+    {
+        tags.push(tag);
     }
     for name in process_names
         .iter()
@@ -909,7 +919,7 @@ pub fn check(args: &DatadogArgs, timeout: Duration, json: bool) -> Result<()> {
         .unwrap_or_default();
     let version_text = version
         .as_deref()
-        .map_or(String::new(), |v| format!(" (version {v})"));
+        .map_or(String::new(), |v| format!(" (version {})", printable(v)));
     if !endpoints.contains(&AGENT_PROFILES_PATH) {
         return Err(failed(format!(
             "{agent}{version_text} does not take profiles: its /info lists no {AGENT_PROFILES_PATH} endpoint (an Agent older than 7.x, or one that is not a Datadog Agent)"

@@ -19,6 +19,7 @@ pub mod datadog;
 pub mod otlp;
 
 use std::{
+    borrow::Cow,
     collections::BTreeSet,
     fmt,
     io::IsTerminal as _,
@@ -112,6 +113,90 @@ impl Secrets {
         }
         text
     }
+}
+
+/// `url` without its user and password, for anything amprof prints or writes:
+/// `scheme://user:password@host/path` becomes `scheme://***@host/path`. The user and password
+/// end at the last `@` of the authority; in a URL without a scheme or one that does not parse,
+/// where a password may hold a `/`, `?` or `#` (the user mistyped it), everything up to the last
+/// `@` is hidden.
+pub fn without_credentials(url: &str) -> Cow<'_, str> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let at = match (rest[..authority_end].rfind('@'), rest.rfind('@')) {
+        (Some(at), _) => at,
+        (None, Some(at)) if scheme.is_none() || reqwest::Url::parse(url).is_err() => at,
+        _ => return Cow::Borrowed(url),
+    };
+    let host = &rest[at + 1..];
+    Cow::Owned(match scheme {
+        Some(scheme) => format!("{scheme}://***@{host}"),
+        None => format!("***@{host}"),
+    })
+}
+
+/// The secrets in the user and password of `url`, if it has any: each of them, percent-decoded,
+/// and `user:password` as HTTP basic authentication sends it (in base64), for [`Secrets`].
+pub fn url_credentials(url: &str) -> Vec<String> {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let decode = percent_encoding_decode;
+    let (user, password) = (decode(url.username()), url.password().map(decode));
+    if user.is_empty() && password.is_none() {
+        return Vec::new();
+    }
+    let pair = format!("{user}:{}", password.as_deref().unwrap_or(""));
+    let mut secrets = vec![base64(pair.as_bytes()), pair, user];
+    secrets.extend(password);
+    secrets
+}
+
+/// `%XX` escapes decoded (invalid ones, and bytes that are not UTF-8, kept as they are).
+fn percent_encoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+/// Standard base64, padded (what `Authorization: Basic` carries).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The outcome of one attempt to send a request.
@@ -485,7 +570,8 @@ fn prepare_dry_run_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir)
+    // Under sudo, the directories made here belong to the user, as the files written in them.
+    crate::output::create_dirs(dir)
         .with_context(|| format!("cannot create the dry-run directory {}", dir.display()))?;
     Ok(())
 }
@@ -533,6 +619,51 @@ mod tests {
         assert_eq!(secrets.hide("Bearer tokens"), "Bearer tokens");
         assert_eq!(secrets.hide("tenant-2"), "<redacted>-2");
         assert!(!format!("{secrets:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        for (url, shown) in [
+            (
+                "https://u:secret@h:1/v1development/profiles",
+                "https://***@h:1/v1development/profiles",
+            ),
+            ("http://h:1/a@b", "http://h:1/a@b"),
+            ("http://h:1/?q=a@b", "http://h:1/?q=a@b"),
+            ("http://localhost:8126", "http://localhost:8126"),
+            (
+                "unix:///var/run/datadog/apm.socket",
+                "unix:///var/run/datadog/apm.socket",
+            ),
+            ("http://user@h:1", "http://***@h:1"),
+            ("http://u:p@ss@h:1/x", "http://***@h:1/x"),
+            // Mistyped passwords: the URL does not parse, or has no scheme.
+            ("http://user:pa/ss@h:1/x", "http://***@h:1/x"),
+            ("http://user:pa?ss@h:1", "http://***@h:1"),
+            ("user:pa/ss@h:4317", "***@h:4317"),
+            ("user:pass@h:4317", "***@h:4317"),
+        ] {
+            assert_eq!(without_credentials(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_are_secrets_as_sent() {
+        let secrets = url_credentials("https://alice:s3cr%40t-pw@h:1/p");
+        assert!(secrets.contains(&"s3cr@t-pw".to_string()), "{secrets:?}");
+        assert!(secrets.contains(&"alice".to_string()));
+        // What `Authorization: Basic` carries for alice:s3cr@t-pw.
+        assert!(
+            secrets.contains(&"YWxpY2U6czNjckB0LXB3".to_string()),
+            "{secrets:?}"
+        );
+        assert!(url_credentials("https://h:1/p").is_empty());
+        assert!(url_credentials("not a url").is_empty());
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
     #[test]

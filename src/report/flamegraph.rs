@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use inferno::flamegraph::{self, Palette, color::MultiPalette};
 
 use super::{Loaded, Selection, folded};
+use crate::text::printable;
 
 pub fn write(loaded: &Loaded, selection: &Selection, out: &mut impl Write) -> Result<()> {
     let lines = folded::fold(&loaded.windows, selection);
@@ -17,14 +18,17 @@ pub fn write(loaded: &Loaded, selection: &Selection, out: &mut impl Write) -> Re
         .map(|w| (w.end_ns - w.start_ns) as f64 / 1e9)
         .sum();
     let mut options = flamegraph::Options::default();
+    // The host's name and kernel come from the capture, which may come from anywhere: escaped
+    // like frame names (folded lines are), so that the SVG stays valid XML.
     options.title = format!(
         "amprof · {} · {seconds:.1} s · {} Hz",
-        meta.hostname, meta.frequency_hz
+        printable(&meta.hostname),
+        meta.frequency_hz
     );
     options.subtitle = Some(format!(
         "{samples} samples on {} CPUs · kernel {} · {}",
         meta.cpus,
-        meta.kernel_release,
+        printable(&meta.kernel_release),
         windows_label(loaded)
     ));
     options.count_name = "samples".into();

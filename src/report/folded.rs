@@ -8,7 +8,10 @@ use anyhow::Result;
 use rustc_hash::FxHashMap;
 
 use super::{Selection, frames};
-use crate::capture::format::{Stack, Window};
+use crate::{
+    capture::format::{Stack, Window},
+    text::printable,
+};
 
 /// Appends the folded form of `stack` (without its count) to `line`.
 pub fn stack_line(window: &Window, stack: &Stack, line: &mut String) {
@@ -38,13 +41,16 @@ pub fn stack_line(window: &Window, stack: &Stack, line: &mut String) {
     }
 }
 
-/// Appends `name` with the characters that would break the format replaced.
+/// Appends `name` so that it stays one frame on one line: `;` (the frame separator) becomes
+/// `:`, and control and invisible characters become visible escapes ([`printable`]), as in the
+/// summary. Names come from the profiled processes, which choose them.
 fn push_frame(line: &mut String, name: &str, suffix: &str) {
-    line.extend(name.chars().map(|c| match c {
-        ';' => ':',
-        '\n' | '\r' => ' ',
-        c => c,
-    }));
+    let name = printable(name);
+    if name.contains(';') {
+        line.extend(name.chars().map(|c| if c == ';' { ':' } else { c }));
+    } else {
+        line.push_str(&name);
+    }
     line.push_str(suffix);
 }
 
@@ -77,4 +83,19 @@ pub fn write(windows: &[Window], selection: &Selection, out: &mut impl Write) ->
         writeln!(out, "{line} {count}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_stay_one_frame_on_one_line() {
+        let mut line = String::new();
+        push_frame(&mut line, "a;b\nc\r\x1b[2J\u{202e}", "_[k]");
+        assert_eq!(line, r"a:b\x0ac\x0d\x1b[2J\u{202e}_[k]");
+        line.clear();
+        push_frame(&mut line, "std::vec::Vec<T>::push", "");
+        assert_eq!(line, "std::vec::Vec<T>::push");
+    }
 }

@@ -180,7 +180,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         Format::Summary => {
             let summary = summary::Summary::build(&loaded, &options.selection, options.top);
             if options.json {
-                serde_json::to_writer_pretty(&mut output, &summary)?;
+                crate::text::write_json(&mut output, &summary)?;
                 writeln!(output)?;
             } else {
                 summary.write_text(&mut output)?;
@@ -193,6 +193,10 @@ pub fn report(options: &ReportOptions) -> Result<()> {
     output.finish()
 }
 
+/// Reports hold what the capture holds (command lines in process names, paths, the code that
+/// ran): only their owner may read them, as only the capture's owner may read the capture.
+pub const REPORT_MODE: u32 = 0o600;
+
 /// Standard output, or a file made visible only once complete.
 pub enum Output {
     Stdout(io::BufWriter<io::Stdout>),
@@ -201,12 +205,15 @@ pub enum Output {
 
 impl Output {
     /// `path`, or `default` (a file name) when none is given, or stdout (`-`, or no default).
+    /// Files are created [`REPORT_MODE`], under sudo for the invoking user.
     pub fn open(path: Option<&Path>, default: Option<&str>) -> Result<Self> {
         let path = path
             .map(Path::to_path_buf)
             .or_else(|| default.map(PathBuf::from));
         match path {
-            Some(p) if p.as_os_str() != "-" => Ok(Self::File(AtomicOutput::create(&p, 0o644)?)),
+            Some(p) if p.as_os_str() != "-" => {
+                Ok(Self::File(AtomicOutput::create(&p, REPORT_MODE)?))
+            }
             _ => Ok(Self::Stdout(io::BufWriter::new(io::stdout()))),
         }
     }

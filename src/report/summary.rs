@@ -8,9 +8,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::{Loaded, Selection, frames};
-use crate::capture::{
-    Completeness,
-    format::{TargetKind, Window},
+use crate::{
+    capture::{
+        Completeness,
+        format::{TargetKind, Window},
+    },
+    text::printable,
 };
 
 #[derive(Debug, Serialize)]
@@ -250,24 +253,29 @@ impl Summary {
         }
     }
 
+    /// The summary for a terminal. Every text that comes from the capture (names, the command,
+    /// the host) is shown through [`printable`]: it may come from a hostile process or machine.
     pub fn write_text(&self, out: &mut impl Write) -> Result<()> {
         let c = &self.capture;
         let target = match c.target.as_str() {
             "pids" => format!("processes {:?}", c.target_pids),
-            "command" => format!("command `{}`", c.target_command.join(" ")),
+            "command" => format!("command `{}`", printable(&c.target_command.join(" "))),
             _ => "the whole system".into(),
         };
         writeln!(
             out,
             "host      {} · Linux {} {} · {} CPUs",
-            c.hostname, c.kernel_release, c.arch, c.cpus
+            printable(&c.hostname),
+            printable(&c.kernel_release),
+            printable(&c.arch),
+            c.cpus
         )?;
         writeln!(
             out,
             "sampling  {} at {} Hz, {} call graphs, {} s windows{}",
-            c.event,
+            printable(&c.event),
             c.frequency_hz,
-            c.call_graph,
+            printable(&c.call_graph),
             c.window_seconds,
             if c.keep > 0 {
                 format!(", ring of {}", c.keep)
@@ -284,7 +292,7 @@ impl Summary {
             c.state,
             c.stopped_by
                 .as_ref()
-                .map(|r| format!(" (stopped by {r})"))
+                .map(|r| format!(" (stopped by {})", printable(r)))
                 .unwrap_or_default()
         )?;
         if c.windows_evicted > 0 {
@@ -335,12 +343,14 @@ impl Summary {
                 let module = if f.module.is_empty() {
                     String::new()
                 } else {
-                    format!("  [{}]", f.module)
+                    format!("  [{}]", printable(&f.module))
                 };
                 writeln!(
                     out,
                     "{:>9} {:>5.1}%  {}{module}",
-                    f.samples, f.percent, f.function
+                    f.samples,
+                    f.percent,
+                    printable(&f.function)
                 )?;
             }
         }
@@ -351,7 +361,10 @@ impl Summary {
             writeln!(
                 out,
                 "{:>9} {:>5.1}%  {:>7}  {}",
-                p.samples, p.percent, p.pid, p.name
+                p.samples,
+                p.percent,
+                p.pid,
+                printable(&p.name)
             )?;
         }
         Ok(())

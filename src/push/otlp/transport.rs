@@ -9,7 +9,9 @@
 //! `Retry-After`), and failures to connect or to get an answer in time; over gRPC, CANCELLED,
 //! DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED
 //! only when the server says when to retry (a `RetryInfo`). Anything else fails for good. A
-//! `partial_success` in an accepted answer is reported as a note.
+//! `partial_success` in an accepted answer is reported as a note. Redirects are not followed
+//! (they would take the headers, API keys and tokens, to another host): a 3xx fails, naming
+//! the scheme and host it led to.
 //!
 //! What a server answers is read up to [`MAX_RESPONSE_BYTES`] (an OTLP answer is small; a
 //! server that streams without end must not fill memory), and header values it echoes are
@@ -34,7 +36,8 @@ use tonic_types::StatusExt as _;
 use super::{Protocol, Settings};
 use crate::{
     error::usage,
-    push::{Attempt, Request, Secrets},
+    push::{Attempt, Request, Secrets, url_credentials},
+    text::printable,
 };
 
 const USER_AGENT: &str = concat!("amprof/", env!("CARGO_PKG_VERSION"));
@@ -49,7 +52,7 @@ const MAX_MESSAGE_CHARS: usize = 300;
 pub struct Transport {
     runtime: tokio::runtime::Runtime,
     client: Client,
-    /// The header values, hidden in what the server answers.
+    /// The header values and the URL's user and password, hidden in what the server answers.
     secrets: Secrets,
 }
 
@@ -102,8 +105,11 @@ impl Transport {
             .context("cannot start the I/O runtime")?;
         let client = match settings.protocol {
             Protocol::HttpProtobuf => {
+                // No redirects: reqwest would send the headers (API keys, tokens) to wherever
+                // the server says, even from https to http.
                 let mut builder = reqwest::Client::builder()
                     .user_agent(USER_AGENT)
+                    .redirect(reqwest::redirect::Policy::none())
                     .use_rustls_tls();
                 if let Some(pem) = &settings.ca_pem {
                     for certificate in reqwest::Certificate::from_pem_bundle(pem)
@@ -158,7 +164,16 @@ impl Transport {
                 }
             }
         };
-        let secrets = Secrets::new(settings.headers.iter().map(|(_, value)| value.as_str()));
+        // The header values, and the user and password of the URL (sent as basic
+        // authentication over HTTP, in the authority over gRPC).
+        let credentials = url_credentials(&settings.url);
+        let secrets = Secrets::new(
+            settings
+                .headers
+                .iter()
+                .map(|(_, value)| value.as_str())
+                .chain(credentials.iter().map(String::as_str)),
+        );
         Ok(Self {
             runtime,
             client,
@@ -220,6 +235,18 @@ async fn send_http(
         Err(e) => return connection_failure(error_chain(&e.without_url())),
     };
     let status = response.status();
+    if status.is_redirection() {
+        let target = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| redirect_target(url, location))
+            .map(|target| format!(" (to {target})"))
+            .unwrap_or_default();
+        return Attempt::Failed {
+            reason: format!("HTTP {status}: redirects are not followed{target}"),
+        };
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -281,6 +308,15 @@ async fn send_http(
     }
 }
 
+/// Where a redirect from `url` to `location` (maybe relative) leads, as `scheme://host:port`:
+/// neither the user and password, the path nor the query, which may hold secrets.
+fn redirect_target(url: &str, location: &str) -> Option<String> {
+    let target = reqwest::Url::parse(url).ok()?.join(location.trim()).ok()?;
+    let host = target.host_str()?;
+    let port = target.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(printable(&format!("{}://{host}{port}", target.scheme())).into_owned())
+}
+
 /// `: message` from an OTLP/HTTP error body (a `google.rpc.Status`, or text), if any.
 fn http_error_message(body: &[u8], protobuf: bool, secrets: &Secrets) -> String {
     let message = if protobuf {
@@ -297,11 +333,12 @@ fn http_error_message(body: &[u8], protobuf: bool, secrets: &Secrets) -> String 
     format!(": {message}")
 }
 
-/// A server's `text` for a message: echoed secrets hidden, on one line, cut short.
+/// A server's `text` for a message: echoed secrets hidden, on one line, control characters
+/// made visible (a terminal shows it), cut short.
 fn server_text(text: &str, secrets: &Secrets) -> String {
     let text = secrets.hide(text);
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&text, MAX_MESSAGE_CHARS)
+    truncate(&printable(&text), MAX_MESSAGE_CHARS)
 }
 
 /// The failure of a request that got no answer in time (retried).
@@ -461,7 +498,8 @@ fn partial_success_note(
     }
 }
 
-/// An error and its causes on one line (reqwest's top level alone says little).
+/// An error and its causes on one line (reqwest's top level alone says little), control
+/// characters made visible: causes may quote the server (names in its certificate).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -473,7 +511,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    printable(&text).into_owned()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -544,6 +582,39 @@ mod tests {
             panic!("UNAUTHENTICATED is not retried");
         };
         assert_eq!(reason, "gRPC UNAUTHENTICATED: no such token: <redacted>");
+    }
+
+    #[test]
+    fn redirect_targets_show_no_credentials_path_or_query() {
+        let from = "https://gw.example:4318/v1development/profiles";
+        for (location, shown) in [
+            (
+                "http://user:pw@evil.example:8080/x?token=abc",
+                "http://evil.example:8080",
+            ),
+            ("/elsewhere?key=1", "https://gw.example:4318"),
+            ("https://[::1]/p", "https://[::1]"),
+        ] {
+            assert_eq!(redirect_target(from, location).as_deref(), Some(shown));
+        }
+        assert_eq!(redirect_target(from, "http://"), None);
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let text = server_text(
+            "bad\x1b]52;c;ZXZpbA==\x07 \u{202e}gnp.exe\r\n",
+            &Secrets::default(),
+        );
+        assert_eq!(text, r"bad\x1b]52;c;ZXZpbA==\x07 \u{202e}gnp.exe");
+        let partial = ExportProfilesPartialSuccess {
+            rejected_profiles: 0,
+            error_message: "\x1b[2Jcleared".into(),
+        };
+        assert_eq!(
+            partial_success_note(&partial, &Secrets::default()).as_deref(),
+            Some(r"accepted with a warning: \x1b[2Jcleared")
+        );
     }
 
     #[test]
