@@ -1219,7 +1219,12 @@ fn names_with_every_byte_value_print_harmlessly() {
         .arg(&recording.capture);
     run_bounded(command, "report --format flamegraph").assert_success();
     let svg = std::fs::read_to_string(&svg).expect("the flamegraph is UTF-8");
-    if let Err(e) = roxmltree::Document::parse(&svg) {
+    // inferno's SVG declares the SVG 1.1 DTD, which the parser must be allowed to skip.
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    if let Err(e) = roxmltree::Document::parse_with_options(&svg, options) {
         panic!("the flamegraph is not well-formed XML: {e}");
     }
 }
