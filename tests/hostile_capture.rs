@@ -818,3 +818,34 @@ fn deep_recursion_through_long_names_is_not_refused() {
         "{ratio}"
     );
 }
+
+/// One stack that expands to more frames than any recording makes (2,000 references to a
+/// location of 5 inlined functions), sampled 1,000 times, in a capture of a few KB: pprof and
+/// Datadog would carry every frame of it with every sample. Every format refuses it at once
+/// (exit code 3), in little memory. (Before the per-stack bound, pprof took 27 s and 617 MB.)
+#[test]
+fn a_stack_deeper_than_any_recording_is_refused() {
+    let dir = scratch("deep-stack-capture");
+    let capture = dir.join("deep-stack.data");
+    let mut w = explosive_window(0, 1, 2000);
+    w.functions[0].name = "f".repeat(100);
+    w.locations[1].lines.truncate(5);
+    for stack in &mut w.stacks {
+        stack.locations = vec![1; 2000];
+        stack.count = 1000;
+    }
+    w.sample_time_deltas = vec![1; 1000];
+    w.sample_tids = vec![1000; 1000];
+    w.sample_cpus = vec![0; 1000];
+    w.sample_stacks = vec![0; 1000];
+    write_capture(&capture, &meta(""), [w]);
+    assert!(std::fs::metadata(&capture).unwrap().len() < 64 << 10);
+    for (format, flags) in every_format(&dir) {
+        let mut args = vec!["report", "-i", capture.to_str().unwrap()];
+        args.extend(flags.iter().map(String::as_str));
+        let run = run_measured(&args);
+        assert_eq!(run.code, Some(3), "{format}: {run:?}");
+        assert!(run.stderr.contains("10000 frames"), "{format}: {run:?}");
+        assert!(run.peak_rss_mib < 64.0, "{format}: {run:?}");
+    }
+}

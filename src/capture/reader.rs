@@ -54,6 +54,16 @@ pub const MAX_EXPANSION_FACTOR: u64 = 4096;
 /// refused for their ratio.
 pub const EXPANSION_ALLOWANCE: u64 = 64 << 20;
 
+/// Most frames one stack expands to (its locations, each once per function inlined there).
+/// Every sample of a stack carries them all into pprof and Datadog uploads, so this bounds what
+/// one sample costs there. Recordings make at most 639 locations, with a few inlined frames
+/// each on average.
+pub const MAX_STACK_FRAMES: u64 = 8192;
+
+/// Most bytes of names one stack expands to (see [`MAX_STACK_FRAMES`]). The deepest recorded
+/// case, 500 frames of a 1,870-byte C++ template function, expands to under 1 MiB.
+pub const MAX_STACK_NAME_BYTES: u64 = 16 << 20;
+
 /// How a capture ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completeness {
@@ -450,7 +460,7 @@ fn validate_window(w: &Window) -> Result<u64> {
             _ => return corrupt("a sample outside the window"),
         };
     }
-    Ok(window_expansion(w))
+    window_expansion(w)
 }
 
 /// What the stacks of `w` expand to, in bytes, when every frame is named once per stack (as a
@@ -458,9 +468,10 @@ fn validate_window(w: &Window) -> Result<u64> {
 /// name of each function inlined there, or, for a location without any, its module's path and
 /// an offset. Computed in one pass over the references (each location's share once), on a
 /// window whose indices [`validate_window`] checked.
-fn window_expansion(w: &Window) -> u64 {
+fn window_expansion(w: &Window) -> Result<u64> {
     let name_len = |s: &str| s.len() as u64 + 1;
-    let per_location: Vec<u64> = w
+    // Per location: (frames, bytes) it expands to.
+    let per_location: Vec<(u64, u64)> = w
         .locations
         .iter()
         .map(|location| {
@@ -474,9 +485,9 @@ fn window_expansion(w: &Window) -> u64 {
                         .and_then(|m| w.modules.get(m.module as usize)),
                     (k, _) => w.modules.get(k as usize - 1),
                 };
-                return module.map_or(0, |m| m.path.len() as u64) + 20;
+                return (1, module.map_or(0, |m| m.path.len() as u64) + 20);
             }
-            location
+            let bytes = location
                 .lines
                 .iter()
                 .map(|l| {
@@ -484,23 +495,34 @@ fn window_expansion(w: &Window) -> u64 {
                         .get(l.function as usize)
                         .map_or(1, |f| name_len(&f.name))
                 })
-                .sum()
+                .sum();
+            (location.lines.len() as u64, bytes)
         })
         .collect();
-    w.stacks
-        .iter()
-        .map(|stack| {
-            let process = w
-                .processes
-                .get(stack.process as usize)
-                .map_or(1, |p| name_len(&p.name));
-            stack
-                .locations
-                .iter()
-                .map(|&l| per_location.get(l as usize).copied().unwrap_or(0))
-                .fold(process, u64::saturating_add)
-        })
-        .fold(0, u64::saturating_add)
+    let mut total = 0u64;
+    for stack in &w.stacks {
+        let process = w
+            .processes
+            .get(stack.process as usize)
+            .map_or(1, |p| name_len(&p.name));
+        let (frames, bytes) = stack
+            .locations
+            .iter()
+            .map(|&l| per_location.get(l as usize).copied().unwrap_or((0, 0)))
+            .fold((0u64, process), |(f, b), (lf, lb)| {
+                (f.saturating_add(lf), b.saturating_add(lb))
+            });
+        if frames > MAX_STACK_FRAMES || bytes > MAX_STACK_NAME_BYTES {
+            return Err(bad_input(format!(
+                "window {} is corrupt: a stack expands to {frames} frames and {} KiB of names, more than any recording makes ({MAX_STACK_FRAMES} frames, {} KiB)",
+                w.index,
+                bytes >> 10,
+                MAX_STACK_NAME_BYTES >> 10
+            )));
+        }
+        total = total.saturating_add(bytes);
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
