@@ -680,11 +680,13 @@ mod tests {
     fn expansion_is_bounded_by_the_bytes_read_so_far() {
         use crate::capture::{HEADER_LEN, RECORD_HEADER_LEN};
         let name = "n".repeat(60_000);
-        // Stacks of 2048, 2048 and `depth` references to a 60 KB name.
-        let big = |index: u64, depth: usize| {
-            let mut w = window(&[&name], vec![location(&[0])], vec![0; MAX_STACK_LOCATIONS]);
+        // `stacks` stacks of 256 references to a 60 KB name: each within the per-stack bound
+        // (15 MiB of names), together far beyond the allowance.
+        let depth = 256;
+        let big = |index: u64, stacks: u32| {
+            let mut w = window(&[&name], vec![location(&[0])], vec![0; depth]);
             w.index = index;
-            for (n, depth) in [(1, MAX_STACK_LOCATIONS), (2, depth)] {
+            for n in 1..stacks {
                 w.stacks.push(Stack {
                     locations: vec![0; depth],
                     ..w.stacks[0].clone()
@@ -702,13 +704,10 @@ mod tests {
             let record = (RECORD_HEADER_LEN + w.encoded_len()) as u64;
             validate_window(w).unwrap() <= allowed(prefix + record)
         };
-        // The deepest second stack the window's own bytes allow.
-        let depth = (0..=MAX_STACK_LOCATIONS)
-            .rev()
-            .find(|&depth| fits(&big(0, depth)))
-            .unwrap();
-        assert!(depth > 0 && depth < MAX_STACK_LOCATIONS, "{depth}");
-        let (first, second) = (big(0, depth), big(1, depth));
+        // The most stacks the window's own bytes allow.
+        let stacks = (1..64).rev().find(|&n| fits(&big(0, n))).unwrap();
+        assert!(stacks > 1 && stacks < 63, "{stacks}");
+        let (first, second) = (big(0, stacks), big(1, stacks));
         assert!(validate_window(&first).unwrap() > EXPANSION_ALLOWANCE);
         assert_eq!(
             read(&capture(&meta(), std::slice::from_ref(&first)))
@@ -727,6 +726,28 @@ mod tests {
             message.starts_with("window 1 is corrupt: its stacks and those before it expand to"),
             "{message}"
         );
-        assert!(!fits(&big(0, depth + 1)));
+        assert!(!fits(&big(0, stacks + 1)));
+    }
+
+    /// A stack past the per-stack bounds is refused on its own, whatever the window's size.
+    #[test]
+    fn one_stack_cannot_expand_past_the_per_stack_bounds() {
+        let long = "n".repeat(60_000);
+        let deep = window(&["f"], vec![location(&[0; 8])], vec![0; 1025]);
+        assert!(
+            validate_window(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("8200 frames")
+        );
+        let wide = window(&[&long], vec![location(&[0])], vec![0; 300]);
+        assert!(
+            validate_window(&wide)
+                .unwrap_err()
+                .to_string()
+                .contains("KiB of names")
+        );
+        let fine = window(&[&long], vec![location(&[0])], vec![0; 256]);
+        assert!(validate_window(&fine).is_ok());
     }
 }
