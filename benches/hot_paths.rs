@@ -11,14 +11,15 @@
 use std::{hint::black_box, io::Cursor, path::Path, sync::Arc};
 
 use amprof::{
+    capture::Selection,
     capture::{CaptureReader, CaptureWriter, Meta, Window},
+    encode::{folded, otlp, perf, pprof},
     record::{
         procs::{ProcessImage, ProcessTable, read_maps},
         sampler::{Event, parse_event},
         symbolize::WindowSymbolizer,
         window::{ClosedStack, ClosedWindow, WindowAggregator},
     },
-    report::{Selection, folded, perf, pprof},
 };
 use amprof_abi::{EVENT_SAMPLE, EventHeader, SampleHead};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -249,7 +250,13 @@ fn capture(c: &mut Criterion) {
     group.sample_size(20);
     let selection = Selection::default();
     group.bench_function("folded", |b| {
-        b.iter(|| black_box(folded::fold(&windows, &selection)))
+        b.iter(|| {
+            let mut fold = folded::Fold::default();
+            for window in &windows {
+                fold.add(window, &selection);
+            }
+            black_box(fold.lines())
+        })
     });
     group.bench_function("perf_data", |b| {
         let kernel = perf::Kernel::check(None, Path::new("/nonexistent"));
@@ -268,7 +275,9 @@ fn capture(c: &mut Criterion) {
         b.iter(|| {
             let mut builder = pprof::ProfileBuilder::new(&meta).expect("builder");
             for window in &windows {
-                builder.add_window(window, &|_| true).expect("window");
+                builder
+                    .add_window(window, &selection, &|_| true)
+                    .expect("window");
             }
             black_box(builder.finish().expect("finish"))
         })
@@ -276,12 +285,10 @@ fn capture(c: &mut Criterion) {
     group.bench_function("otlp", |b| {
         let meta = meta();
         b.iter(|| {
-            let mut encoder = amprof::push::otlp::encode::Encoder::new(
-                amprof::push::otlp::encode::EncodeSettings {
-                    max_request_bytes: 64 << 20,
-                    ..Default::default()
-                },
-            );
+            let mut encoder = otlp::Encoder::new(otlp::EncodeSettings {
+                max_request_bytes: 64 << 20,
+                ..Default::default()
+            });
             let mut requests = Vec::new();
             for window in &windows {
                 requests.extend(encoder.push(&meta, window).expect("encode"));

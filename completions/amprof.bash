@@ -40,6 +40,30 @@ _amprof() {
             amprof__subcmd__help,report)
                 cmd="amprof__subcmd__help__subcmd__report"
                 ;;
+            amprof__subcmd__help__subcmd__push,datadog)
+                cmd="amprof__subcmd__help__subcmd__push__subcmd__datadog"
+                ;;
+            amprof__subcmd__help__subcmd__push,otlp)
+                cmd="amprof__subcmd__help__subcmd__push__subcmd__otlp"
+                ;;
+            amprof__subcmd__push,datadog)
+                cmd="amprof__subcmd__push__subcmd__datadog"
+                ;;
+            amprof__subcmd__push,help)
+                cmd="amprof__subcmd__push__subcmd__help"
+                ;;
+            amprof__subcmd__push,otlp)
+                cmd="amprof__subcmd__push__subcmd__otlp"
+                ;;
+            amprof__subcmd__push__subcmd__help,datadog)
+                cmd="amprof__subcmd__push__subcmd__help__subcmd__datadog"
+                ;;
+            amprof__subcmd__push__subcmd__help,help)
+                cmd="amprof__subcmd__push__subcmd__help__subcmd__help"
+                ;;
+            amprof__subcmd__push__subcmd__help,otlp)
+                cmd="amprof__subcmd__push__subcmd__help__subcmd__otlp"
+                ;;
             *)
                 ;;
         esac
@@ -89,8 +113,36 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__help__subcmd__push)
-            opts=""
+            opts="datadog otlp"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__help__subcmd__push__subcmd__datadog)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__help__subcmd__push__subcmd__otlp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -131,7 +183,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__push)
-            opts="-i -p -c -o -q -h --to --input --windows --pid --comm --dry-run --output --timeout --retries --json --quiet --check --agent-url --agentless --site --intake-url --service --env --version --tag --period --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
+            opts="-h --to --help datadog otlp help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -141,6 +193,20 @@ _amprof() {
                     COMPREPLY=($(compgen -W "datadog otlp" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__datadog)
+            opts="-i -p -c -o -q -h --input --windows --pid --comm --dry-run --output --timeout --retries --json --quiet --check --agent-url --agentless --site --intake-url --service --env --version --tag --period --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --input)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -214,6 +280,120 @@ _amprof() {
                     return 0
                     ;;
                 --period)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__help)
+            opts="datadog otlp help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__help__subcmd__datadog)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__help__subcmd__otlp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__push__subcmd__otlp)
+            opts="-i -p -c -o -q -h --input --windows --pid --comm --dry-run --output --timeout --retries --json --quiet --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --input)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --windows)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --comm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,7 +27,7 @@ end
 complete -c amprof -n "__fish_amprof_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c amprof -n "__fish_amprof_needs_command" -s V -l version -d 'Print version'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
-complete -c amprof -n "__fish_amprof_needs_command" -f -a "report" -d 'Turn a capture into a summary, a flamegraph or folded stacks'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
@@ -50,7 +50,7 @@ flamegraph\t'An interactive SVG flamegraph (inferno)'
 folded\t'Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope)'
 perf\t'perf.data, for `perf report`, `perf script`, hotspot and other perf tools'
 pprof\t'Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends'"
-complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg for flamegraphs, standard output for the others' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data and profile.pb.gz for those formats; standard output for summary and folded' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l window -d 'Only window N, or windows A..B (inclusive), by the index the summary shows' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
@@ -58,39 +58,59 @@ complete -c amprof -n "__fish_amprof_using_subcommand report" -l top -d 'Functio
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l json -d 'The summary as JSON'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s q -l quiet -d 'No notes on standard error'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l to -d 'Where to send' -r -f -a "datadog\t'A Datadog Agent, or Datadog\'s intake with DD_API_KEY'
-otlp\t'An OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'"
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s i -l input -d 'Capture file to read' -r -F
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l windows -d 'Only these windows (indices or ranges, comma-separated: 3,5..7), e.g. those that failed' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s o -l output -d 'Directory for --dry-run' -r -F
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l timeout -d 'Longest wait for one request. Default: 10s; with --to otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l service -d 'One service for every profile. Default: DD_SERVICE; without either, each program gets a service of its own, named after its executable (kernel threads: `kernel`)' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l env -d 'The `env` tag. Default: DD_ENV' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l version -d 'The `version` tag. Default: DD_VERSION' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l tag -d 'A tag for every profile (repeatable; comma-separated lists too), added to those of DD_TAGS' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l period -d 'Merge consecutive windows into profiles this long (e.g. 60s). Default: one profile per window' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l endpoint -d 'OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC, a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is), $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317)' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l protocol -d 'OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, or http/protobuf' -r -f -a "http/protobuf\t''
+complete -c amprof -n "__fish_amprof_using_subcommand push; and not __fish_seen_subcommand_from datadog otlp help" -l to -d 'The destination, as the subcommand says it: datadog or otlp (`push --to datadog` is `push datadog`)' -r -f -a "datadog\t''
+otlp\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand push; and not __fish_seen_subcommand_from datadog otlp help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and not __fish_seen_subcommand_from datadog otlp help" -f -a "datadog" -d 'To a Datadog Agent, or Datadog\'s intake with DD_API_KEY'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and not __fish_seen_subcommand_from datadog otlp help" -f -a "otlp" -d 'To an OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and not __fish_seen_subcommand_from datadog otlp help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s i -l input -d 'Capture file to read' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l windows -d 'Only these windows (indices or ranges, comma-separated: 3,5..7), e.g. those that failed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s o -l output -d 'Directory for --dry-run' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l timeout -d 'Longest wait for one request. Default: 10s; for otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l service -d 'One service for every profile. Default: DD_SERVICE; without either, each program gets a service of its own, named after its executable (kernel threads: `kernel`)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l env -d 'The `env` tag. Default: DD_ENV' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l version -d 'The `version` tag. Default: DD_VERSION' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l tag -d 'A tag for every profile (repeatable; comma-separated lists too), added to those of DD_TAGS' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l period -d 'Merge consecutive windows into profiles this long (e.g. 60s). Default: one profile per window' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l dry-run -d 'Write each request (headers and body) to files in the -o directory instead of sending'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l json -d 'Print the summary as JSON on standard output'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s q -l quiet -d 'No progress bar: only the final summary line'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l check -d 'Ask the Datadog Agent (GET /info) whether it accepts profiles, say what is wrong if not, and exit: nothing is pushed'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s h -l help -d 'Print help'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s i -l input -d 'Capture file to read' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l windows -d 'Only these windows (indices or ranges, comma-separated: 3,5..7), e.g. those that failed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s o -l output -d 'Directory for --dry-run' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l timeout -d 'Longest wait for one request. Default: 10s; for otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l endpoint -d 'OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC, a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is), $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l protocol -d 'OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, or http/protobuf' -r -f -a "http/protobuf\t''
 grpc\t''"
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l compression -d 'Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION, $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC' -r -f -a "gzip\t''
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l compression -d 'Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION, $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC' -r -f -a "gzip\t''
 none\t''"
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l header -d 'An extra request header, e.g. for a token (repeatable). Added to $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...), which keep secrets out of process listings. Header values are never printed' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l ca-cert -d 'PEM file of the certificate authorities to trust for TLS (besides the system\'s). Else $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE' -r -F
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l max-request-size -d 'Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it, and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB by default' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l dry-run -d 'Write each request (headers and body) to files in the -o directory instead of sending'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l json -d 'Print the summary as JSON on standard output'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s q -l quiet -d 'No progress bar: only the final summary line'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l check -d 'Ask the Datadog Agent (GET /info) whether it accepts profiles, say what is wrong if not, and exit: nothing is pushed'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
-complete -c amprof -n "__fish_amprof_using_subcommand push" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l header -d 'An extra request header, e.g. for a token (repeatable). Added to $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...), which keep secrets out of process listings. Header values are never printed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l ca-cert -d 'PEM file of the certificate authorities to trust for TLS (besides the system\'s). Else $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l max-request-size -d 'Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it, and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB by default' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l dry-run -d 'Write each request (headers and body) to files in the -o directory instead of sending'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l json -d 'Print the summary as JSON on standard output'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s q -l quiet -d 'No progress bar: only the final summary line'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s h -l help -d 'Print help'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from help" -f -a "datadog" -d 'To a Datadog Agent, or Datadog\'s intake with DD_API_KEY'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from help" -f -a "otlp" -d 'To an OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
-complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph or folded stacks'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and __fish_seen_subcommand_from push" -f -a "datadog" -d 'To a Datadog Agent, or Datadog\'s intake with DD_API_KEY'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and __fish_seen_subcommand_from push" -f -a "otlp" -d 'To an OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'

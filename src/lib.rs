@@ -1,20 +1,24 @@
 //! amprof, an on-demand eBPF CPU profiler for Linux.
 //!
-//! Data flows one way through the modules:
+//! Data flows one way through the modules (see ARCHITECTURE.md):
 //!
 //! ```text
-//! record (sampler → window → symbolize) ──▶ capture ──▶ report (summary, folded, flamegraph)
+//! record (sampler → window → symbolize) ──▶ capture ──▶ encode ──▶ report | push
 //! ```
 //!
-//! - [`record`]: the eBPF sampler, the aggregation of samples into time windows, symbolization.
-//! - [`capture`]: the capture file format, its writer and its (defensive) reader.
-//! - [`report`]: selecting windows and processes, and one module per output format.
-//! - [`push`]: sending windows to Datadog or an OTLP endpoint, with retries and a summary.
-//! - [`cli`], [`error`], [`output`]: the command line, exit codes, and safe file creation.
-//! - [`text`]: names and other text from elsewhere, made safe to print.
+//! - [`record`]: the eBPF sampler, the aggregation of samples into time windows, symbolization
+//!   of the profiled system's files (all of them hostile input).
+//! - [`capture`]: the capture file format, its writer, its (defensive) reader, and selecting
+//!   windows, processes and samples from it.
+//! - [`encode`]: one module per output format: folded, flamegraph, pprof, perf.data, OTLP.
+//! - [`report`]: `amprof report`, the summary and the formats written to files.
+//! - [`push`]: `amprof push`, windows sent to Datadog or an OTLP endpoint, with retries.
+//! - [`cli`]: the command line, its flags turned into the options of the layers above.
+//! - [`error`], [`output`], [`text`]: exit codes, safe file creation, printable names.
 
 pub mod capture;
 pub mod cli;
+pub mod encode;
 pub mod error;
 pub mod output;
 pub mod push;

@@ -177,6 +177,62 @@ impl Write for AtomicOutput {
     }
 }
 
+/// Reports hold what the capture holds (command lines in process names, paths, the code that
+/// ran): only their owner may read them, as only the capture's owner may read the capture.
+pub const REPORT_MODE: u32 = 0o600;
+
+/// Where a format goes: standard output, or a file made visible only once complete.
+pub enum Output {
+    Stdout(io::BufWriter<io::Stdout>),
+    File(AtomicOutput),
+}
+
+impl Output {
+    /// `path`, or `default` (a file name) when none is given, or stdout (`-`, or no default).
+    /// Files are created [`REPORT_MODE`], under sudo for the invoking user.
+    pub fn open(path: Option<&Path>, default: Option<&str>) -> Result<Self> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| default.map(PathBuf::from));
+        match path {
+            Some(p) if p.as_os_str() != "-" => {
+                Ok(Self::File(AtomicOutput::create(&p, REPORT_MODE)?))
+            }
+            _ => Ok(Self::Stdout(io::BufWriter::new(io::stdout()))),
+        }
+    }
+
+    /// True when writing to a terminal (binary formats refuse to).
+    pub fn is_terminal(&self) -> bool {
+        use std::io::IsTerminal as _;
+        matches!(self, Self::Stdout(_)) && io::stdout().is_terminal()
+    }
+
+    /// Flushes standard output, or makes the file visible at its path.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            // A closed pipe (`| head`) ends amprof quietly: main handles it for every write.
+            Self::Stdout(mut out) => out.flush().context("cannot write to standard output"),
+            Self::File(file) => file.commit(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Stdout(out) => out.write(buf),
+            Self::File(file) => file.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Stdout(out) => out.flush(),
+            Self::File(file) => file.flush(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{collections::HashSet, os::unix::fs::PermissionsExt as _};

@@ -6,22 +6,28 @@
 use std::path::Path;
 
 use amprof::cli::Cli;
-use clap::CommandFactory as _;
 use clap_complete::Shell;
 
 /// Every generated file, with its expected contents.
 fn generated() -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    let command = Cli::command();
+    let command = Cli::command_with_help();
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone())
         .render(&mut page)
         .unwrap();
     files.push(("man/amprof.1".to_string(), page));
-    for sub in command.get_subcommands() {
-        let name = format!("amprof-{}", sub.get_name());
+    // A page per command, and per subcommand of one (`amprof-push-datadog`).
+    let mut commands: Vec<(String, clap::Command)> = command
+        .get_subcommands()
+        .map(|sub| (format!("amprof-{}", sub.get_name()), sub.clone()))
+        .collect();
+    while let Some((name, sub)) = commands.pop() {
+        for inner in sub.get_subcommands() {
+            commands.push((format!("{name}-{}", inner.get_name()), inner.clone()));
+        }
         let mut page = Vec::new();
-        clap_mangen::Man::new(sub.clone().name(&*name.clone().leak()))
+        clap_mangen::Man::new(sub.name(&*name.clone().leak()))
             .render(&mut page)
             .unwrap();
         files.push((format!("man/{name}.1"), page));
@@ -32,7 +38,7 @@ fn generated() -> Vec<(String, Vec<u8>)> {
         (Shell::Fish, "completions/amprof.fish"),
     ] {
         let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "amprof", &mut script);
+        clap_complete::generate(shell, &mut Cli::command_with_help(), "amprof", &mut script);
         files.push((file.to_string(), script));
     }
     files

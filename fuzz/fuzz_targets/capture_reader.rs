@@ -7,9 +7,12 @@
 use std::io::Cursor;
 
 use amprof::{
-    capture::CaptureReader,
-    push::otlp::encode::{EncodeSettings, Encoder},
-    report::{Selection, folded, perf, pprof},
+    capture::{CaptureReader, Selection},
+    encode::{
+        folded, perf, pprof,
+        otlp::{EncodeSettings, Encoder},
+    },
+    report::summary::Tally,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -49,7 +52,13 @@ fn read(data: &[u8]) {
         }
     }
     let selection = Selection::default();
-    let _ = folded::fold(&windows, &selection);
+    let mut fold = folded::Fold::default();
+    let mut tally = Tally::default();
+    for window in &windows {
+        fold.add(window, &selection);
+        tally.add(&meta, window, &selection);
+    }
+    let _ = fold.lines();
     let kernel = perf::Kernel::check(windows.first(), std::path::Path::new("/nonexistent"));
     if let Ok(mut writer) = perf::PerfWriter::new(Cursor::new(Vec::new()), &meta, &kernel) {
         for window in &windows {
@@ -59,7 +68,7 @@ fn read(data: &[u8]) {
     }
     if let Ok(mut builder) = pprof::ProfileBuilder::new(&meta) {
         for window in &windows {
-            let _ = builder.add_window(window, &|_| true);
+            let _ = builder.add_window(window, &selection, &|_| true);
         }
         let _ = builder.finish();
     }

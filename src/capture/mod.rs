@@ -24,6 +24,8 @@
 
 pub mod format;
 mod reader;
+pub mod select;
+pub mod testing;
 mod writer;
 
 pub use format::{End, Meta, Window};
@@ -31,6 +33,7 @@ pub use reader::{
     CaptureReader, Completeness, EXPANSION_ALLOWANCE, MAX_EXPANSION_FACTOR, MAX_LINES_PER_LOCATION,
     MAX_STACK_LOCATIONS, MAX_STRING_BYTES,
 };
+pub use select::{Sample, Selection, samples};
 pub use writer::CaptureWriter;
 
 /// First bytes of every capture. The `\r\n` catches files mangled by text-mode transfers.

@@ -77,6 +77,22 @@ pub enum Completeness {
     Truncated { dropped_bytes: u64 },
 }
 
+impl Completeness {
+    /// The note for standard error about a capture that was not finalized (`None` for one that
+    /// was): every command that reads a capture says it the same way.
+    pub fn note(self) -> Option<String> {
+        match self {
+            Completeness::Finalized => None,
+            Completeness::NotFinalized => Some(
+                "note: the capture was not finalized (recording killed, or still running); all its closed windows are read".into(),
+            ),
+            Completeness::Truncated { dropped_bytes } => Some(format!(
+                "note: the capture ends in a partial record ({dropped_bytes} bytes, recording killed while writing); every complete window is read"
+            )),
+        }
+    }
+}
+
 /// Reads a capture window by window, so that memory does not grow with its length.
 pub struct CaptureReader<R = BufReader<File>> {
     input: R,

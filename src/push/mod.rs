@@ -16,12 +16,11 @@
 //! [`Secrets`]).
 
 pub mod datadog;
+pub mod http;
 pub mod otlp;
 
 use std::{
-    borrow::Cow,
     collections::BTreeSet,
-    fmt,
     io::IsTerminal as _,
     path::{Path, PathBuf},
     sync::{
@@ -36,9 +35,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{
-    capture::{CaptureReader, Meta, Window},
+    capture::{CaptureReader, Meta, Selection, Window},
     error::{Exit, coded, usage},
-    report::{Selection, WindowRange},
 };
 
 /// One request a destination will send: the windows it carries and its encoded form.
@@ -62,141 +60,6 @@ impl Request {
     pub fn is_empty(&self) -> bool {
         self.body.is_empty() && self.headers.is_empty()
     }
-}
-
-/// Secret values (an API key, header values) that must not appear in anything amprof prints or
-/// writes. Servers may echo them in their answers: [`Secrets::hide`] replaces them in such text,
-/// before it is cut short (a secret cut in two would otherwise show its first part).
-#[derive(Clone, Default)]
-pub struct Secrets(Vec<String>);
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secrets({} hidden)", self.0.len())
-    }
-}
-
-impl Secrets {
-    /// Shorter values and words are not hidden: they would mangle every message (a header
-    /// `x-org=1`), and hide nothing worth hiding.
-    const MIN_CHARS: usize = 6;
-
-    /// The secrets in `values`: each value, and each of its words (a token echoed without its
-    /// `Bearer`), but for authorization schemes.
-    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        const SCHEMES: [&str; 6] = ["bearer", "basic", "digest", "negotiate", "token", "apikey"];
-        let mut hidden = BTreeSet::new();
-        for value in values {
-            let value = value.trim();
-            let words = value.split(|c: char| c.is_whitespace() || c == ',');
-            for text in std::iter::once(value).chain(words) {
-                if text.chars().count() >= Self::MIN_CHARS
-                    && !SCHEMES.contains(&text.to_ascii_lowercase().as_str())
-                {
-                    hidden.insert(text.to_string());
-                }
-            }
-        }
-        let mut hidden: Vec<String> = hidden.into_iter().collect();
-        // The longest first: a whole value goes before its words.
-        hidden.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self(hidden)
-    }
-
-    /// `text` with every secret replaced by `<redacted>`.
-    pub fn hide(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for secret in &self.0 {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "<redacted>");
-            }
-        }
-        text
-    }
-}
-
-/// `url` without its user and password, for anything amprof prints or writes:
-/// `scheme://user:password@host/path` becomes `scheme://***@host/path`. The user and password
-/// end at the last `@` of the authority; in a URL without a scheme or one that does not parse,
-/// where a password may hold a `/`, `?` or `#` (the user mistyped it), everything up to the last
-/// `@` is hidden.
-pub fn without_credentials(url: &str) -> Cow<'_, str> {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let authority_end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
-    let at = match (rest[..authority_end].rfind('@'), rest.rfind('@')) {
-        (Some(at), _) => at,
-        (None, Some(at)) if scheme.is_none() || reqwest::Url::parse(url).is_err() => at,
-        _ => return Cow::Borrowed(url),
-    };
-    let host = &rest[at + 1..];
-    Cow::Owned(match scheme {
-        Some(scheme) => format!("{scheme}://***@{host}"),
-        None => format!("***@{host}"),
-    })
-}
-
-/// The secrets in the user and password of `url`, if it has any: each of them, percent-decoded,
-/// and `user:password` as HTTP basic authentication sends it (in base64), for [`Secrets`].
-pub fn url_credentials(url: &str) -> Vec<String> {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        return Vec::new();
-    };
-    let decode = percent_encoding_decode;
-    let (user, password) = (decode(url.username()), url.password().map(decode));
-    if user.is_empty() && password.is_none() {
-        return Vec::new();
-    }
-    let pair = format!("{user}:{}", password.as_deref().unwrap_or(""));
-    let mut secrets = vec![base64(pair.as_bytes()), pair, user];
-    secrets.extend(password);
-    secrets
-}
-
-/// `%XX` escapes decoded (invalid ones, and bytes that are not UTF-8, kept as they are).
-fn percent_encoding_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
-}
-
-/// Standard base64, padded (what `Authorization: Basic` carries).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// The outcome of one attempt to send a request.
@@ -230,9 +93,8 @@ pub trait Destination {
 #[derive(Clone, Debug)]
 pub struct PushOptions {
     pub input: PathBuf,
+    /// Windows (`--windows`, e.g. to resend those that failed) and processes to push.
     pub selection: Selection,
-    /// Windows to push (by index); empty: all.
-    pub windows: Vec<WindowRange>,
     /// Write each request to this directory instead of sending it.
     pub dry_run: Option<PathBuf>,
     pub timeout: Duration,
@@ -372,7 +234,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     };
 
     while let Some(window) = reader.next_window()? {
-        if !wanted(options, &window) {
+        if !options.selection.includes_window(&window) {
             continue;
         }
         let window = filter_window(window, &options.selection);
@@ -384,7 +246,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    if outcomes.is_empty() && !options.windows.is_empty() {
+    if outcomes.is_empty() && !options.selection.windows.is_empty() {
         return Err(usage("no window of the capture matches --windows"));
     }
     outcomes.sort_by_key(|o| o.index);
@@ -445,38 +307,25 @@ pub fn check_summary(summary: &PushSummary) -> Result<()> {
     ))
 }
 
-fn wanted(options: &PushOptions, window: &Window) -> bool {
-    options.selection.includes_window(window)
-        && (options.windows.is_empty()
-            || options.windows.iter().any(|r| r.0.contains(&window.index)))
-}
-
-/// Drops the stacks (and their samples) that the process selection excludes.
+/// Drops the stacks (and their samples) that the process selection excludes, so that a
+/// destination encodes every sample of the windows it gets.
 fn filter_window(mut window: Window, selection: &Selection) -> Window {
     if selection.pids.is_empty() && selection.comms.is_empty() {
         return window;
     }
-    let keep: Vec<bool> = window
-        .stacks
-        .iter()
-        .map(|s| selection.includes_stack(&window, s))
-        .collect();
-    for (stack, &kept) in window.stacks.iter_mut().zip(&keep) {
-        if !kept {
-            stack.count = 0;
-        }
-    }
-    let mut time = window.start_ns;
     let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut previous = window.start_ns;
-    for i in 0..window.sample_stacks.len() {
-        time += window.sample_time_deltas[i];
-        if keep[window.sample_stacks[i] as usize] {
-            columns.0.push(time - previous);
-            previous = time;
-            columns.1.push(window.sample_tids[i]);
-            columns.2.push(window.sample_cpus[i]);
-            columns.3.push(window.sample_stacks[i]);
+    for sample in selection.samples(&window) {
+        columns.0.push(sample.time_ns - previous);
+        previous = sample.time_ns;
+        columns.1.push(sample.tid);
+        columns.2.push(sample.cpu);
+        columns.3.push(sample.stack_index);
+    }
+    let kept = selection.kept_stacks(&window);
+    for (stack, kept) in window.stacks.iter_mut().zip(kept) {
+        if !kept {
+            stack.count = 0;
         }
     }
     (
@@ -606,65 +455,6 @@ fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_hidden_whole_and_word_by_word() {
-        let secrets = Secrets::new(["Bearer s3cret-t0ken", "0123456789abcdef", "1", "tenant"]);
-        assert_eq!(
-            secrets.hide("got Bearer s3cret-t0ken, then s3cret-t0ken, key 0123456789abcdef"),
-            "got <redacted>, then <redacted>, key <redacted>"
-        );
-        // Too short to hide: it would mangle messages.
-        assert_eq!(secrets.hide("HTTP 401"), "HTTP 401");
-        assert_eq!(secrets.hide("Bearer tokens"), "Bearer tokens");
-        assert_eq!(secrets.hide("tenant-2"), "<redacted>-2");
-        assert!(!format!("{secrets:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn credentials_in_urls_are_never_shown() {
-        for (url, shown) in [
-            (
-                "https://u:secret@h:1/v1development/profiles",
-                "https://***@h:1/v1development/profiles",
-            ),
-            ("http://h:1/a@b", "http://h:1/a@b"),
-            ("http://h:1/?q=a@b", "http://h:1/?q=a@b"),
-            ("http://localhost:8126", "http://localhost:8126"),
-            (
-                "unix:///var/run/datadog/apm.socket",
-                "unix:///var/run/datadog/apm.socket",
-            ),
-            ("http://user@h:1", "http://***@h:1"),
-            ("http://u:p@ss@h:1/x", "http://***@h:1/x"),
-            // Mistyped passwords: the URL does not parse, or has no scheme.
-            ("http://user:pa/ss@h:1/x", "http://***@h:1/x"),
-            ("http://user:pa?ss@h:1", "http://***@h:1"),
-            ("user:pa/ss@h:4317", "***@h:4317"),
-            ("user:pass@h:4317", "***@h:4317"),
-        ] {
-            assert_eq!(without_credentials(url), shown, "{url}");
-        }
-    }
-
-    #[test]
-    fn url_credentials_are_secrets_as_sent() {
-        let secrets = url_credentials("https://alice:s3cr%40t-pw@h:1/p");
-        assert!(secrets.contains(&"s3cr@t-pw".to_string()), "{secrets:?}");
-        assert!(secrets.contains(&"alice".to_string()));
-        // What `Authorization: Basic` carries for alice:s3cr@t-pw.
-        assert!(
-            secrets.contains(&"YWxpY2U6czNjckB0LXB3".to_string()),
-            "{secrets:?}"
-        );
-        assert!(url_credentials("https://h:1/p").is_empty());
-        assert!(url_credentials("not a url").is_empty());
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn backs_off_exponentially_with_caps() {

@@ -83,7 +83,7 @@ pub struct RecordOptions {
 }
 
 /// How user stacks are unwound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallGraph {
     /// Frame pointers, walked by the kernel: cheapest, but stops at code built without them
     /// (most distribution binaries and libraries).

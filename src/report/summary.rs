@@ -7,12 +7,12 @@ use anyhow::Result;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use super::{Loaded, Selection, frames};
 use crate::{
     capture::{
-        Completeness,
-        format::{TargetKind, Window},
+        Completeness, Meta, Selection,
+        format::{Problems, TargetKind, Window},
     },
+    encode::{Encoder, Ending, frames},
     text::printable,
 };
 
@@ -69,9 +69,12 @@ pub struct WindowInfo {
     /// Samples whose user stack unwinding stopped early (dwarf mode).
     pub truncated: u64,
     pub processes: usize,
+    /// What the profiled system's files made amprof refuse or cut short in this window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Problems>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Totals {
     /// Selected samples.
     pub samples: u64,
@@ -81,6 +84,8 @@ pub struct Totals {
     pub truncated: u64,
     /// Share of selected samples whose every frame has a symbol.
     pub fully_symbolized: f64,
+    /// The windows' problems, summed (see the capture format's `Problems`).
+    pub problems: Problems,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,81 +104,90 @@ pub struct ProcessCount {
     pub percent: f64,
 }
 
-impl Summary {
-    pub fn build(loaded: &Loaded, selection: &Selection, top: usize) -> Self {
-        let meta = loaded.reader.meta();
-        let mut self_counts: FxHashMap<(String, String), u64> = FxHashMap::default();
-        let mut total_counts: FxHashMap<(String, String), u64> = FxHashMap::default();
-        let mut process_counts: FxHashMap<(u32, String), u64> = FxHashMap::default();
-        let mut totals = Totals {
-            samples: 0,
-            lost: 0,
-            idle: 0,
-            truncated: 0,
-            fully_symbolized: 0.0,
-        };
-        let mut symbolized = 0u64;
-        let mut windows = Vec::new();
-        let mut seen: FxHashSet<(String, String)> = FxHashSet::default();
-        for window in &loaded.windows {
-            let mut samples = 0;
-            let mut processes = FxHashSet::default();
-            for stack in &window.stacks {
-                if !selection.includes_stack(window, stack) {
-                    continue;
-                }
-                samples += stack.count;
-                if let Some(process) = window.processes.get(stack.process as usize) {
-                    processes.insert(process.pid);
-                    *process_counts
-                        .entry((process.pid, process.name.clone()))
-                        .or_default() += stack.count;
-                }
-                let mut all_named = true;
-                seen.clear();
-                for (depth, &id) in stack.locations.iter().enumerate() {
-                    let Some(location) = window.locations.get(id as usize) else {
-                        continue;
-                    };
-                    all_named &= !location.lines.is_empty();
-                    let module = frames::location_module(window, location)
-                        .map(|m| frames::basename(&m.path).to_string())
-                        .unwrap_or_default();
-                    let mut innermost = true;
-                    frames::for_each_frame(window, location, |frame| {
-                        let key = (frame.to_string(), module.clone());
-                        if depth == 0 && innermost {
-                            *self_counts.entry(key.clone()).or_default() += stack.count;
-                        }
-                        innermost = false;
-                        if seen.insert(key.clone()) {
-                            *total_counts.entry(key).or_default() += stack.count;
-                        }
-                    });
-                }
-                if all_named {
-                    symbolized += stack.count;
-                }
-            }
-            totals.samples += samples;
-            totals.lost += window.lost;
-            totals.idle += window.idle;
-            totals.truncated += window.truncated;
-            windows.push(WindowInfo {
-                index: window.index,
-                start_offset_seconds: window.start_ns.saturating_sub(meta.start_ns) as f64 / 1e9,
-                seconds: (window.end_ns - window.start_ns) as f64 / 1e9,
-                samples,
-                lost: window.lost,
-                idle: window.idle,
-                late: window.late,
-                truncated: window.truncated,
-                processes: processes.len(),
-            });
-        }
-        totals.fully_symbolized = ratio(symbolized, totals.samples);
-        let total_samples = totals.samples;
+/// What the summary counts, window by window as the capture is read.
+#[derive(Default)]
+pub struct Tally {
+    self_counts: FxHashMap<(String, String), u64>,
+    total_counts: FxHashMap<(String, String), u64>,
+    process_counts: FxHashMap<(u32, String), u64>,
+    totals: Totals,
+    symbolized: u64,
+    windows: Vec<WindowInfo>,
+    /// End and `evicted_before` of the last window added.
+    last: Option<(u64, u64)>,
+    seen: FxHashSet<(String, String)>,
+}
 
+impl Tally {
+    /// Counts the stacks of `window` that `selection` keeps (`meta` places the window).
+    pub fn add(&mut self, meta: &Meta, window: &Window, selection: &Selection) {
+        let mut samples = 0;
+        let mut processes = FxHashSet::default();
+        for stack in &window.stacks {
+            if !selection.includes_stack(window, stack) {
+                continue;
+            }
+            samples += stack.count;
+            if let Some(process) = window.processes.get(stack.process as usize) {
+                processes.insert(process.pid);
+                *self
+                    .process_counts
+                    .entry((process.pid, process.name.clone()))
+                    .or_default() += stack.count;
+            }
+            let mut all_named = true;
+            self.seen.clear();
+            for (depth, &id) in stack.locations.iter().enumerate() {
+                let Some(location) = window.locations.get(id as usize) else {
+                    continue;
+                };
+                all_named &= !location.lines.is_empty();
+                let module = frames::location_module(window, location)
+                    .map(|m| frames::basename(&m.path).to_string())
+                    .unwrap_or_default();
+                let mut innermost = true;
+                frames::for_each_frame(window, location, |frame| {
+                    let key = (frame.to_string(), module.clone());
+                    if depth == 0 && innermost {
+                        *self.self_counts.entry(key.clone()).or_default() += stack.count;
+                    }
+                    innermost = false;
+                    if self.seen.insert(key.clone()) {
+                        *self.total_counts.entry(key).or_default() += stack.count;
+                    }
+                });
+            }
+            if all_named {
+                self.symbolized += stack.count;
+            }
+        }
+        let totals = &mut self.totals;
+        totals.samples += samples;
+        totals.lost += window.lost;
+        totals.idle += window.idle;
+        totals.truncated += window.truncated;
+        if let Some(problems) = &window.problems {
+            totals.problems.add(problems);
+        }
+        self.windows.push(WindowInfo {
+            index: window.index,
+            start_offset_seconds: window.start_ns.saturating_sub(meta.start_ns) as f64 / 1e9,
+            seconds: window.end_ns.saturating_sub(window.start_ns) as f64 / 1e9,
+            samples,
+            lost: window.lost,
+            idle: window.idle,
+            late: window.late,
+            truncated: window.truncated,
+            processes: processes.len(),
+            problems: window.problems.clone(),
+        });
+        self.last = Some((window.end_ns, window.evicted_before));
+    }
+
+    /// The summary of what was added: `top` functions and processes of each list.
+    pub fn summary(mut self, meta: &Meta, ending: &Ending<'_>, top: usize) -> Summary {
+        self.totals.fully_symbolized = ratio(self.symbolized, self.totals.samples);
+        let total_samples = self.totals.samples;
         let ranked = |counts: FxHashMap<(String, String), u64>| -> Vec<FunctionCount> {
             let mut list: Vec<_> = counts.into_iter().collect();
             list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -187,7 +201,7 @@ impl Summary {
                 })
                 .collect()
         };
-        let mut top_processes: Vec<_> = process_counts.into_iter().collect();
+        let mut top_processes: Vec<_> = self.process_counts.into_iter().collect();
         top_processes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let top_processes = top_processes
             .into_iter()
@@ -201,11 +215,10 @@ impl Summary {
             .collect();
 
         let target = meta.target.clone().unwrap_or_default();
-        let end = loaded.reader.end();
-        let last_end = loaded
-            .windows
-            .last()
-            .map(|w| w.end_ns)
+        let end = ending.end;
+        let last_end = self
+            .last
+            .map(|(end_ns, _)| end_ns)
             .or(end.map(|e| e.end_ns))
             .unwrap_or(meta.start_ns);
         let start_unix_ns = meta.start_ns as i64 + meta.realtime_offset_ns;
@@ -233,26 +246,68 @@ impl Summary {
                 start: rfc3339(start_unix_ns),
                 start_unix_ns,
                 duration_seconds: last_end.saturating_sub(meta.start_ns) as f64 / 1e9,
-                state: match loaded.reader.completeness() {
-                    Some(Completeness::Finalized) => "finalized",
-                    Some(Completeness::Truncated { .. }) => "truncated",
-                    _ => "not-finalized",
+                state: match ending.completeness {
+                    Completeness::Finalized => "finalized",
+                    Completeness::Truncated { .. } => "truncated",
+                    Completeness::NotFinalized => "not-finalized",
                 }
                 .into(),
                 stopped_by: end.map(|e| e.reason.clone()),
                 windows_evicted: end.map_or_else(
-                    || loaded.windows.last().map_or(0, |w| w.evicted_before),
+                    || self.last.map_or(0, |(_, evicted)| evicted),
                     |e| e.windows_evicted,
                 ),
             },
-            windows,
-            totals,
-            top_self: ranked(self_counts),
-            top_total: ranked(total_counts),
+            windows: self.windows,
+            totals: self.totals,
+            top_self: ranked(self.self_counts),
+            top_total: ranked(self.total_counts),
             top_processes,
         }
     }
+}
 
+/// `report` (the default format): the summary, as text or `--json`.
+pub struct SummaryReport<'o, W: Write> {
+    tally: Tally,
+    meta: Meta,
+    top: usize,
+    json: bool,
+    out: &'o mut W,
+}
+
+impl<'o, W: Write> SummaryReport<'o, W> {
+    pub fn new(meta: &Meta, top: usize, json: bool, out: &'o mut W) -> Self {
+        Self {
+            tally: Tally::default(),
+            meta: meta.clone(),
+            top,
+            json,
+            out,
+        }
+    }
+}
+
+impl<W: Write> Encoder for SummaryReport<'_, W> {
+    fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
+        self.tally.add(&self.meta, window, selection);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, ending: &Ending<'_>) -> Result<Vec<String>> {
+        let this = *self;
+        let summary = this.tally.summary(&this.meta, ending, this.top);
+        if this.json {
+            crate::text::write_json(&mut *this.out, &summary)?;
+            writeln!(this.out)?;
+        } else {
+            summary.write_text(this.out)?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl Summary {
     /// The summary for a terminal. Every text that comes from the capture (names, the command,
     /// the host) is shown through [`printable`]: it may come from a hostile process or machine.
     pub fn write_text(&self, out: &mut impl Write) -> Result<()> {
@@ -329,6 +384,14 @@ impl Summary {
             "fully symbolized stacks: {:.1}% of samples",
             100.0 * t.fully_symbolized
         )?;
+        let problems = t.problems.phrases();
+        if !problems.is_empty() {
+            writeln!(
+                out,
+                "problems  the profiled system's files: {} (counted, never fatal)",
+                problems.join(", ")
+            )?;
+        }
         for (title, list) in [
             ("top functions by self samples", &self.top_self),
             (
@@ -342,6 +405,9 @@ impl Summary {
             for f in list {
                 let module = if f.module.is_empty() {
                     String::new()
+                } else if f.module.starts_with('[') && f.module.ends_with(']') {
+                    // Pseudo-modules are bracketed already: `[kernel.kallsyms]`, `[vdso]`.
+                    format!("  {}", printable(&f.module))
                 } else {
                     format!("  [{}]", printable(&f.module))
                 };

@@ -4,7 +4,8 @@
 //! releases: amprof speaks exactly opentelemetry-proto **v1.10.0** (as vendored by the
 //! `opentelemetry-proto` crate 0.33). A receiver built on another release may misread it.
 //!
-//! - [`encode`]: windows into `ExportProfilesServiceRequest`s, batched under a size limit.
+//! - [`crate::encode::otlp`]: windows into `ExportProfilesServiceRequest`s, batched under a
+//!   size limit.
 //! - [`transport`]: one attempt to send one request, over HTTP (reqwest) or gRPC (tonic), and
 //!   what the answer means for retries (the OTLP specification's rules).
 //! - here: the command line and the standard `OTEL_EXPORTER_OTLP_*` settings, resolved once.
@@ -13,20 +14,16 @@
 //! profiles-specific variable (`OTEL_EXPORTER_OTLP_PROFILES_*`), then the generic one
 //! (`OTEL_EXPORTER_OTLP_*`), then the default.
 
-pub mod encode;
 pub mod transport;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
-use clap::Args;
 use prost::Message as _;
 
-use self::{
-    encode::{EncodeSettings, Encoded, Encoder},
-    transport::Transport,
-};
-use super::{Attempt, Destination, Request, without_credentials};
+use self::transport::Transport;
+use super::{Attempt, Destination, Request, http::without_credentials};
+use crate::encode::otlp::{EncodeSettings, Encoded, Encoder};
 use crate::{
     capture::{Meta, Window},
     error::usage,
@@ -38,46 +35,39 @@ pub const PROTO_VERSION: &str = "opentelemetry-proto v1.10.0 (profiles v1develop
 /// The OTLP/HTTP path of the profiles signal.
 pub const HTTP_PATH: &str = "/v1development/profiles";
 
-/// Settings of `--to otlp`. Each flag falls back to the standard OpenTelemetry variables.
-#[derive(Debug, Args, Default)]
-#[command(next_help_heading = "OTLP (opentelemetry-proto v1.10.0, profiles v1development)")]
-pub struct OtlpArgs {
+/// What the user asked of `push otlp` (flags; `cli` fills it). Each setting falls back to the
+/// standard OpenTelemetry variables in [`Settings::resolve`].
+#[derive(Clone, Debug, Default)]
+pub struct OtlpConfig {
     /// OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC,
     /// a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is),
     /// $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317).
-    #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
     /// OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL,
     /// or http/protobuf.
-    #[arg(long, value_name = "PROTOCOL", value_parser = ["http/protobuf", "grpc"])]
     pub protocol: Option<String>,
 
     /// gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says
     /// it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE.
-    #[arg(long)]
     pub insecure: bool,
 
     /// Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION,
     /// $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC.
-    #[arg(long, value_name = "ALGORITHM", value_parser = ["gzip", "none"])]
     pub compression: Option<String>,
 
     /// An extra request header, e.g. for a token (repeatable). Added to
     /// $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...),
     /// which keep secrets out of process listings. Header values are never printed.
-    #[arg(long = "header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
 
     /// PEM file of the certificate authorities to trust for TLS (besides the system's). Else
     /// $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE.
-    #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
     /// Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it,
     /// and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB
     /// by default.
-    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
     pub max_request_size: usize,
 }
 
@@ -147,9 +137,9 @@ fn timeout_from(env: impl Fn(&str) -> Option<String>) -> Result<Duration> {
 
 impl Settings {
     /// Resolves `args` against the environment (`env` reads a variable).
-    pub fn resolve(args: &OtlpArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn resolve(config: &OtlpConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let setting = |name: &str| signal_setting(name, &env);
-        let protocol = match args
+        let protocol = match config
             .protocol
             .clone()
             .or_else(|| setting("PROTOCOL").map(|s| s.1))
@@ -165,9 +155,9 @@ impl Settings {
                 }
             },
         };
-        let insecure = args.insecure
+        let insecure = config.insecure
             || setting("INSECURE").is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("true"));
-        let url = match (&args.endpoint, setting("ENDPOINT")) {
+        let url = match (&config.endpoint, setting("ENDPOINT")) {
             (Some(flag), _) => endpoint_url(protocol, flag, true, insecure, "--endpoint")?,
             (None, Some((var, value))) => {
                 let base = !var.contains("_PROFILES_");
@@ -178,7 +168,7 @@ impl Settings {
                 Protocol::Grpc => "http://localhost:4317".into(),
             },
         };
-        let gzip = match args
+        let gzip = match config
             .compression
             .clone()
             .or_else(|| setting("COMPRESSION").map(|s| s.1))
@@ -209,7 +199,7 @@ impl Settings {
                 }
             }
         }
-        for header in &args.headers {
+        for header in &config.headers {
             let (name, value) = header.split_once('=').ok_or_else(|| {
                 usage("--header wants NAME=VALUE, e.g. --header x-scope-orgid=tenant1")
             })?;
@@ -221,7 +211,7 @@ impl Settings {
         for (name, value) in &headers {
             transport::check_header(name, value)?;
         }
-        let ca_file = args
+        let ca_file = config
             .ca_cert
             .clone()
             .or_else(|| setting("CERTIFICATE").map(|(_, v)| PathBuf::from(v.trim())));
@@ -257,7 +247,7 @@ impl Settings {
                 .map(|(_, v)| v.clone())
         });
         resource_attributes.retain(|(k, _)| k != "service.name");
-        if args.max_request_size < 1024 {
+        if config.max_request_size < 1024 {
             return Err(usage("--max-request-size must be at least 1KiB"));
         }
         Ok(Self {
@@ -269,7 +259,7 @@ impl Settings {
             encode: EncodeSettings {
                 service_name,
                 resource_attributes,
-                max_request_bytes: args.max_request_size,
+                max_request_bytes: config.max_request_size,
             },
         })
     }
@@ -358,56 +348,28 @@ fn parse_key_values(list: &str, source: &str) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
-/// Decodes `%XX` escapes (the W3C Baggage encoding the OTLP variables use).
+/// Decodes `%XX` escapes (the W3C Baggage encoding the OTLP variables use); a `%` not followed
+/// by two hex digits is an error, not a value sent half-decoded.
 fn percent_decode(text: &str, source: &str) -> Result<String> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let byte = bytes
+    let malformed = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    usage(format!("{source}: a `%` is not followed by two hex digits"))
-                })?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(usage(format!(
+            "{source}: a `%` is not followed by two hex digits"
+        )));
     }
-    String::from_utf8(out)
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
         .map_err(|_| usage(format!("{source}: a value is not UTF-8 once decoded")))
 }
 
-/// `4194304`, `512KiB`, `4MiB`, `4MB`...
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => return Err(format!("`{text}` is not a size like 4MiB or 500000")),
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("`{text}` is not a size like 4MiB or 500000"))
-}
-
-/// The `--to otlp` destination.
+/// The `push otlp` destination.
 pub struct Otlp {
     settings: Settings,
     encoder: Encoder,
@@ -415,8 +377,8 @@ pub struct Otlp {
 }
 
 /// The destination `args` (and the environment) describe.
-pub fn destination(args: &OtlpArgs) -> Result<Box<dyn Destination>> {
-    let settings = Settings::resolve(args, |name| std::env::var(name).ok())?;
+pub fn destination(config: &OtlpConfig) -> Result<Box<dyn Destination>> {
+    let settings = Settings::resolve(config, |name| std::env::var(name).ok())?;
     let transport = Transport::new(&settings)?;
     Ok(Box::new(Otlp {
         encoder: Encoder::new(settings.encode.clone()),
@@ -502,18 +464,18 @@ impl Destination for Otlp {
 mod tests {
     use super::*;
 
-    fn resolve(args: &OtlpArgs, vars: &[(&str, &str)]) -> Result<Settings> {
-        Settings::resolve(args, |name| {
+    fn resolve(config: &OtlpConfig, vars: &[(&str, &str)]) -> Result<Settings> {
+        Settings::resolve(config, |name| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         })
     }
 
-    fn args() -> OtlpArgs {
-        OtlpArgs {
+    fn args() -> OtlpConfig {
+        OtlpConfig {
             max_request_size: 4 << 20,
-            ..OtlpArgs::default()
+            ..OtlpConfig::default()
         }
     }
 
@@ -545,7 +507,7 @@ mod tests {
             resolve(&args(), &vars[..1]).unwrap().url,
             "https://gw.example/otlp/v1development/profiles"
         );
-        let flag = OtlpArgs {
+        let flag = OtlpConfig {
             endpoint: Some("http://c:4318/v1development/profiles".into()),
             ..args()
         };
@@ -553,13 +515,13 @@ mod tests {
             resolve(&flag, &vars).unwrap().url,
             "http://c:4318/v1development/profiles"
         );
-        let grpc = OtlpArgs {
+        let grpc = OtlpConfig {
             endpoint: Some("collector:4317".into()),
             protocol: Some("grpc".into()),
             ..args()
         };
         assert_eq!(resolve(&grpc, &[]).unwrap().url, "https://collector:4317");
-        let insecure = OtlpArgs {
+        let insecure = OtlpConfig {
             insecure: true,
             ..grpc
         };
@@ -567,7 +529,7 @@ mod tests {
             resolve(&insecure, &[]).unwrap().url,
             "http://collector:4317"
         );
-        let no_scheme = OtlpArgs {
+        let no_scheme = OtlpConfig {
             endpoint: Some("collector:4318".into()),
             ..args()
         };
@@ -587,7 +549,7 @@ mod tests {
                 "deployment.environment=prod,service.name=web",
             ),
         ];
-        let flags = OtlpArgs {
+        let flags = OtlpConfig {
             headers: vec!["x-extra=%3D".into()],
             ..args()
         };
@@ -626,7 +588,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(!error.to_string().contains("token-value"), "{error}");
-        let bad_value = OtlpArgs {
+        let bad_value = OtlpConfig {
             headers: vec!["authorization=line\nbreak".into()],
             ..args()
         };
@@ -653,15 +615,5 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert!(timeout_from(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")])).is_err());
-    }
-
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert!(parse_size("4 parsecs").is_err());
-        assert!(parse_size("-1").is_err());
     }
 }

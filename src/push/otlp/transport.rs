@@ -36,7 +36,10 @@ use tonic_types::StatusExt as _;
 use super::{Protocol, Settings};
 use crate::{
     error::usage,
-    push::{Attempt, Request, Secrets, url_credentials},
+    push::{
+        Attempt, Request,
+        http::{Secrets, error_chain, retry_after, server_text, url_credentials},
+    },
     text::printable,
 };
 
@@ -44,9 +47,6 @@ const USER_AGENT: &str = concat!("amprof/", env!("CARGO_PKG_VERSION"));
 
 /// Bytes of an HTTP answer read, at most.
 const MAX_RESPONSE_BYTES: usize = 64 << 10;
-
-/// Characters of a server's message kept in messages.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// A connection to the endpoint, ready to send requests.
 pub struct Transport {
@@ -251,8 +251,7 @@ async fn send_http(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| retry_after(v, std::time::SystemTime::now()));
     let protobuf = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -331,14 +330,6 @@ fn http_error_message(body: &[u8], protobuf: bool, secrets: &Secrets) -> String 
         return String::new();
     }
     format!(": {message}")
-}
-
-/// A server's `text` for a message: echoed secrets hidden, on one line, control characters
-/// made visible (a terminal shows it), cut short.
-fn server_text(text: &str, secrets: &Secrets) -> String {
-    let text = secrets.hide(text);
-    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&printable(&text), MAX_MESSAGE_CHARS)
 }
 
 /// The failure of a request that got no answer in time (retried).
@@ -498,29 +489,6 @@ fn partial_success_note(
     }
 }
 
-/// An error and its causes on one line (reqwest's top level alone says little), control
-/// characters made visible: causes may quote the server (names in its certificate).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    printable(&text).into_owned()
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +540,7 @@ mod tests {
 
     #[test]
     fn echoed_secrets_are_hidden_before_messages_are_cut() {
+        use crate::push::http::MAX_MESSAGE_CHARS;
         let secrets = Secrets::new(["Bearer s3cret-t0ken"]);
         // The token straddles the cut: hidden first, it cannot show in part.
         let body = format!("{} s3cret-t0ken", "x".repeat(MAX_MESSAGE_CHARS - 5));

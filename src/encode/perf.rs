@@ -66,13 +66,14 @@ use std::{
 use anyhow::{Context as _, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{Output, ReportOptions, Selection, completeness_note};
+use super::{Encoder, Ending};
 use crate::{
     capture::{
-        CaptureReader,
+        CaptureReader, Selection,
         format::{Meta, Module, ModuleKind, Window},
     },
     error::usage,
+    output::Output,
 };
 
 /// Constants of the perf ABI (`perf_event.h`, perf's `header.h`).
@@ -168,44 +169,46 @@ const ROUND_SAMPLES: u64 = 16_384;
 /// The running kernel's symbols, to check whether its `_text` is the capture's.
 const KALLSYMS: &str = "/proc/kallsyms";
 
-/// Writes the selected windows of `options.input` to `out` as perf.data.
-pub fn write(options: &ReportOptions, out: &mut Output) -> Result<()> {
-    let file = match out {
-        Output::File(file) => file.writer(),
-        Output::Stdout(_) => {
-            return Err(usage(
-                "perf.data cannot go to standard output (perf needs a seekable file): give -o FILE",
-            ));
-        }
-    };
-    let kernel = Kernel::probe(&options.input, Path::new(KALLSYMS))?;
-    let mut reader = CaptureReader::open(&options.input)?;
-    let meta = reader.meta().clone();
-    let mut writer = PerfWriter::new(file, &meta, &kernel)?;
-    let mut selected = 0;
-    while let Some(window) = reader.next_window()? {
-        if options.selection.includes_window(&window) {
-            selected += 1;
-            writer.window(&window, &options.selection)?;
-        }
+/// `report --format perf`: the selected windows as perf.data, written as they come.
+pub struct PerfFile<'o> {
+    writer: PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>,
+    kernel: Kernel,
+}
+
+impl<'o> PerfFile<'o> {
+    /// perf.data for the capture at `input` (whose first window with kernel frames is read
+    /// once more to plan the kernel map), described by `meta`, into `out`.
+    pub fn new(input: &Path, meta: &Meta, out: &'o mut Output) -> Result<Self> {
+        let file = match out {
+            Output::File(file) => file.writer(),
+            Output::Stdout(_) => {
+                return Err(usage(
+                    "perf.data cannot go to standard output (perf needs a seekable file): give -o FILE",
+                ));
+            }
+        };
+        let kernel = Kernel::probe(input, Path::new(KALLSYMS))?;
+        Ok(Self {
+            writer: PerfWriter::new(file, meta, &kernel)?,
+            kernel,
+        })
     }
-    if let (Some(range), 0) = (&options.selection.windows, selected) {
-        return Err(usage(format!(
-            "the capture has no window in {}..{}",
-            range.start(),
-            range.end()
-        )));
+}
+
+impl Encoder for PerfFile<'_> {
+    fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
+        self.writer.window(window, selection)
     }
-    writer.finish()?;
-    if !options.quiet {
-        if let Some(note) = completeness_note(&reader) {
-            eprintln!("amprof: {note}");
-        }
-        if let (true, Err(why)) = (kernel.has_frames, &kernel.map) {
-            eprintln!("amprof: note: perf will show kernel frames as [unknown]: {why}");
-        }
+
+    fn finish(self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
+        self.writer.finish()?;
+        Ok(match (self.kernel.has_frames, &self.kernel.map) {
+            (true, Err(why)) => vec![format!(
+                "note: perf will show kernel frames as [unknown]: {why}"
+            )],
+            _ => Vec::new(),
+        })
     }
-    Ok(())
 }
 
 /// How perf will place kernel addresses (see the module documentation).
@@ -274,9 +277,9 @@ struct MappingKey {
 
 /// Streams windows into perf.data: announces what samples need, in time order, then writes the
 /// features and the header in [`Self::finish`].
-pub struct PerfWriter<'m, W: Write + Seek> {
+pub struct PerfWriter<W: Write + Seek> {
     out: W,
-    meta: &'m Meta,
+    meta: Meta,
     /// Nanoseconds between samples: what perf sums as the event count.
     period: u64,
     data_bytes: u64,
@@ -305,18 +308,10 @@ struct SampleId {
     cpu: u32,
 }
 
-/// How far the current window got in checking a stack.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum StackState {
-    Unchecked,
-    Excluded,
-    Ready,
-}
-
-impl<'m, W: Write + Seek> PerfWriter<'m, W> {
+impl<W: Write + Seek> PerfWriter<W> {
     /// Starts a perf.data file for a capture described by `meta` at the current position of
     /// `out` (which must be 0: offsets are absolute), with the kernel map `kernel` plans.
-    pub fn new(mut out: W, meta: &'m Meta, kernel: &Kernel) -> Result<Self> {
+    pub fn new(mut out: W, meta: &Meta, kernel: &Kernel) -> Result<Self> {
         let mut start = Vec::with_capacity(DATA_OFFSET as usize);
         start.extend_from_slice(&file_header(0, &[]));
         start.extend_from_slice(&attr(meta));
@@ -328,7 +323,7 @@ impl<'m, W: Write + Seek> PerfWriter<'m, W> {
         out.write_all(&start).context("cannot write perf.data")?;
         let mut writer = Self {
             out,
-            meta,
+            meta: meta.clone(),
             period: 1_000_000_000 / meta.frequency_hz.max(1),
             data_bytes: 0,
             record: Record::default(),
@@ -372,7 +367,8 @@ impl<'m, W: Write + Seek> PerfWriter<'m, W> {
 
     /// Writes the samples of `window` that `selection` keeps, announcing what they need first.
     pub fn window(&mut self, window: &Window, selection: &Selection) -> Result<()> {
-        let mut stacks = vec![StackState::Unchecked; window.stacks.len()];
+        // Stacks whose process and mappings were announced this window.
+        let mut announced = vec![false; window.stacks.len()];
         let mut mappings_done = vec![false; window.mappings.len()];
         let mut threads_done: FxHashSet<(u32, u32)> = FxHashSet::default();
         // A thread's name in this window, and the image it was seen in (its first this window).
@@ -381,42 +377,35 @@ impl<'m, W: Write + Seek> PerfWriter<'m, W> {
             .iter()
             .map(|t| (t.tid, (t.process, t.name.as_str())))
             .collect();
-        let mut time = window.start_ns;
-        for (i, &delta) in window.sample_time_deltas.iter().enumerate() {
-            time = time.saturating_add(delta);
-            // The reader checked that the columns have equal lengths and indices are in range.
-            let stack_index = window.sample_stacks[i] as usize;
-            let (tid, cpu) = (window.sample_tids[i], window.sample_cpus[i]);
-            let stack = &window.stacks[stack_index];
-            let process = &window.processes[stack.process as usize];
+        for sample in selection.samples(window) {
+            let (stack, process, tid) = (sample.stack, sample.process, sample.tid);
+            let stack_index = sample.stack_index as usize;
             let id = SampleId {
                 pid: process.pid,
                 tid,
-                time,
-                cpu,
+                time: sample.time_ns,
+                cpu: sample.cpu,
             };
-            match stacks[stack_index] {
-                StackState::Excluded => continue,
-                StackState::Ready => {}
-                StackState::Unchecked => {
-                    if !selection.includes_stack(window, stack) {
-                        stacks[stack_index] = StackState::Excluded;
-                        continue;
+            if !announced[stack_index] {
+                announced[stack_index] = true;
+                self.announce_image(window, stack.process, id)?;
+                let user = stack
+                    .locations
+                    .get(stack.kernel_frames as usize..)
+                    .unwrap_or_default();
+                for &location in user {
+                    let mapping = window
+                        .locations
+                        .get(location as usize)
+                        .map_or(0, |l| l.mapping as usize);
+                    if let Some(done) = mapping
+                        .checked_sub(1)
+                        .and_then(|m| mappings_done.get_mut(m))
+                        && !*done
+                    {
+                        *done = true;
+                        self.announce_mapping(window, mapping - 1, id)?;
                     }
-                    self.announce_image(window, stack.process, id)?;
-                    let user = &stack.locations[stack.kernel_frames as usize..];
-                    for &location in user {
-                        let mapping = window.locations[location as usize].mapping as usize;
-                        if let Some(done) = mapping
-                            .checked_sub(1)
-                            .and_then(|m| mappings_done.get_mut(m))
-                            && !*done
-                        {
-                            *done = true;
-                            self.announce_mapping(window, mapping - 1, id)?;
-                        }
-                    }
-                    stacks[stack_index] = StackState::Ready;
                 }
             }
             if threads_done.insert((tid, stack.process)) {
@@ -650,7 +639,7 @@ impl<'m, W: Write + Seek> PerfWriter<'m, W> {
 
     /// The feature sections, by ascending feature bit (the order perf reads them in).
     fn features(&self) -> Vec<(u32, Vec<u8>)> {
-        let meta = self.meta;
+        let meta = &self.meta;
         let string = |s: &str| {
             let mut b = Vec::new();
             put_header_string(&mut b, s);

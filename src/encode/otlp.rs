@@ -38,10 +38,10 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 use rustc_hash::FxHashMap;
 
+use super::frames;
 use crate::{
-    capture::{Meta, Window, format::ModuleKind},
+    capture::{Meta, Window, format::ModuleKind, samples},
     error::bad_input,
-    report::frames,
 };
 
 /// Settings that shape every request.
@@ -146,42 +146,31 @@ struct ProcessSamples {
     samples: SampleGroups,
 }
 
-/// Groups the samples of `window` by process, checking every index on the way.
+/// Groups the samples of `window` by process. A window the reader did not validate is checked
+/// here: a sample of nothing is an error, not a sample dropped from a request.
 fn group_samples(meta: &Meta, window: &Window) -> Result<Vec<ProcessSamples>> {
     let n = window.sample_stacks.len();
-    if window.sample_time_deltas.len() != n
-        || window.sample_tids.len() != n
-        || window.sample_cpus.len() != n
-    {
+    let columns_agree = [
+        window.sample_time_deltas.len(),
+        window.sample_tids.len(),
+        window.sample_cpus.len(),
+    ]
+    .iter()
+    .all(|&len| len == n);
+    if !columns_agree || samples(window).count() != n {
         return Err(bad_input(format!(
-            "window {} is corrupt: its sample columns differ in length",
+            "window {} is corrupt: samples that refer to no stack or process",
             window.index
         )));
     }
     let mut by_process: IndexMap<usize, SampleGroups> = IndexMap::new();
-    let mut time = window.start_ns;
-    for i in 0..n {
-        time = time.saturating_add(window.sample_time_deltas[i]);
-        let stack_index = window.sample_stacks[i];
-        let stack = window.stacks.get(stack_index as usize).ok_or_else(|| {
-            bad_input(format!(
-                "window {} is corrupt: a sample refers to stack {stack_index}, which does not exist",
-                window.index
-            ))
-        })?;
-        let process = stack.process as usize;
-        if process >= window.processes.len() {
-            return Err(bad_input(format!(
-                "window {} is corrupt: stack {stack_index} refers to a process that does not exist",
-                window.index
-            )));
-        }
+    for sample in samples(window) {
         by_process
-            .entry(process)
+            .entry(sample.process_index as usize)
             .or_default()
-            .entry((stack_index, window.sample_tids[i], window.sample_cpus[i]))
+            .entry((sample.stack_index, sample.tid, sample.cpu))
             .or_default()
-            .push(unix_ns(meta, time));
+            .push(unix_ns(meta, sample.time_ns));
     }
     let mut groups: Vec<ProcessSamples> = by_process
         .into_iter()

@@ -34,13 +34,14 @@ use libdd_profiling::{
 };
 use rustc_hash::FxHashMap;
 
-use super::{Output, ReportOptions, completeness_note, frames};
+use super::{Encoder, Ending, frames};
 use crate::{
     capture::{
-        CaptureReader, Meta,
+        Meta, Selection,
         format::{Location, Stack, Window},
     },
     error::{bad_input, usage},
+    output::Output,
 };
 
 /// Label keys of each sample. Datadog's native profiler (ddprof) uses these names, with ids as
@@ -114,9 +115,14 @@ impl ProfileBuilder {
         self.samples
     }
 
-    /// Adds the samples of `window` whose stack `keep` accepts; the profile's time span grows to
-    /// cover the window even if none is.
-    pub fn add_window(&mut self, window: &Window, keep: &dyn Fn(&Stack) -> bool) -> Result<()> {
+    /// Adds the samples of `window` that `selection` keeps and whose stack `keep` accepts; the
+    /// profile's time span grows to cover the window even if none is.
+    pub fn add_window(
+        &mut self,
+        window: &Window,
+        selection: &Selection,
+        keep: &dyn Fn(&Stack) -> bool,
+    ) -> Result<()> {
         self.span = Some(match self.span {
             None => (window.start_ns, window.end_ns),
             Some((start, end)) => (start.min(window.start_ns), end.max(window.end_ns)),
@@ -124,14 +130,17 @@ impl ProfileBuilder {
         let kept: Vec<bool> = window
             .stacks
             .iter()
-            .map(|stack| stack.count > 0 && keep(stack))
+            .zip(selection.kept_stacks(window))
+            .map(|(stack, selected)| selected && keep(stack))
             .collect();
         // Only the locations of kept stacks are named: a window pushed as one profile per
         // program is gone through once per program.
         let mut needed = vec![false; window.locations.len()];
         for (stack, _) in window.stacks.iter().zip(&kept).filter(|(_, k)| **k) {
             for &id in &stack.locations {
-                needed[id as usize] = true;
+                if let Some(needed) = needed.get_mut(id as usize) {
+                    *needed = true;
+                }
             }
         }
         let names = WindowNames::new(window, &needed);
@@ -155,35 +164,31 @@ impl ProfileBuilder {
             numbers.entry(n).or_insert_with(|| n.to_string());
         }
         let values = [1, self.period_ns];
-        let mut time = window.start_ns;
-        for i in 0..window.sample_stacks.len() {
-            // The reader validated the columns: equal lengths, indices in range.
-            time = time.saturating_add(window.sample_time_deltas[i]);
-            let stack_index = window.sample_stacks[i] as usize;
-            let Some(Some(locations)) = stacks.get(stack_index) else {
+        for sample in crate::capture::samples(window) {
+            let Some(Some(locations)) = stacks.get(sample.stack_index as usize) else {
                 continue;
             };
-            let stack = &window.stacks[stack_index];
-            let process = &window.processes[stack.process as usize];
-            let (tid, cpu) = (window.sample_tids[i], window.sample_cpus[i]);
             let mut sample_labels = Vec::with_capacity(5);
-            sample_labels.push(label(labels::PROCESS_ID, &pids[stack.process as usize]));
-            if !process.name.is_empty() {
-                sample_labels.push(label(labels::PROCESS_NAME, &process.name));
+            sample_labels.push(label(
+                labels::PROCESS_ID,
+                &pids[sample.process_index as usize],
+            ));
+            if !sample.process.name.is_empty() {
+                sample_labels.push(label(labels::PROCESS_NAME, &sample.process.name));
             }
-            sample_labels.push(label(labels::THREAD_ID, &numbers[&tid]));
-            if let Some(name) = threads.get(&tid).filter(|n| !n.is_empty()) {
+            sample_labels.push(label(labels::THREAD_ID, &numbers[&sample.tid]));
+            if let Some(name) = threads.get(&sample.tid).filter(|n| !n.is_empty()) {
                 sample_labels.push(label(labels::THREAD_NAME, name));
             }
-            sample_labels.push(label(labels::CPU, &numbers[&cpu]));
-            let sample = api::Sample {
+            sample_labels.push(label(labels::CPU, &numbers[&sample.cpu]));
+            let profile_sample = api::Sample {
                 locations: locations.clone(),
                 values: &values,
                 labels: sample_labels,
             };
-            let timestamp = NonZeroI64::new(self.unix_ns(time).max(1));
+            let timestamp = NonZeroI64::new(self.unix_ns(sample.time_ns).max(1));
             self.profile
-                .try_add_sample(sample, timestamp)
+                .try_add_sample(profile_sample, timestamp)
                 .with_context(|| format!("cannot add a sample of window {}", window.index))?;
             self.samples += 1;
         }
@@ -338,48 +343,43 @@ impl<'w> WindowNames<'w> {
     }
 }
 
-/// `amprof report --format pprof`: the selected windows and processes of `options.input` as
-/// one gzipped profile, read window by window.
-pub fn write(options: &ReportOptions, out: &mut Output) -> Result<()> {
-    if out.is_terminal() {
-        return Err(usage(
-            "pprof is binary: give -o FILE or redirect standard output",
-        ));
-    }
-    let mut reader = CaptureReader::open(&options.input)?;
-    let meta = reader.meta().clone();
-    let mut builder = ProfileBuilder::new(&meta)?;
-    let selection = &options.selection;
-    let mut windows = 0;
-    while let Some(window) = reader.next_window()? {
-        if !selection.includes_window(&window) {
-            continue;
+/// `report --format pprof`: the selected windows and processes as one gzipped profile.
+pub struct PprofFile<'o> {
+    builder: ProfileBuilder,
+    out: &'o mut Output,
+}
+
+impl<'o> PprofFile<'o> {
+    pub fn new(meta: &Meta, out: &'o mut Output) -> Result<Self> {
+        if out.is_terminal() {
+            return Err(usage(
+                "pprof is binary: give -o FILE or redirect standard output",
+            ));
         }
-        windows += 1;
-        builder.add_window(&window, &|stack| selection.includes_stack(&window, stack))?;
+        Ok(Self {
+            builder: ProfileBuilder::new(meta)?,
+            out,
+        })
     }
-    if let (Some(range), 0) = (&selection.windows, windows) {
-        return Err(usage(format!(
-            "the capture has no window in {}..{}",
-            range.start(),
-            range.end()
-        )));
+}
+
+impl Encoder for PprofFile<'_> {
+    fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
+        self.builder.add_window(window, selection, &|_| true)
     }
-    if !options.quiet
-        && let Some(note) = completeness_note(&reader)
-    {
-        eprintln!("amprof: {note}");
+
+    fn finish(self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
+        let encoded = self.builder.finish()?;
+        let pprof = zstd::decode_all(encoded.buffer.as_slice())
+            .context("cannot decompress the pprof profile")?;
+        let pprof = mark_symbolized(&pprof)?;
+        let mut gzip = flate2::write::GzEncoder::new(self.out, flate2::Compression::default());
+        gzip.write_all(&pprof)
+            .and_then(|()| gzip.finish())
+            .and_then(|out| out.flush())
+            .context("cannot write the pprof profile")?;
+        Ok(Vec::new())
     }
-    let encoded = builder.finish()?;
-    let pprof = zstd::decode_all(encoded.buffer.as_slice())
-        .context("cannot decompress the pprof profile")?;
-    let pprof = mark_symbolized(&pprof)?;
-    let mut gzip = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-    gzip.write_all(&pprof)
-        .and_then(|()| gzip.finish())
-        .and_then(|out| out.flush())
-        .context("cannot write the pprof profile")?;
-    Ok(())
 }
 
 /// Sets the `has_functions`, `has_filenames` and `has_line_numbers` flags of the mappings of an

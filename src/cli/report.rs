@@ -1,0 +1,106 @@
+//! `amprof report`: its flags, and the options they become.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use super::values::WindowRange;
+use crate::{
+    capture::Selection,
+    report::{self, Format, ReportOptions},
+};
+
+/// Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  amprof report                                     summary of amprof.data
+  amprof report --format flamegraph -o flame.svg    interactive SVG flamegraph
+  amprof report --format folded --pid 1234 > out.folded
+  amprof report --format perf -o perf.data          for perf report, perf script, hotspot
+  amprof report --format pprof -o cpu.pprof         for go tool pprof
+  amprof report --window 2..4 --comm python3 --json  JSON summary of windows 2 to 4
+
+Exit codes: see amprof --help.")]
+pub struct ReportArgs {
+    /// Capture file to read.
+    #[arg(short, long, value_name = "FILE", default_value = "amprof.data")]
+    pub input: PathBuf,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = FormatArg::Summary)]
+    pub format: FormatArg,
+
+    /// Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data and
+    /// profile.pb.gz for those formats; standard output for summary and folded.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Only window N, or windows A..B (inclusive), by the index the summary shows.
+    #[arg(long, value_name = "N|A..B")]
+    pub window: Option<WindowRange>,
+
+    /// Only these processes (comma-separated or repeated).
+    #[arg(short, long, value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
+    /// Only processes with these names (comma-separated or repeated).
+    #[arg(short, long, value_name = "NAME", value_delimiter = ',')]
+    pub comm: Vec<String>,
+
+    /// The summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Functions and processes listed in the summary.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+
+    /// No notes on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `--format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Capture metadata, windows, and top functions, for a terminal (or JSON with --json).
+    Summary,
+    /// An interactive SVG flamegraph (inferno).
+    Flamegraph,
+    /// Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope).
+    Folded,
+    /// perf.data, for `perf report`, `perf script`, hotspot and other perf tools.
+    Perf,
+    /// Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends.
+    Pprof,
+}
+
+impl ReportArgs {
+    /// The options `report` runs with.
+    pub fn options(self) -> ReportOptions {
+        ReportOptions {
+            input: self.input,
+            format: match self.format {
+                FormatArg::Summary => Format::Summary,
+                FormatArg::Flamegraph => Format::Flamegraph,
+                FormatArg::Folded => Format::Folded,
+                FormatArg::Perf => Format::Perf,
+                FormatArg::Pprof => Format::Pprof,
+            },
+            output: self.output,
+            selection: Selection {
+                windows: self.window.map(|w| w.0).into_iter().collect(),
+                pids: self.pid,
+                comms: self.comm,
+            },
+            json: self.json,
+            top: self.top,
+            quiet: self.quiet,
+        }
+    }
+}
+
+pub fn run(args: ReportArgs) -> Result<()> {
+    report::report(&args.options())
+}
