@@ -58,11 +58,20 @@ pub struct WindowBuilder {
 impl WindowBuilder {
     /// Window `index`, `[START_NS + index·WINDOW_NS, +WINDOW_NS)`.
     pub fn new(index: u64) -> Self {
+        Self::at(
+            index,
+            START_NS + index * WINDOW_NS,
+            START_NS + (index + 1) * WINDOW_NS,
+        )
+    }
+
+    /// Window `index` over `[start_ns, end_ns)`.
+    pub fn at(index: u64, start_ns: u64, end_ns: u64) -> Self {
         Self {
             window: Window {
                 index,
-                start_ns: START_NS + index * WINDOW_NS,
-                end_ns: START_NS + (index + 1) * WINDOW_NS,
+                start_ns,
+                end_ns,
                 ..Window::default()
             },
             samples: Vec::new(),
@@ -71,20 +80,20 @@ impl WindowBuilder {
 
     /// A process image (first seen at the window's start), with its main thread of the same name.
     pub fn process(&mut self, pid: u32, name: &str) -> u32 {
-        self.process_with(Process {
+        let index = self.process_with(Process {
             pid,
             name: name.into(),
             exe: String::new(),
             first_seen_ns: self.window.start_ns,
             maps_unavailable: false,
-        })
+        });
+        self.thread(pid, index, name);
+        index
     }
 
-    /// A process image as given, with its main thread named after it.
+    /// A process image as given (no thread).
     pub fn process_with(&mut self, process: Process) -> u32 {
-        let index = push(&mut self.window.processes, process.clone());
-        self.thread(process.pid, index, &process.name);
-        index
+        push(&mut self.window.processes, process)
     }
 
     pub fn thread(&mut self, tid: u32, process: u32, name: &str) {
@@ -186,6 +195,16 @@ impl WindowBuilder {
                     .collect(),
             },
         )
+    }
+
+    /// Sets the source lines of `location`: `(function, line)`, innermost first.
+    pub fn lines(&mut self, location: u32, lines: &[(u32, u32)]) {
+        if let Some(l) = self.window.locations.get_mut(location as usize) {
+            l.lines = lines
+                .iter()
+                .map(|&(function, line)| Line { function, line })
+                .collect();
+        }
     }
 
     /// A stack of `process`: `locations` leaf first, the first `kernel_frames` of them kernel

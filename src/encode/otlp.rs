@@ -761,9 +761,8 @@ fn profile_id(meta: &Meta, window: &Window, pid: u32, first_seen_ns: u64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::format::{
-        Function, Line, Location, Mapping, Module, Process, Stack, Thread,
-    };
+    use crate::capture::format::Process;
+    use crate::capture::testing::WindowBuilder;
 
     fn meta() -> Meta {
         Meta {
@@ -777,71 +776,29 @@ mod tests {
 
     /// A window with `processes` processes, each with one 2-frame stack hit `samples` times.
     fn window(index: u64, processes: u32, samples: u32) -> Window {
-        let mut w = Window {
-            index,
-            start_ns: 1_000 + index * 10,
-            end_ns: 1_000 + (index + 1) * 10,
-            modules: vec![Module {
-                path: "/usr/bin/app".into(),
-                build_id: vec![0xab, 0xcd],
-                kind: ModuleKind::File as i32,
-            }],
-            functions: vec![Function {
-                name: "main".into(),
-                file: "app.c".into(),
-            }],
-            ..Window::default()
-        };
+        let mut w = WindowBuilder::at(index, 1_000 + index * 10, 1_000 + (index + 1) * 10);
+        let app = w.module_with("/usr/bin/app", ModuleKind::File, &[0xab, 0xcd]);
+        let main = w.function_in("main", "app.c");
+        let mut offset = 0;
         for p in 0..processes {
-            w.processes.push(Process {
+            let process = w.process_with(Process {
                 pid: 100 + p,
                 name: format!("app{p}"),
                 exe: "/usr/bin/app".into(),
                 ..Process::default()
             });
-            w.threads.push(Thread {
-                tid: 100 + p,
-                process: p,
-                name: format!("t{p}"),
-            });
-            w.mappings.push(Mapping {
-                process: p,
-                start: 0x1000,
-                end: 0x2000,
-                file_offset: 0,
-                module: 0,
-            });
-            let l = w.locations.len() as u32;
-            w.locations.push(Location {
-                address: 0x1010 + u64::from(p),
-                mapping: p + 1,
-                kernel_module: 0,
-                lines: vec![Line {
-                    function: 0,
-                    line: 7,
-                }],
-            });
-            w.locations.push(Location {
-                address: 0x1800,
-                mapping: p + 1,
-                kernel_module: 0,
-                lines: vec![],
-            });
-            w.stacks.push(Stack {
-                process: p,
-                locations: vec![l, l + 1],
-                kernel_frames: 0,
-                count: samples.into(),
-                ..Stack::default()
-            });
+            w.thread(100 + p, process, &format!("t{p}"));
+            let mapping = w.mapping(process, app, 0x1000, 0x2000, 0);
+            let named = w.location_in(mapping, 0x1010 + u64::from(p), &[main]);
+            w.lines(named, &[(main, 7)]);
+            let unnamed = w.location_in(mapping, 0x1800, &[]);
+            let stack = w.stack(process, &[named, unnamed], 0);
             for _ in 0..samples {
-                w.sample_time_deltas.push(1);
-                w.sample_tids.push(100 + p);
-                w.sample_cpus.push(p % 2);
-                w.sample_stacks.push(p);
+                offset += 1;
+                w.sample(offset, 100 + p, p % 2, stack);
             }
         }
-        w
+        w.build()
     }
 
     fn encoder(max: usize) -> Encoder {

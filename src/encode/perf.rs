@@ -987,7 +987,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::capture::format::{Function, Line, Location, Mapping, Process, Stack, Thread};
+    use crate::capture::format::Process;
+    use crate::capture::testing::{self, WindowBuilder};
 
     const TEXT: u64 = 0xffff_ffff_8100_0000;
     const KFUNC: u64 = TEXT + 0x100;
@@ -999,136 +1000,45 @@ mod tests {
             amprof_version: "9.9.9".into(),
             hostname: "box".into(),
             kernel_release: "6.1.0-test".into(),
-            arch: "x86_64".into(),
             cpus: 4,
             frequency_hz: 100,
-            event: "cpu-clock".into(),
-            window_ns: 1_000_000_000,
             command_line: vec!["amprof".into(), "record".into(), "-d".into(), "2s".into()],
             start_ns: 1_000,
             realtime_offset_ns: 5_000,
-            ..Meta::default()
+            ..testing::meta()
         }
     }
 
     /// A window of process `pid` named `name`, first seen at `seen`: a kernel + user stack in
     /// `/usr/bin/app` (thread `pid`), a user stack through JIT code (thread `pid + 1`).
     fn window(index: u64, start_ns: u64, pid: u32, name: &str, seen: u64) -> Window {
-        Window {
-            index,
-            start_ns,
-            end_ns: start_ns + 1_000_000_000,
-            processes: vec![Process {
-                pid,
-                name: name.into(),
-                exe: "/usr/bin/app".into(),
-                first_seen_ns: seen,
-                maps_unavailable: false,
-            }],
-            threads: vec![
-                Thread {
-                    tid: pid,
-                    process: 0,
-                    name: name.into(),
-                },
-                Thread {
-                    tid: pid + 1,
-                    process: 0,
-                    name: "worker".into(),
-                },
-            ],
-            modules: vec![
-                Module {
-                    path: "/usr/bin/app".into(),
-                    build_id: APP_ID.to_vec(),
-                    kind: ModuleKind::File as i32,
-                },
-                Module {
-                    path: "[kernel.kallsyms]".into(),
-                    build_id: KERNEL_ID.to_vec(),
-                    kind: ModuleKind::Kernel as i32,
-                },
-                Module {
-                    path: "[anon]".into(),
-                    build_id: vec![],
-                    kind: ModuleKind::Anonymous as i32,
-                },
-            ],
-            mappings: vec![
-                Mapping {
-                    process: 0,
-                    start: 0x40_0000,
-                    end: 0x41_0000,
-                    file_offset: 0x1000,
-                    module: 0,
-                },
-                Mapping {
-                    process: 0,
-                    start: 0x7f00_0000,
-                    end: 0x7f01_0000,
-                    file_offset: 0,
-                    module: 2,
-                },
-            ],
-            functions: vec![
-                Function {
-                    name: "kfunc".into(),
-                    file: String::new(),
-                },
-                Function {
-                    name: "main".into(),
-                    file: String::new(),
-                },
-            ],
-            locations: vec![
-                Location {
-                    address: KFUNC + 0x10,
-                    mapping: 0,
-                    kernel_module: 2,
-                    lines: vec![Line {
-                        function: 0,
-                        line: 0,
-                    }],
-                },
-                Location {
-                    address: 0x40_0100,
-                    mapping: 1,
-                    kernel_module: 0,
-                    lines: vec![Line {
-                        function: 1,
-                        line: 7,
-                    }],
-                },
-                Location {
-                    address: 0x7f00_0010,
-                    mapping: 2,
-                    kernel_module: 0,
-                    lines: vec![],
-                },
-            ],
-            stacks: vec![
-                Stack {
-                    process: 0,
-                    locations: vec![0, 1],
-                    kernel_frames: 1,
-                    count: 2,
-                    ..Stack::default()
-                },
-                Stack {
-                    process: 0,
-                    locations: vec![2, 1],
-                    kernel_frames: 0,
-                    count: 1,
-                    ..Stack::default()
-                },
-            ],
-            sample_time_deltas: vec![10, 20, 30],
-            sample_tids: vec![pid, pid + 1, pid],
-            sample_cpus: vec![0, 1, 2],
-            sample_stacks: vec![0, 1, 0],
-            lost: 3,
-            ..Window::default()
-        }
+        let mut w = WindowBuilder::at(index, start_ns, start_ns + 1_000_000_000);
+        let process = w.process_with(Process {
+            pid,
+            name: name.into(),
+            exe: "/usr/bin/app".into(),
+            first_seen_ns: seen,
+            maps_unavailable: false,
+        });
+        w.thread(pid, process, name);
+        w.thread(pid + 1, process, "worker");
+        let app = w.module_with("/usr/bin/app", ModuleKind::File, &APP_ID);
+        let kernel = w.module_with("[kernel.kallsyms]", ModuleKind::Kernel, &KERNEL_ID);
+        let anon = w.module_with("[anon]", ModuleKind::Anonymous, &[]);
+        let text = w.mapping(process, app, 0x40_0000, 0x41_0000, 0x1000);
+        let jit = w.mapping(process, anon, 0x7f00_0000, 0x7f01_0000, 0);
+        let (kfunc, main) = (w.function("kfunc"), w.function("main"));
+        let in_kernel = w.kernel_location(kernel, KFUNC + 0x10, &[kfunc]);
+        let in_main = w.location_in(text, 0x40_0100, &[main]);
+        w.lines(in_main, &[(main, 7)]);
+        let in_jit = w.location_in(jit, 0x7f00_0010, &[]);
+        let through_kernel = w.stack(process, &[in_kernel, in_main], 1);
+        let through_jit = w.stack(process, &[in_jit, in_main], 0);
+        w.sample(10, pid, 0, through_kernel);
+        w.sample(30, pid + 1, 1, through_jit);
+        w.sample(60, pid, 2, through_kernel);
+        w.window_mut().lost = 3;
+        w.build()
     }
 
     /// A kallsyms file of its own (tests run in parallel threads).
