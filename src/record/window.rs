@@ -322,3 +322,80 @@ impl WindowAggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(time_ns: u64, pid: u32, frames: &[u64]) -> Sample<'_> {
+        Sample {
+            time_ns,
+            pid,
+            tid: pid,
+            cpu: 0,
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            frames,
+            kernel_frames: 0,
+            no_user_stack: false,
+            user_regs: [0; 3],
+            user_stack: &[],
+        }
+    }
+
+    /// A table that reads no process (none exists there): images without mappings.
+    fn aggregator(start_ns: u64, len_ns: u64) -> WindowAggregator {
+        WindowAggregator::new(start_ns, len_ns, ProcessTable::new("/nonexistent-proc"))
+    }
+
+    #[test]
+    fn windows_tile_time_and_intern_stacks() {
+        let mut a = aggregator(1_000, 100);
+        let (hot, cold) = ([0x10, 0x20], [0x30]);
+        for time in [1_000, 1_010, 1_050] {
+            a.add(&sample(time, 7, &hot));
+        }
+        a.add(&sample(1_060, 8, &cold));
+        a.add(&sample(1_150, 7, &hot)); // window 1
+        a.add(&sample(999, 7, &hot)); // before the recording: dropped
+        assert_eq!(a.samples(), 5);
+        assert_eq!(
+            a.due(1_105, 10),
+            None,
+            "window 0 ends at 1100, closes 10 later"
+        );
+        assert_eq!(a.due(1_110, 10), Some(0));
+        let first = a.close_next(2, 5);
+        assert_eq!(
+            (first.index, first.start_ns, first.end_ns),
+            (0, 1_000, 1_100)
+        );
+        assert_eq!((first.lost, first.idle), (2, 5));
+        let counts: Vec<(usize, u64)> = first
+            .stacks
+            .iter()
+            .map(|s| (s.frames.len(), s.count))
+            .collect();
+        assert_eq!(counts, [(2, 3), (1, 1)]);
+        assert_eq!(first.samples.len(), 4);
+        assert_eq!(first.images.len(), 2);
+        // A sample for a window already closed is late, counted in the next one.
+        a.add(&sample(1_020, 7, &hot));
+        a.stop(1_200);
+        let second = a.close_next(0, 0);
+        assert_eq!((second.index, second.late, second.samples.len()), (1, 1, 1));
+        assert!(a.finished());
+    }
+
+    #[test]
+    fn an_end_inside_a_window_shortens_it() {
+        let mut a = aggregator(0, 1_000);
+        a.set_end(1_500);
+        a.add(&sample(1_600, 1, &[0x1])); // after the end: dropped
+        a.stop(1_500);
+        let first = a.close_next(0, 0);
+        let second = a.close_next(0, 0);
+        assert_eq!((second.start_ns, second.end_ns), (1_000, 1_500));
+        assert!(first.samples.is_empty() && second.samples.is_empty());
+        assert!(a.finished());
+    }
+}

@@ -1,19 +1,17 @@
 //! `amprof record` against the real kernel: these tests load eBPF and need root.
 
-mod common;
-
 use std::{
     process::{Command, Stdio},
     thread,
     time::Duration,
 };
 
-use common::*;
+use crate::util::*;
 
 /// The designed profile of the hotspot fixture holds: hot_a dominates with 3/4 of the work.
 #[test]
 fn the_designed_hot_function_dominates_with_the_designed_split() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("split");
     let capture = dir.join("split.data");
     let output = amprof()
@@ -73,7 +71,7 @@ fn the_designed_hot_function_dominates_with_the_designed_split() {
 /// `-- COMMAND` profiles the command and its children, nothing else, and exits with its status.
 #[test]
 fn a_command_is_profiled_with_its_children_and_nothing_else() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("command");
     let capture = dir.join("command.data");
     // A busy process that is not part of the command.
@@ -112,7 +110,7 @@ fn a_command_is_profiled_with_its_children_and_nothing_else() {
 /// `-p` profiles exactly the given processes.
 #[test]
 fn pid_mode_sees_only_its_targets() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("pid");
     let capture = dir.join("pid.data");
     let mut target = Command::new(hotspot()).args(["4", "2"]).spawn().unwrap();
@@ -147,7 +145,7 @@ fn pid_mode_sees_only_its_targets() {
 /// Windows tile the recording: contiguous, the last one cut at the end of the duration.
 #[test]
 fn windows_cover_the_duration_with_no_gap() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("windows");
     let capture = dir.join("windows.data");
     let output = amprof()
@@ -180,7 +178,7 @@ fn windows_cover_the_duration_with_no_gap() {
 /// kill -9 in the middle of a recording leaves a capture with every window closed before it.
 #[test]
 fn a_killed_recording_leaves_a_readable_capture() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("killed");
     let capture = dir.join("killed.data");
     let mut load = Command::new(hotspot()).arg("5").spawn().unwrap();
@@ -208,7 +206,7 @@ fn a_killed_recording_leaves_a_readable_capture() {
 /// Without --duration, a ring keeps the last N windows and Ctrl-C (SIGINT) finalizes it.
 #[test]
 fn a_flight_recorder_keeps_the_last_windows_and_finalizes_on_sigint() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("ring");
     let capture = dir.join("ring.data");
     let record = amprof()
@@ -235,7 +233,7 @@ fn a_flight_recorder_keeps_the_last_windows_and_finalizes_on_sigint() {
 /// Without the privileges to load eBPF: one clear line, exit code 4.
 #[test]
 fn an_unprivileged_user_is_told_what_is_needed() {
-    require_root();
+    let _root = require_root();
     use std::os::unix::fs::PermissionsExt as _;
     // The build tree may sit in a directory only root can enter (CI clones into a 0700
     // temporary directory): give the unprivileged user a copy of the binary it can run.
@@ -267,7 +265,7 @@ fn an_unprivileged_user_is_told_what_is_needed() {
 /// Bad values: a clear one-line error and the documented exit code, before anything starts.
 #[test]
 fn bad_values_are_refused_with_documented_exit_codes() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("bad-values");
     let out = dir.join("x.data");
     let out = out.to_str().unwrap();
@@ -313,7 +311,7 @@ fn bad_values_are_refused_with_documented_exit_codes() {
 /// A capture belongs to the invoking user under sudo, and only they can read it.
 #[test]
 fn captures_are_private_and_owned_by_the_sudo_user() {
-    require_root();
+    let _root = require_root();
     use std::os::unix::fs::MetadataExt as _;
     let dir = scratch("owner");
     let capture = dir.join("owned.data");

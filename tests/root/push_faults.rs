@@ -10,8 +10,6 @@
 //! gRPC server on grpcio from the Python environment `.ci/setup` creates (as for
 //! tests/otlp_receiver.py). Every run checks that the capture is left byte for byte as it was.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader, Read, Write as _},
@@ -26,8 +24,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::util::{amprof, assert_ok, hotspot, require_root, scratch};
 use amprof::capture::CaptureReader;
-use common::{amprof, assert_ok, hotspot, require_root, scratch};
 use opentelemetry_proto::tonic::{
     collector::profiles::v1development::{
         ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
@@ -75,7 +73,7 @@ struct Capture {
 fn capture() -> &'static Capture {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let dir = scratch("push-faults-capture");
         // The second program: the same code under another name.
         let second = dir.join("hotspot2");
@@ -1118,7 +1116,7 @@ fn passwords_in_urls_are_never_shown() {
         (401, "text/plain", echo(&echoed))
     });
     let port = server.url().rsplit(':').next().unwrap().to_string();
-    let refusing = common::free_port();
+    let refusing = crate::util::free_port();
     let url = |port: &str| format!("http://{USER}:{PASSWORD}@127.0.0.1:{port}");
     let (answering, unreachable) = (url(&port), url(&refusing.to_string()));
     let intake = format!("{answering}/api/v2/profile");
@@ -1260,7 +1258,7 @@ fn redirects_are_not_followed() {
 #[test]
 fn dry_run_files_and_directories_belong_to_the_sudo_user() {
     use std::os::unix::fs::MetadataExt as _;
-    require_root();
+    let _root = require_root();
     let dir = scratch("push-faults-dry-run-owner");
     for to in [To::Datadog, To::OtlpHttp] {
         let out = dir.join(format!("{to:?}/requests"));

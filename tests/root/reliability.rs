@@ -4,8 +4,6 @@
 //! Long versions run from `benches/reliability.sh` (set AMPROF_LONG=1): 60 s under load at
 //! 999 Hz, 10 minutes of flight recording, hundreds of kills.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -13,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::util::*;
 
 fn long() -> bool {
     std::env::var_os("AMPROF_LONG").is_some()
@@ -59,7 +57,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// the kill.
 #[test]
 fn kill_9_at_any_moment_leaves_a_readable_capture() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("kill-9");
     let _load = Load::start(if long() { 900 } else { 60 });
     let kills = if long() { 200 } else { 12 };
@@ -110,7 +108,7 @@ fn kill_9_at_any_moment_leaves_a_readable_capture() {
 /// readable.
 #[test]
 fn a_full_disk_ends_recording_with_a_readable_capture() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("full-disk");
     let mount = dir.join("tiny");
     std::fs::create_dir_all(&mount).unwrap();
@@ -151,7 +149,8 @@ fn a_full_disk_ends_recording_with_a_readable_capture() {
 /// keeps up, counts what it loses, bounds its memory, and writes a complete capture.
 #[test]
 fn heavy_load_is_recorded_completely_in_bounded_memory() {
-    require_root();
+    // 300 spinning threads: no other test should share the machine with this one.
+    let _alone = require_root_alone();
     let dir = scratch("heavy-load");
     let seconds = if long() { 60 } else { 10 };
     let recursion = compile_c("recursion", &["-O0", "-fno-omit-frame-pointer", "-pthread"]);
@@ -223,7 +222,7 @@ fn heavy_load_is_recorded_completely_in_bounded_memory() {
 /// and RSS stops growing once the ring is full.
 #[test]
 fn a_flight_recorder_stays_flat() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("flat-ring");
     let seconds = if long() { 600 } else { 24 };
     let _load = Load::start(seconds + 10);
@@ -272,7 +271,7 @@ fn a_flight_recorder_stays_flat() {
 /// `-p` of a process that exits mid-recording: a clean finish, exit code 0.
 #[test]
 fn a_vanishing_pid_target_ends_recording_cleanly() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("vanishing-pid");
     let capture = dir.join("gone.data");
     let mut target = Command::new(hotspot()).arg("1.5").spawn().unwrap();
@@ -299,7 +298,7 @@ fn a_vanishing_pid_target_ends_recording_cleanly() {
 /// A command killed by a signal: amprof finalizes and exits 128 + the signal, as a shell would.
 #[test]
 fn a_killed_command_gives_its_signal_exit_code() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("killed-command");
     let capture = dir.join("killed.data");
     let output = amprof()
@@ -319,7 +318,7 @@ fn a_killed_command_gives_its_signal_exit_code() {
 /// the file is created 0600.
 #[test]
 fn output_files_do_not_follow_symlinks() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("symlinks");
     let victim = dir.join("victim");
     std::fs::write(&victim, "precious").unwrap();

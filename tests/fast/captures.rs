@@ -2,13 +2,12 @@
 //! formats. Every capture here is built by the test (with the capture format's own types and
 //! writer), so that these tests need no root and run in the fast tier.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Output,
 };
 
+use crate::util::{assert_ok, run, scratch};
 use amprof::capture::{
     CaptureWriter,
     format::{
@@ -16,7 +15,6 @@ use amprof::capture::{
         TargetKind, Thread, Window,
     },
 };
-use common::{assert_ok, run, scratch};
 
 /// Start of the first window (monotonic ns) in every capture built here.
 const START_NS: u64 = 1_000_000_000;
@@ -324,7 +322,7 @@ fn report_outputs_are_private() {
         ("perf", "perf.data"),
     ] {
         let path = dir.join(name);
-        let output = common::amprof()
+        let output = crate::util::amprof()
             .args(["report", "-q", "--format", format, "-i"])
             .arg(&capture)
             .arg("-o")
@@ -410,7 +408,7 @@ const ADDRESS_SPACE_LIMIT: u64 = 4 << 30;
 fn run_measured(args: &[&str]) -> Measured {
     use std::{io::Read as _, os::unix::process::CommandExt as _, process::Stdio};
     let started = std::time::Instant::now();
-    let mut command = common::amprof();
+    let mut command = crate::util::amprof();
     command
         .args(args)
         .stdout(Stdio::piped())

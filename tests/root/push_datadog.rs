@@ -4,9 +4,6 @@
 //! the per-program services of a system-wide capture, `--check`, unix sockets, retries, errors,
 //! resending failed windows, `--dry-run`, and the API key never showing.
 
-mod common;
-mod pprof;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -16,8 +13,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::pprof_reader as pprof;
+use crate::util::*;
 use base64::Engine as _;
-use common::*;
 
 /// Every Datadog setting amprof reads from the environment: cleared for each run, so that the
 /// machine's own settings do not leak into the tests.
@@ -74,7 +72,7 @@ fn statuses(summary: &serde_json::Value) -> BTreeMap<u64, String> {
 fn hotspot_capture() -> &'static Path {
     static CAPTURE: OnceLock<PathBuf> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let capture = scratch("push-datadog-capture").join("hotspot.data");
         let output = amprof()
             .args(["record", "-q", "-F", "199", "--window", "1s", "-o"])
@@ -93,7 +91,7 @@ fn hotspot_capture() -> &'static Path {
 fn system_capture() -> &'static Path {
     static CAPTURE: OnceLock<PathBuf> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let capture = scratch("push-datadog-system").join("system.data");
         let mut load = Command::new(hotspot()).arg("4").spawn().unwrap();
         let output = amprof()
@@ -1182,7 +1180,7 @@ fn bad_settings_fail_before_anything_is_sent() {
 
 #[test]
 fn windows_without_samples_are_reported_empty_and_not_sent() {
-    require_root();
+    let _root = require_root();
     let capture = scratch("push-datadog-empty").join("sleep.data");
     let output = amprof()
         .args(["record", "-q", "--window", "1s", "-o"])

@@ -1,10 +1,10 @@
-//! Helpers shared by the integration tests: the amprof binary, fixture programs, root checks.
-#![allow(dead_code)]
+//! Helpers of both test tiers: the amprof binary, fixture programs, scratch directories, and
+//! (root tier) the root check and the order of tests that need the machine alone.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::OnceLock,
+    sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 /// The amprof binary under test.
@@ -19,7 +19,30 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Fails the test unless running as root: these tests load eBPF programs. CI runs them as root;
 /// a test that skipped silently would prove nothing.
-pub fn require_root() {
+///
+/// The guard it returns lets the test run beside other ordinary tests of the binary; a test
+/// that loads the machine (or records it whole and judges what it sees) takes
+/// [`require_root_alone`] instead.
+#[must_use = "hold the guard for the whole test"]
+pub fn require_root() -> RwLockReadGuard<'static, ()> {
+    assert_root();
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// As [`require_root`], for a test that must have the machine to itself: one that loads every
+/// CPU, or records the whole system and judges what it sees. It waits for the ordinary tests
+/// running and keeps others from starting.
+#[must_use = "hold the guard for the whole test"]
+pub fn require_root_alone() -> RwLockWriteGuard<'static, ()> {
+    assert_root();
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tests of the root tier share one binary (and its threads): this orders the ones that need
+/// the machine to themselves against the others.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+fn assert_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,

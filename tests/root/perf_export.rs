@@ -1,8 +1,6 @@
 //! `amprof report --format perf`, read by the real Linux perf (Debian's `linux-perf`, installed by
 //! `.ci/setup`): what perf counts, resolves and shows must be what amprof recorded.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -10,15 +8,15 @@ use std::{
     sync::OnceLock,
 };
 
+use crate::util::*;
 use amprof::capture::CaptureReader;
-use common::*;
 
 /// A capture with user and kernel work: the hotspot fixture (2 threads) next to `dd` copying
 /// /dev/zero (its time goes to the kernel), in 1 s windows.
 fn capture() -> &'static Path {
     static CAPTURE: OnceLock<PathBuf> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let capture = scratch("perf-export").join("mixed.data");
         let script = format!(
             "{} 2 2 & timeout 2 dd if=/dev/zero of=/dev/null bs=1M; wait",
@@ -318,7 +316,7 @@ fn standard_output_is_refused_because_perf_data_needs_seeking() {
 /// perf shows their frames as unknown instead of failing, or naming the wrong functions.
 #[test]
 fn binaries_gone_or_replaced_since_recording_show_as_unknown() {
-    require_root();
+    let _root = require_root();
     for (case, replace) in [("deleted", false), ("replaced", true)] {
         let dir = scratch(&format!("perf-{case}"));
         let binary = dir.join("doomed");
@@ -373,7 +371,7 @@ fn compile_c_to(name: &str, flags: &[&str], out: &Path) {
 /// name and binary, and the new program's under the new ones.
 #[test]
 fn an_exec_shows_as_a_new_program_under_the_same_pid() {
-    require_root();
+    let _root = require_root();
     let capture = scratch("perf-exec").join("exec.data");
     let script = format!(
         "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec {} 1",

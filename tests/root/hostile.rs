@@ -9,8 +9,6 @@
 //! system-wide recording sees every hostile process alive, and a failure must point at its own
 //! scenario. These tests load eBPF and need root.
 
-mod common;
-
 use std::{
     collections::HashSet,
     ffi::{OsStr, OsString},
@@ -22,12 +20,12 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, mpsc},
+    sync::mpsc,
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::util::*;
 
 /// uid and gid of `nobody` / `nogroup`.
 const NOBODY: u32 = 65534;
@@ -56,12 +54,6 @@ const RSS: RssBound = RssBound {
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// One hostile test at a time (see the module comment).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A directory under /tmp for one test's hostile files, owned by `nobody` and readable by all;
 /// removed (FIFOs, sockets, big files and all) when dropped.
@@ -620,8 +612,7 @@ fn mkfifo(path: &Path) {
 /// dynamic loader reads program headers only), neither crash amprof nor stop it.
 #[test]
 fn unwind_table_section_headers_past_the_end_of_the_file() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("bad-headers");
     let hostile = build_hostile(&dir);
     let original = build_spinlib(&dir, "libspin.so");
@@ -656,8 +647,7 @@ fn unwind_table_section_headers_past_the_end_of_the_file() {
 /// process runs code in anonymous memory, so amprof looks its addresses up in the perf map.
 #[test]
 fn a_perf_map_that_is_a_fifo() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fifo-perf-map");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["jit".as_ref(), "fifo".as_ref()]);
@@ -670,8 +660,7 @@ fn a_perf_map_that_is_a_fifo() {
 /// DWARF.
 #[test]
 fn a_dwarf_package_that_is_a_fifo() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fifo-dwp");
     let hostile = build_hostile(&dir);
     let lib = build_spinlib(&dir, "libspin.so");
@@ -712,8 +701,7 @@ fn link_debug_file(lib: &Path) -> PathBuf {
 /// debug file was made, linked, then replaced by a FIFO).
 #[test]
 fn a_debug_link_to_a_fifo_beside_the_library() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fifo-debuglink");
     let hostile = build_hostile(&dir);
     let lib = build_spinlib(&dir, "libspin.so");
@@ -737,8 +725,7 @@ fn a_debug_link_to_a_fifo_beside_the_library() {
 /// A `.gnu_debuglink` holding an absolute path to a FIFO in another directory.
 #[test]
 fn an_absolute_debug_link_to_a_fifo_elsewhere() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fifo-debuglink-abs");
     let elsewhere = Scratch::new("fifo-debuglink-abs-elsewhere");
     let hostile = build_hostile(&dir);
@@ -768,8 +755,7 @@ fn an_absolute_debug_link_to_a_fifo_elsewhere() {
 /// A `.gnu_debugaltlink` (dwz's supplementary debug file) holding an absolute path to a FIFO.
 #[test]
 fn a_debug_altlink_to_a_fifo() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fifo-altlink");
     let elsewhere = Scratch::new("fifo-altlink-elsewhere");
     let hostile = build_hostile(&dir);
@@ -801,8 +787,7 @@ fn a_debug_altlink_to_a_fifo() {
 /// `/tmp/perf-PID.map` is a directory for one process and a listening unix socket for another.
 #[test]
 fn perf_maps_that_are_a_directory_or_a_socket() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-dir-socket");
     let hostile = build_hostile(&dir);
     let processes: Vec<Hostile> = ["dir", "socket"]
@@ -818,8 +803,7 @@ fn perf_maps_that_are_a_directory_or_a_socket() {
 /// `/tmp/perf-PID.map` is a symlink to `/dev/zero`: an endless file of valid (NUL) bytes.
 #[test]
 fn a_perf_map_symlinked_to_dev_zero() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-dev-zero");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(
@@ -839,8 +823,7 @@ fn a_perf_map_symlinked_to_dev_zero() {
 /// symlink in sticky /tmp, and this passes whatever amprof does.)
 #[test]
 fn a_perf_map_symlinked_to_a_root_only_file() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-secret");
     let secret_dir = Scratch::new("perf-map-secret-root-only");
     chown(&secret_dir.0, Some(0), Some(0)).unwrap();
@@ -914,8 +897,7 @@ fn assert_not_disclosed(recording: &Recording, needle: &[u8]) {
 /// the other. Their own symbols still name their frames.
 #[test]
 fn dwarf_packages_that_are_devices() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("dwp-devices");
     let hostile = build_hostile(&dir);
     let mut libs = Vec::new();
@@ -957,8 +939,7 @@ fn assert_names_shown(recording: &Recording, pids: &[u32], names: &[&str]) {
 /// A library whose `.gnu_debuglink` names a unix socket (the debug file, replaced by one).
 #[test]
 fn a_debug_link_to_a_socket() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("debuglink-socket");
     let hostile = build_hostile(&dir);
     let lib = build_spinlib(&dir, "libspin.so");
@@ -988,8 +969,7 @@ fn a_debug_link_to_a_socket() {
 /// machine, whose own share varies too much for a tighter bound).
 #[test]
 fn a_sparse_gigabyte_perf_map() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-sparse");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["jit".as_ref(), "sparse".as_ref()]);
@@ -1009,8 +989,7 @@ fn a_sparse_gigabyte_perf_map() {
 /// functions of the other lines are still named.
 #[test]
 fn an_invalid_utf8_byte_in_one_perf_map_line() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-utf8");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["jit".as_ref(), "utf8".as_ref()]);
@@ -1024,8 +1003,7 @@ fn an_invalid_utf8_byte_in_one_perf_map_line() {
 /// accepts it: only root could have written it.)
 #[test]
 fn a_perf_map_owned_by_another_user() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-owner");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["jit".as_ref(), "none".as_ref()]);
@@ -1045,8 +1023,7 @@ fn a_perf_map_owned_by_another_user() {
 /// blocks until the lease is given up or `fs.lease-break-time` (45 s by default) passes.
 #[test]
 fn a_perf_map_under_a_write_lease() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("perf-map-lease");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["jit".as_ref(), "lease".as_ref()]);
@@ -1098,8 +1075,7 @@ fn terminal_controls(text: &[u8]) -> Vec<String> {
 /// well-formed XML.
 #[test]
 fn names_with_every_byte_value_print_harmlessly() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("names");
     let hostile = build_hostile(&dir);
     // Without DWARF, whose names are the C ones: the symbol table's names are the renamed ones.
@@ -1237,8 +1213,7 @@ fn names_with_every_byte_value_print_harmlessly() {
 /// number) owned by "stapsdt": the capture records no build-id for it.
 #[test]
 fn a_type_3_note_not_owned_by_gnu_is_no_build_id() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("fake-build-id");
     let source = fixture("stapsdt_note.c");
     let binary = cc(
@@ -1301,8 +1276,7 @@ fn wide_library_source(functions: usize) -> String {
 /// die of it.
 #[test]
 fn a_library_truncated_and_rewritten_while_read() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("rewrite");
     let hostile = build_hostile(&dir);
     let source = dir.join("wide.c");
@@ -1336,8 +1310,7 @@ fn a_library_truncated_and_rewritten_while_read() {
 /// 65,530 by default), spinning.
 #[test]
 fn sixty_thousand_tiny_executable_mappings() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("maps");
     let hostile = build_hostile(&dir);
     let lib = build_spinlib(&dir, "libspin.so");
@@ -1362,8 +1335,7 @@ fn sixty_thousand_tiny_executable_mappings() {
 /// milliseconds), renaming itself all the while: processes exit while amprof reads them.
 #[test]
 fn forking_execing_renaming_churn() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("churn");
     let hostile = build_hostile(&dir);
     let process = Hostile::spawn(&dir, &hostile, &["churn".as_ref()]);
@@ -1416,8 +1388,7 @@ fn interrupted_recording(name: &str, second: Option<Duration>) -> (Finished, f64
 /// signal, with a finalized capture.
 #[test]
 fn ctrl_c_under_hostile_load_finalizes_promptly() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("ctrl-c");
     let _load = ctrl_c_load(&dir);
     let (finished, seconds, capture) = interrupted_recording("ctrl-c", None);
@@ -1441,8 +1412,7 @@ fn ctrl_c_under_hostile_load_finalizes_promptly() {
 /// second), and the capture is still readable.
 #[test]
 fn a_second_ctrl_c_exits_at_once() {
-    require_root();
-    let _serial = serial();
+    let _alone = require_root_alone();
     let dir = Scratch::new("ctrl-c-twice");
     let _load = ctrl_c_load(&dir);
     let (finished, seconds, capture) =

@@ -2,22 +2,20 @@
 //! `report` names it, with its labels, times, mappings and build-ids, and Google's own pprof
 //! (`go tool pprof`) reads it.
 
-mod common;
-mod pprof;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
 };
 
-use common::*;
+use crate::pprof_reader as pprof;
+use crate::util::*;
 
 /// One capture of the hotspot fixture (2 threads, 2 s, 1 s windows at 499 Hz), made once.
 fn capture() -> &'static Path {
     static CAPTURE: OnceLock<PathBuf> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let capture = scratch("pprof-export").join("hotspot.data");
         let output = amprof()
             .args(["record", "-q", "-F", "499", "--window", "1s", "-o"])
@@ -309,7 +307,7 @@ fn bad_selections_and_outputs_fail_cleanly() {
 
 #[test]
 fn inlined_frames_are_locations_of_their_own_at_one_address() {
-    require_root();
+    let _root = require_root();
     let inlined = compile_c("inlined", &["-O2"]);
     let dir = scratch("pprof-inline");
     let capture = dir.join("inline.data");

@@ -6,8 +6,6 @@
 //! The receiver runs on the Python environment `.ci/setup` creates (`AMPROF_TEST_PYTHON`
 //! overrides it).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
@@ -17,8 +15,8 @@ use std::{
     sync::OnceLock,
 };
 
+use crate::util::{amprof, assert_ok, hotspot, require_root, scratch};
 use amprof::capture::CaptureReader;
-use common::{amprof, assert_ok, hotspot, require_root, scratch};
 use serde_json::Value;
 
 /// The Python that runs the receiver.
@@ -122,7 +120,7 @@ struct Fixture {
 fn capture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let dir = scratch("push-otlp-capture");
         let path = dir.join("capture.data");
         // Two busy processes: every window holds at least two profiles.

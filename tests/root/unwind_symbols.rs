@@ -2,8 +2,6 @@
 //! separate debug files, debuginfod, inlined functions, other mount namespaces, short-lived
 //! processes and JIT perf maps. These tests record with eBPF and need root.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::util::*;
 
 /// Records `command` (`-- command...`) with extra record `flags`, into `scratch(name)`.
 fn record(name: &str, flags: &[&str], command: &[&str], env: &[(&str, &str)]) -> PathBuf {
@@ -99,7 +97,7 @@ const C_CHAIN: [&str; 4] = ["main", "level_one", "level_two", "level_three"];
 
 #[test]
 fn dwarf_unwinding_recovers_c_stacks_without_frame_pointers() {
-    require_root();
+    let _root = require_root();
     let dwarf = record(
         "dwarf-c",
         &["-g", "dwarf"],
@@ -138,7 +136,7 @@ fn dwarf_unwinding_recovers_c_stacks_without_frame_pointers() {
 
 #[test]
 fn dwarf_unwinding_recovers_rust_stacks_without_frame_pointers() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("rust-chain-build");
     let binary = dir.join("rust-chain");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chain.rs");
@@ -182,7 +180,7 @@ fn dwarf_unwinding_recovers_rust_stacks_without_frame_pointers() {
 /// /proc/PID: symbols and DWARF unwinding both work.
 #[test]
 fn a_process_in_another_mount_namespace_is_symbolized() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("mount-ns");
     let mount_point = dir.join("private");
     std::fs::create_dir_all(&mount_point).unwrap();
@@ -222,7 +220,7 @@ fn a_process_in_another_mount_namespace_is_symbolized() {
 /// mappings are read as soon as a process's first sample arrives.
 #[test]
 fn a_burst_of_short_lived_processes_is_symbolized() {
-    require_root();
+    let _root = require_root();
     let short = compile_c("short", &["-O0", "-fno-omit-frame-pointer"]);
     let script = format!("for i in $(seq 150); do {} 15; done", short.display());
     let capture = scratch("short-lived").join("capture.data");
@@ -263,7 +261,7 @@ fn a_burst_of_short_lived_processes_is_symbolized() {
 /// A JIT's /tmp/perf-PID.map names its anonymous code.
 #[test]
 fn a_perf_map_names_jit_frames() {
-    require_root();
+    let _root = require_root();
     let jit = compile_c("jit", &["-O1"]);
     let capture = record("perf-map", &[], &[jit.to_str().unwrap(), "2"], &[]);
     for pid in pids(&summary(&capture, &[])) {
@@ -281,7 +279,7 @@ fn a_perf_map_names_jit_frames() {
 /// `--inline` shows inlined functions as frames, under the function they were inlined into.
 #[test]
 fn inline_shows_inlined_functions() {
-    require_root();
+    let _root = require_root();
     let inlined = compile_c("inlined", &["-O2"]);
     let with = record(
         "inline-on",
@@ -336,7 +334,7 @@ fn split_debug_info(dir: &Path, name: &str, binary: &Path, link: bool) -> PathBu
 /// keep module and offset.
 #[test]
 fn separate_debug_files_are_found_through_gnu_debuglink() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("debuglink-files");
     let linked = split_debug_info(&dir, "chain-linked", c_chain(), true);
     let capture = record(
@@ -375,7 +373,7 @@ fn separate_debug_files_are_found_through_gnu_debuglink() {
 /// files: with DEBUGINFOD_URLS set, a stripped binary's frames get their names.
 #[test]
 fn debuginfod_supplies_debug_info_for_stripped_binaries() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("debuginfod-files");
     let served = dir.join("served");
     std::fs::create_dir_all(&served).unwrap();
@@ -469,7 +467,7 @@ fn wait_for_debuginfo(url: &str, build_id: &str) {
 /// A real JIT runtime: node with --perf-basic-prof names its JIT-compiled JavaScript frames.
 #[test]
 fn node_jit_frames_are_named() {
-    require_root();
+    let _root = require_root();
     let script = "function hotLoop(n){let s=0;for(let i=0;i<n;i++){s+=i*i%7}return s}\n\
                   const t=Date.now();let x=0;while(Date.now()-t<2000){x+=hotLoop(100000)}";
     let capture = record(

@@ -1,19 +1,17 @@
 //! `amprof report`: formats, selection, and refusing bad captures.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     sync::OnceLock,
 };
 
-use common::*;
+use crate::util::*;
 
 /// One capture of the hotspot fixture (2 s, two windows), recorded once for these tests.
 fn capture() -> &'static Path {
     static CAPTURE: OnceLock<PathBuf> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        require_root();
+        let _root = require_root();
         let dir = scratch("report");
         let capture = dir.join("hotspot.data");
         let output = amprof()

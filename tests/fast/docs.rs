@@ -1,11 +1,12 @@
-//! The man pages in man/ and the completions in completions/ are generated from the clap
-//! definition; this test fails when they are out of date. To regenerate them:
+//! Docs that cannot drift: the man pages in man/ and the completions in completions/ are
+//! generated from the clap definition, and the README's table of exit codes from
+//! `amprof::error::Exit`; these tests fail when they are out of date. To regenerate them:
 //!
-//!     AMPROF_UPDATE_DOCS=1 cargo test --test cli_docs
+//!     AMPROF_UPDATE=1 cargo test --test fast docs::
 
 use std::path::Path;
 
-use amprof::cli::Cli;
+use amprof::{cli::Cli, error::exit_codes_markdown};
 use clap_complete::Shell;
 
 /// Every generated file, with its expected contents.
@@ -47,7 +48,7 @@ fn generated() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn man_pages_and_completions_are_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let update = std::env::var_os("AMPROF_UPDATE_DOCS").is_some();
+    let update = updating();
     let mut stale = Vec::new();
     for (file, contents) in generated() {
         let path = root.join(&file);
@@ -62,6 +63,32 @@ fn man_pages_and_completions_are_up_to_date() {
     }
     assert!(
         stale.is_empty(),
-        "out of date: {stale:?}; run AMPROF_UPDATE_DOCS=1 cargo test --test cli_docs and commit"
+        "out of date: {stale:?}; run AMPROF_UPDATE=1 cargo test --test fast docs:: and commit"
     );
+}
+
+fn updating() -> bool {
+    std::env::var_os("AMPROF_UPDATE").is_some()
+}
+
+/// The README's "Exit codes" section holds the table `Exit` makes.
+#[test]
+fn the_readme_lists_the_exit_codes_amprof_has() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let heading = "## Exit codes\n\n";
+    let start = readme.find(heading).expect("a section ## Exit codes") + heading.len();
+    let end = readme[start..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + i + 1);
+    let table = exit_codes_markdown();
+    if readme[start..end].trim_end() == table.trim_end() {
+        return;
+    }
+    assert!(
+        updating(),
+        "README.md's exit codes differ from amprof::error::Exit; run AMPROF_UPDATE=1 cargo test --test fast docs:: and commit"
+    );
+    let updated = format!("{}{table}\n{}", &readme[..start], &readme[end..]);
+    std::fs::write(&path, updated).unwrap();
 }
