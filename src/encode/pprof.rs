@@ -1,5 +1,5 @@
 //! pprof (Google's `profile.proto`): `amprof report --format pprof`, and the profiles that
-//! `amprof push --to datadog` uploads. Both come out of one builder, [`ProfileBuilder`], which
+//! `amprof push datadog` uploads. Both come out of one builder, [`ProfileBuilder`], which
 //! hands the work to Datadog's own `libdd-profiling` (the library behind its native profiler), so
 //! that what we upload is built the way Datadog's profilers build it.
 //!

@@ -287,7 +287,7 @@ impl Datadog {
                 format!("{what}: the API key was refused (check DD_API_KEY and DD_SITE)")
             }
             404 if !agentless => format!(
-                "{what}: it takes no profiles at {AGENT_PROFILES_PATH} (`amprof push --to datadog --check` tells why)"
+                "{what}: it takes no profiles at {AGENT_PROFILES_PATH} (`amprof push datadog --check` tells why)"
             ),
             413 => format!("{what}: the profile is too large (try a shorter --period)"),
             300..=399 => format!("{what}: redirects are not followed"),

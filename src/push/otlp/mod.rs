@@ -1,4 +1,4 @@
-//! `amprof push --to otlp`: OpenTelemetry profiles over OTLP/HTTP (protobuf) or OTLP/gRPC.
+//! `amprof push otlp`: OpenTelemetry profiles over OTLP/HTTP (protobuf) or OTLP/gRPC.
 //!
 //! The profiles signal is still `v1development`, and its field numbers changed between proto
 //! releases: amprof speaks exactly opentelemetry-proto **v1.10.0** (as vendored by the
