@@ -41,6 +41,8 @@ use crate::capture::format::ModuleKind;
 
 /// Longest a binary may take to open and index before it is given up as unusable.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deepest user stack DWARF unwinding follows (frame pointers stop at the kernel's 127).
+pub const MAX_DWARF_FRAMES: usize = 512;
 /// Binaries kept indexed; beyond, the cache starts again (live ones are re-read on demand).
 const MAX_BINARIES: usize = 4096;
 
@@ -448,7 +450,7 @@ pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
     worker::contained(|| {
         while let Ok(Some(frame)) = iter.next() {
             frames.push(frame.address());
-            if frames.len() >= crate::record::window::MAX_DWARF_FRAMES {
+            if frames.len() >= MAX_DWARF_FRAMES {
                 break;
             }
         }

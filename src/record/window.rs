@@ -20,11 +20,8 @@ use crate::capture::format::Problems;
 use super::{
     procs::{ImageId, ProcessImage, ProcessTable},
     sampler::Sample,
-    unwind::{DwarfUnwinder, Unwound},
+    unwind::{DwarfUnwinder, MAX_DWARF_FRAMES, Unwound},
 };
-
-/// Deepest user stack DWARF unwinding follows (frame pointers stop at the kernel's 127).
-pub const MAX_DWARF_FRAMES: usize = 512;
 
 const NO_USER_STACK: u64 = 1 << 48;
 const TRUNCATED: u64 = 1 << 49;
