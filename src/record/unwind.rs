@@ -256,13 +256,7 @@ impl DwarfUnwinder {
         let Some(process) = self.processes.get(&image.id) else {
             return Unwound::Truncated;
         };
-        let mut read_stack = |address: u64| -> Result<u64, ()> {
-            let offset = address.checked_sub(sp).ok_or(())? as usize;
-            let bytes = stack
-                .get(offset..offset.checked_add(8).ok_or(())?)
-                .ok_or(())?;
-            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
-        };
+        let mut read_stack = |address: u64| read_stack(stack, sp, address);
         let mut iter = process.unwinder.iter_frames(
             ip,
             UnwindRegsX86_64::new(ip, sp, bp),
@@ -414,6 +408,16 @@ impl DwarfUnwinder {
 /// A binary still being loaded.
 struct Loading;
 
+/// The word at `address` of a copied user stack whose first byte was at `sp`: what framehop
+/// reads; an address outside the copy is an error (the unwind stops there).
+fn read_stack(stack: &[u8], sp: u64, address: u64) -> Result<u64, ()> {
+    let offset = usize::try_from(address.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+    let bytes = stack
+        .get(offset..offset.checked_add(8).ok_or(())?)
+        .ok_or(())?;
+    Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+}
+
 /// Indexes `data` as a binary mapped at 0x10000 and unwinds one stack through it, for fuzzing
 /// and tests: whatever the bytes, this returns the frames found, never panics or runs away.
 pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
@@ -431,13 +435,7 @@ pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
         ));
     }
     let sp = 0x7fff_0000u64;
-    let mut read_stack = |address: u64| -> Result<u64, ()> {
-        let offset = address.checked_sub(sp).ok_or(())? as usize;
-        let bytes = stack
-            .get(offset..offset.checked_add(8).ok_or(())?)
-            .ok_or(())?;
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
-    };
+    let mut read_stack = |address: u64| read_stack(stack, sp, address);
     let mut cache = CacheX86_64::new();
     let mut iter = unwinder.iter_frames(
         ip,
