@@ -487,3 +487,59 @@ fn node_jit_frames_are_named() {
         let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     }
 }
+
+/// A debuginfod server that answers with the wrong file (a real ELF file of another build-id,
+/// then 8 MiB of zeros): neither is used nor cached, and the binary's frames keep module and
+/// offset. (A server is as untrusted as a sampled process: amprof checks the build-id.)
+#[test]
+fn debuginfod_answers_of_another_build_id_are_neither_used_nor_cached() {
+    let _root = require_root();
+    let dir = scratch("debuginfod-wrong");
+    let stripped = split_debug_info(&dir, "chain-wrong", c_chain(), false);
+    let build_id = build_id_of(&stripped);
+    for (answer, name) in [
+        (std::fs::read("/bin/true").unwrap(), "another ELF"),
+        (vec![0u8; 8 << 20], "zeros"),
+    ] {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", server.server_addr());
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let serving = {
+            let asked = std::sync::Arc::clone(&asked);
+            thread::spawn(move || {
+                while let Ok(Some(request)) = server.recv_timeout(Duration::from_secs(4)) {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = request.respond(tiny_http::Response::from_data(answer.clone()));
+                }
+            })
+        };
+        let cache = dir.join(format!("cache-{}", name.replace(' ', "-")));
+        let capture = record(
+            &format!("debuginfod-wrong-{}", name.replace(' ', "-")),
+            &["-g", "dwarf"],
+            &[stripped.to_str().unwrap(), "2"],
+            &[
+                ("DEBUGINFOD_URLS", url.as_str()),
+                ("DEBUGINFOD_CACHE_PATH", cache.to_str().unwrap()),
+            ],
+        );
+        serving.join().unwrap();
+        assert!(
+            asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "{name}: the server was asked"
+        );
+        let stacks = user_stacks(&capture, "chain-wrong");
+        let named = share_with_frame(&stacks, |f| f == "level_three");
+        assert_eq!(named, 0.0, "{name}: a wrong debug file named frames");
+        assert!(
+            !cache.join(&build_id).join("debuginfo").exists(),
+            "{name}: a wrong debug file was cached"
+        );
+        let summary = summary(&capture, &[]);
+        assert!(
+            summary["totals"]["problems"]["files_refused"].as_u64() > Some(0),
+            "{name}: the refusal is counted: {}",
+            summary["totals"]["problems"]
+        );
+    }
+}
