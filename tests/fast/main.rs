@@ -9,7 +9,7 @@
 //! what amprof produces now: review the diff before committing it.
 
 #[allow(dead_code, reason = "the helpers of both tiers: this one uses a few")]
-#[path = "../util.rs"]
+#[path = "../support/util.rs"]
 mod util;
 
 mod captures;

@@ -2,18 +2,18 @@
 //! the real receivers of pushes (the Datadog test agent, an OTLP receiver on the official
 //! protos), installed by `.ci/setup`. One binary, so that the suite links once; the tests run
 //! in parallel, but for those that need the machine to themselves
-//! ([`util::require_root_alone`]). Without root every test here fails, saying so.
+//! ([`util::require_root_alone`], in `tests/support/util.rs`). Without root every test here fails, saying so.
 //!
 //!     cargo test --test root                       # as root
 //!     cargo test --test root -- unwind_symbols::   # one module
 
-#[path = "../pprof_reader.rs"]
+#[path = "../support/pprof_reader.rs"]
 mod pprof_reader;
 #[allow(
     dead_code,
     reason = "the helpers of both tiers: not every one is used here"
 )]
-#[path = "../util.rs"]
+#[path = "../support/util.rs"]
 mod util;
 
 mod hostile;
