@@ -40,9 +40,32 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -s g -l call-graph
 dwarf\t'DWARF call frame information: the kernel copies the top of the user stack with each sample and amprof unwinds it with the binaries\' .eh_frame. Complete stacks through glibc and stripped distribution binaries, for more bytes per sample'"
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l stack-size -d 'Bytes of user stack copied with each sample in dwarf mode (512 to 65536)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l buffer-size -d 'Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with CPUs and frequency' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l push-to -d 'Also send each window to Datadog or an OTLP endpoint as it closes, while recording goes on, with the settings of `amprof push` (the same flags and environment variables). The capture is written all the same: it is what `amprof push --windows` resends from (with --keep it stays small); it cannot be skipped' -r -f -a "datadog\t''
+otlp\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l push-queue -d 'With --push-to: windows waiting to be sent, at most; when the backend is slower or down, the oldest waiting window is dropped (and counted) to make room' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l timeout -d 'Longest wait for one request. Default: 10s; for otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10. Default: 3' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l service -d 'One service for every profile. Default: DD_SERVICE; without either, each program gets a service of its own, named after its executable (kernel threads: `kernel`)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l env -d 'The `env` tag. Default: DD_ENV' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l version -d 'The `version` tag. Default: DD_VERSION' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l tag -d 'A tag for every profile (repeatable; comma-separated lists too), added to those of DD_TAGS' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l period -d 'Merge consecutive windows into profiles this long (e.g. 60s). Default: one profile per window' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l endpoint -d 'OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC, a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is), $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l protocol -d 'OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, or http/protobuf' -r -f -a "http/protobuf\t''
+grpc\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l compression -d 'Request compression. Else $OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION, $OTEL_EXPORTER_OTLP_COMPRESSION, or gzip over HTTP and none over gRPC' -r -f -a "gzip\t''
+none\t''"
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l header -d 'An extra request header, e.g. for a token (repeatable). Added to $OTEL_EXPORTER_OTLP_HEADERS and $OTEL_EXPORTER_OTLP_PROFILES_HEADERS (name=value,...), which keep secrets out of process listings. Header values are never printed' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l ca-cert -d 'PEM file of the certificate authorities to trust for TLS (besides the system\'s). Else $OTEL_EXPORTER_OTLP_PROFILES_CERTIFICATE or $OTEL_EXPORTER_OTLP_CERTIFICATE' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l max-request-size -d 'Largest request (encoded, before compression), e.g. 4MiB: windows are batched up to it, and a window larger on its own is split by process. gRPC servers refuse more than 4 MiB by default' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s q -l quiet -d 'No progress bar: only the final summary line'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l json -d 'Print the final summary as JSON on standard output'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l inline -d 'Show inlined functions as frames of their own, with source lines (needs debug info)'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'
@@ -70,7 +93,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subc
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -s o -l output -d 'Directory for --dry-run' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l timeout -d 'Longest wait for one request. Default: 10s; for otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10. Default: 3' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l agent-url -d 'The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path. Default: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and DD_TRACE_AGENT_PORT (8126), else the socket /var/run/datadog/apm.socket if it exists, else http://localhost:8126' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l site -d 'Datadog site for agentless uploads, e.g. datadoghq.eu. Default: DD_SITE, else datadoghq.com' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from datadog" -l intake-url -d 'Intake URL for agentless uploads (e.g. through a proxy). Default: https://intake.profile.SITE/api/v2/profile' -r
@@ -91,7 +114,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subc
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -s o -l output -d 'Directory for --dry-run' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l timeout -d 'Longest wait for one request. Default: 10s; for otlp, $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set' -r
-complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10' -r
+complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l retries -d 'Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10. Default: 3' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l endpoint -d 'OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC, a URL or host:port. Else $OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (a full URL, used as is), $OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 (grpc: http://localhost:4317)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from otlp" -l protocol -d 'OTLP transport. Else $OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, or http/protobuf' -r -f -a "http/protobuf\t''
 grpc\t''"

@@ -16,7 +16,8 @@ Faults (`--fault`, repeatable) are used up one per attempt, in order:
   HTTP  `503`, `429:2` (Retry-After: 2), `400`, `hang:3` (answer 200 after 3 s)
   gRPC  `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `RESOURCE_EXHAUSTED:2` (RetryInfo of 2 s), ...
 `--partial N:MESSAGE` answers every accepted request with a partial success.
-`--tls CERT KEY` serves TLS. `--quick` only decodes requests (no resolving, no checks), for
+`--tls CERT KEY` serves TLS. `--port N` listens on N (a restarted receiver takes its old port
+back). `--quick` only decodes requests (no resolving, no checks), for
 timing amprof rather than this script.
 """
 
@@ -172,7 +173,8 @@ class Receiver:
         self.out = out
         self.faults = list(faults)
         self.partial = partial
-        self.accepted = 0
+        # A receiver restarted into the same directory numbers on from the requests there.
+        self.accepted = len([f for f in os.listdir(out) if f.startswith("request-")])
 
     def next_fault(self):
         with LOCK:
@@ -259,7 +261,7 @@ def serve_http(receiver, tls):
             response = receiver.accept(request, headers, wire)
             self.reply(200, response.SerializeToString())
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", receiver.port), Handler)
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
@@ -291,9 +293,9 @@ def serve_grpc(receiver, tls):
     if tls:
         with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
             credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-        port = server.add_secure_port("127.0.0.1:0", credentials)
+        port = server.add_secure_port(f"127.0.0.1:{receiver.port}", credentials)
     else:
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(f"127.0.0.1:{receiver.port}")
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
@@ -309,6 +311,8 @@ def main():
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--decode", metavar="FILE")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--port", type=int, default=0,
+                        help="the port to listen on (default: a free one)")
     args = parser.parse_args()
     if args.decode:
         with open(args.decode, "rb") as f:
@@ -319,6 +323,7 @@ def main():
         return
     os.makedirs(args.out, exist_ok=True)
     receiver = Receiver(args.out, args.fault, args.partial, args.quick)
+    receiver.port = args.port
     (serve_grpc if args.protocol == "grpc" else serve_http)(receiver, args.tls)
 
 

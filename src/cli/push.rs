@@ -104,15 +104,8 @@ pub struct PushCommon {
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 
-    /// Longest wait for one request. Default: 10s; for otlp,
-    /// $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-
-    /// Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10.
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub retries: u32,
+    #[command(flatten)]
+    pub send: SendArgs,
 
     /// Print the summary as JSON on standard output.
     #[arg(long)]
@@ -124,7 +117,7 @@ pub struct PushCommon {
 }
 
 /// Flags of `push datadog` (but `--check`, a command of its own).
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Datadog")]
 pub struct DatadogArgs {
     /// The Datadog Agent: http://HOST:PORT, https://HOST:PORT, unix:///PATH or a socket path.
@@ -173,7 +166,7 @@ pub struct DatadogArgs {
 }
 
 /// Flags of `push otlp`. Each falls back to the standard OpenTelemetry variables.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "OTLP (opentelemetry-proto v1.10.0, profiles v1development)")]
 pub struct OtlpArgs {
     /// OTLP endpoint: a base URL (http/protobuf appends /v1development/profiles) or, for gRPC,
@@ -215,6 +208,47 @@ pub struct OtlpArgs {
     pub max_request_size: usize,
 }
 
+/// How requests are sent: shared by `push` and `record --push-to`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct SendArgs {
+    /// Longest wait for one request. Default: 10s; for otlp,
+    /// $OTEL_EXPORTER_OTLP_PROFILES_TIMEOUT or $OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds) if set.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Retries of a request after a retryable failure (connection refused, 429, 5xx), 0 to 10.
+    /// Default: 3.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
+}
+
+impl SendArgs {
+    /// The flag given, if any (for `record`, where these need `--push-to`).
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--timeout", self.timeout.is_some()),
+            ("--retries", self.retries.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(3)
+    }
+
+    /// The request timeout for `to` (`datadog` or `otlp`): the flag, else (OTLP) the standard
+    /// setting, else 10 s.
+    pub fn timeout(&self, to: &str) -> Result<Duration> {
+        match self.timeout {
+            Some(timeout) => Ok(timeout),
+            None if to == "otlp" => otlp::timeout_setting(),
+            None => Ok(Duration::from_secs(10)),
+        }
+    }
+}
+
 impl From<DatadogArgs> for DatadogConfig {
     fn from(args: DatadogArgs) -> Self {
         Self {
@@ -246,7 +280,7 @@ impl From<OtlpArgs> for OtlpConfig {
 }
 
 impl PushCommon {
-    /// The options of the push, with `timeout` when the flag does not give one.
+    /// The options of the push, with the request `timeout` resolved.
     fn options(self, timeout: Duration) -> Result<PushOptions> {
         if self.output.is_some() && !self.dry_run {
             return Err(usage(
@@ -261,8 +295,8 @@ impl PushCommon {
                 comms: self.comm,
             },
             dry_run: if self.dry_run { self.output } else { None },
-            timeout: self.timeout.unwrap_or(timeout),
-            retries: self.retries,
+            timeout,
+            retries: self.send.retries(),
             json: self.json,
             quiet: self.quiet,
         })
@@ -274,7 +308,8 @@ pub fn run(args: PushArgs) -> Result<()> {
     let (options, mut destination) = match args.destination {
         PushTo::Datadog(push) => {
             let config = DatadogConfig::from(push.datadog);
-            let options = push.common.options(Duration::from_secs(10))?;
+            let timeout = push.common.send.timeout("datadog")?;
+            let options = push.common.options(timeout)?;
             if push.check {
                 let report = datadog::check(&config, options.timeout)?;
                 if options.json {
@@ -288,11 +323,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             (options, datadog::destination(&config)?)
         }
         PushTo::Otlp(push) => {
-            // The flag, else the standard OTLP setting, else 10 s.
-            let timeout = match push.common.timeout {
-                Some(timeout) => timeout,
-                None => otlp::timeout_setting()?,
-            };
+            let timeout = push.common.send.timeout("otlp")?;
             let options = push.common.options(timeout)?;
             (options, otlp::destination(&OtlpConfig::from(push.otlp))?)
         }
@@ -327,3 +358,45 @@ fn summary_line(options: &PushOptions, summary: &PushSummary) -> String {
         summary.seconds
     )
 }
+
+impl DatadogArgs {
+    /// The first flag given, if any (for `record`, where these need `--push-to datadog`).
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--agent-url", self.agent_url.is_some()),
+            ("--agentless", self.agentless),
+            ("--site", self.site.is_some()),
+            ("--intake-url", self.intake_url.is_some()),
+            ("--service", self.service.is_some()),
+            ("--env", self.env.is_some()),
+            ("--version", self.service_version.is_some()),
+            ("--tag", !self.tags.is_empty()),
+            ("--period", self.period.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
+impl OtlpArgs {
+    /// The first flag given, if any (for `record`, where these need `--push-to otlp`).
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--endpoint", self.endpoint.is_some()),
+            ("--protocol", self.protocol.is_some()),
+            ("--insecure", self.insecure),
+            ("--compression", self.compression.is_some()),
+            ("--header", !self.headers.is_empty()),
+            ("--ca-cert", self.ca_cert.is_some()),
+            (
+                "--max-request-size",
+                self.max_request_size != DEFAULT_MAX_REQUEST_SIZE,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
+/// `--max-request-size` without the flag: 4 MiB, what gRPC servers take by default.
+const DEFAULT_MAX_REQUEST_SIZE: usize = 4 << 20;

@@ -5,10 +5,20 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use super::values::{parse_duration, parse_ring_bytes};
+use serde::Serialize;
+
+use super::{
+    push::{DatadogArgs, OtlpArgs, SendArgs},
+    values::{parse_duration, parse_ring_bytes},
+};
 use crate::{
-    error::Exit,
-    record::{self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary},
+    error::{Exit, coded, usage},
+    push::{
+        datadog::{self, DatadogConfig},
+        otlp::{self, OtlpConfig},
+        stream::{self, Stream, StreamReport, StreamSettings},
+    },
+    record::{self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary, WindowSink},
 };
 
 /// Sample on-CPU stacks of the whole system, some processes, or a command.
@@ -82,6 +92,27 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
     pub buffer_size: Option<u32>,
 
+    /// Also send each window to Datadog or an OTLP endpoint as it closes, while recording goes
+    /// on, with the settings of `amprof push` (the same flags and environment variables). The
+    /// capture is written all the same: it is what `amprof push --windows` resends from (with
+    /// --keep it stays small); it cannot be skipped.
+    #[arg(long, value_name = "TO", value_parser = ["datadog", "otlp"])]
+    pub push_to: Option<String>,
+
+    /// With --push-to: windows waiting to be sent, at most; when the backend is slower or
+    /// down, the oldest waiting window is dropped (and counted) to make room.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub push_queue: Option<u64>,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    #[command(flatten)]
+    pub datadog: DatadogArgs,
+
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+
     /// Command to start and profile, with its children, until it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -99,7 +130,67 @@ pub enum CallGraphArg {
     Dwarf,
 }
 
+/// A streaming push, started: the recording's end, the sender's end, the destination's name.
+struct Streaming {
+    sink: Box<dyn WindowSink>,
+    stream: Stream,
+    to: String,
+}
+
+/// Windows waiting to be pushed by default: a minute at the default window length.
+const DEFAULT_PUSH_QUEUE: u64 = 6;
+
 impl RecordArgs {
+    /// The streaming push `--push-to` asks for, started: the sink for the recording and the
+    /// stream to finish. Flags of a destination need `--push-to` that destination.
+    fn stream(&mut self) -> Result<Option<Streaming>> {
+        let (datadog_flag, otlp_flag) = (self.datadog.given(), self.otlp.given());
+        let Some(to) = self.push_to.clone() else {
+            if let Some(flag) = self
+                .send
+                .given()
+                .or(datadog_flag)
+                .or(otlp_flag)
+                .or(self.push_queue.map(|_| "--push-queue"))
+            {
+                return Err(usage(format!("{flag} applies to --push-to only")));
+            }
+            return Ok(None);
+        };
+        match (to.as_str(), datadog_flag, otlp_flag) {
+            ("datadog", _, Some(flag)) => {
+                return Err(usage(format!("{flag} applies to --push-to otlp only")));
+            }
+            ("otlp", Some(flag), _) => {
+                return Err(usage(format!("{flag} applies to --push-to datadog only")));
+            }
+            _ => {}
+        }
+        let timeout = self.send.timeout(&to)?;
+        crate::push::check_timeout(timeout)?;
+        let settings = StreamSettings {
+            timeout,
+            retries: self.send.retries(),
+            queue: self.push_queue.unwrap_or(DEFAULT_PUSH_QUEUE) as usize,
+        };
+        let make: stream::MakeDestination = if to == "datadog" {
+            let config = DatadogConfig::from(std::mem::take(&mut self.datadog));
+            // Bad settings are a usage error now, not a warning once recording runs.
+            datadog::destination(&config)?;
+            Box::new(move || datadog::destination(&config))
+        } else {
+            let config = OtlpConfig::from(std::mem::take(&mut self.otlp));
+            otlp::destination(&config)?;
+            Box::new(move || otlp::destination(&config))
+        };
+        let (sink, stream) = stream::start(make, settings);
+        Ok(Some(Streaming {
+            sink: Box::new(sink),
+            stream,
+            to,
+        }))
+    }
+
     /// The options `record` runs with.
     pub fn options(self) -> RecordOptions {
         RecordOptions {
@@ -123,11 +214,30 @@ impl RecordArgs {
     }
 }
 
-/// Records, prints the summary line (and `--json`), and returns the exit code: the command's in
-/// command mode.
-pub fn run(args: RecordArgs) -> Result<u8> {
+/// What `record --json` prints.
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    #[serde(flatten)]
+    record: &'a RecordSummary,
+    /// With --push-to: what streaming did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<&'a StreamReport>,
+}
+
+/// Records (streaming each window with --push-to), prints the summary line (and `--json`), and
+/// returns the exit code: the command's in command mode; 5 when a window did not reach the
+/// backend (unless the command failed: its code wins).
+pub fn run(mut args: RecordArgs) -> Result<u8> {
+    let streaming = args.stream()?;
     let options = args.options();
-    let summary = record::record(&options)?;
+    let (sink, stream, to) = match streaming {
+        Some(Streaming { sink, stream, to }) => (Some(sink), Some(stream), to),
+        None => (None, None, String::new()),
+    };
+    let summary = record::record(&options, sink)?;
+    let interrupted = summary.stopped_by == "signal";
+    // After a signal the recording has used some of its 2 s: the push gets what is left.
+    let report = stream.map(|s| s.finish(interrupted, std::time::Duration::from_millis(700)));
     eprintln!("amprof: {}", summary_line(&summary));
     let problems = summary.problems.phrases();
     if !problems.is_empty() && !options.quiet {
@@ -136,11 +246,62 @@ pub fn run(args: RecordArgs) -> Result<u8> {
             problems.join(", ")
         );
     }
+    if let Some(report) = &report {
+        if let Some(warning) = &report.warning {
+            eprintln!("amprof: warning: {warning}");
+        }
+        if !options.quiet || report.resend().is_some() {
+            eprintln!("amprof: {}", push_line(report, &to));
+        }
+    }
     if options.json {
-        crate::text::write_json(&mut std::io::stdout().lock(), &summary)?;
+        let json = JsonSummary {
+            record: &summary,
+            push: report.as_ref(),
+        };
+        crate::text::write_json(&mut std::io::stdout().lock(), &json)?;
         println!();
     }
-    Ok(summary.command_exit_code.unwrap_or(Exit::Success.code()))
+    let code = summary.command_exit_code.unwrap_or(Exit::Success.code());
+    if let (Some(report), 0) = (&report, code)
+        && let Some(windows) = report.resend()
+    {
+        let first = report
+            .failed
+            .first()
+            .map_or("dropped from a full queue".to_string(), |(_, why)| {
+                why.clone()
+            });
+        return Err(coded(
+            Exit::PushFailed,
+            format!(
+                "windows {windows} did not reach {} ({first}); resend them with `amprof push {to} -i {} --windows {windows}`",
+                report.destination,
+                options.output.display()
+            ),
+        ));
+    }
+    Ok(code)
+}
+
+/// `pushed 3 windows to ... (0 retried, 0 dropped, 0 failed; window end to acknowledgement: median 50 ms, max 80 ms)`.
+fn push_line(report: &StreamReport, to: &str) -> String {
+    let sent = report.sent.len() as u64;
+    let latency = report.latency().map_or(String::new(), |(median, max)| {
+        format!("; window end to acknowledgement: median {median:.0} ms, max {max:.0} ms")
+    });
+    let destination = if report.destination.is_empty() {
+        to
+    } else {
+        &report.destination
+    };
+    format!(
+        "pushed {sent} {} to {destination} ({} retried, {} dropped, {} failed{latency})",
+        plural(sent, "window", "windows"),
+        report.retried,
+        report.dropped.len(),
+        report.failed.len(),
+    )
 }
 
 /// `recorded 10.0 s on 2 CPUs at 99 Hz: 1980 samples (0 lost) in 1 window -> amprof.data (12 KiB)`.

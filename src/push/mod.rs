@@ -18,6 +18,7 @@
 pub mod datadog;
 pub mod http;
 pub mod otlp;
+pub mod stream;
 
 use std::{
     collections::BTreeSet,
@@ -85,8 +86,19 @@ pub trait Destination {
     fn encode(&mut self, meta: &Meta, window: &Window) -> Result<Vec<Request>>;
     /// The requests still batched once every window has been given.
     fn flush(&mut self, meta: &Meta) -> Result<Vec<Request>>;
+    /// While streaming: the requests of the windows given so far that should go now. By
+    /// default all of them (batching only waits for more windows); a destination that merges
+    /// a period of windows into one profile keeps the period in progress.
+    fn ready(&mut self, meta: &Meta) -> Result<Vec<Request>> {
+        self.flush(meta)
+    }
     /// Sends `request` once, waiting at most `timeout`.
     fn send(&mut self, request: &Request, timeout: Duration) -> Attempt;
+    /// Why the destination will not take profiles, if it can tell before any is sent (a
+    /// Datadog Agent says so at `/info`); streaming warns of it at the start.
+    fn refuses(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Settings shared by every destination.
@@ -206,7 +218,14 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
                 write_dry_run(dir, request_number, &request)?;
                 outcome_of(&request, "written", 0, 0.0, None, None)
             } else {
-                send_with_retries(destination, &request, options, &interrupted)
+                let retries = options.retries;
+                send_with_retries(
+                    destination,
+                    &request,
+                    options.timeout,
+                    &|attempts| attempts <= retries,
+                    &interrupted,
+                )
             };
             if outcome.status != "not-attempted" {
                 begun.extend(&request.windows);
@@ -366,10 +385,13 @@ fn backoff(n: u32, after: Option<Duration>) -> Duration {
     }
 }
 
+/// Sends `request` until it goes, fails for good, or `keep_trying(attempts)` says to stop after
+/// a retryable failure (or `interrupted` is set), with backoff between attempts.
 fn send_with_retries(
     destination: &mut dyn Destination,
     request: &Request,
-    options: &PushOptions,
+    timeout: Duration,
+    keep_trying: &dyn Fn(u32) -> bool,
     interrupted: &AtomicBool,
 ) -> WindowOutcome {
     let started = Instant::now();
@@ -377,7 +399,7 @@ fn send_with_retries(
     loop {
         attempts += 1;
         let elapsed = || started.elapsed().as_secs_f64();
-        match destination.send(request, options.timeout) {
+        match destination.send(request, timeout) {
             Attempt::Sent { note } => {
                 return outcome_of(request, "sent", attempts, elapsed(), None, note);
             }
@@ -385,7 +407,7 @@ fn send_with_retries(
                 return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
             }
             Attempt::Retry { reason, after } => {
-                if attempts > options.retries || interrupted.load(Ordering::Relaxed) {
+                if !keep_trying(attempts) || interrupted.load(Ordering::Relaxed) {
                     let plural = if attempts == 1 { "" } else { "s" };
                     let reason = format!("{reason} (after {attempts} attempt{plural})");
                     return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);

@@ -52,7 +52,7 @@ use serde::Serialize;
 use crate::{
     capture::{
         CaptureWriter,
-        format::{End, Meta, Problems, Target, TargetKind},
+        format::{End, Meta, Problems, Target, TargetKind, Window},
     },
     error::usage,
 };
@@ -108,6 +108,13 @@ impl CallGraph {
 /// (python3 deepest among them) at half the bandwidth.
 pub const DEFAULT_STACK_SIZE: u32 = 16 * 1024;
 
+/// Where each window goes besides the capture, as soon as it is written (`record --push-to`).
+/// It must not block: the writer thread calls it between windows.
+pub trait WindowSink: Send {
+    /// `window` of the capture described by `meta`, just written.
+    fn window(&mut self, meta: &Meta, window: &Window);
+}
+
 /// What a recording did, for the final line and `--json`.
 #[derive(Debug, Serialize)]
 pub struct RecordSummary {
@@ -126,6 +133,9 @@ pub struct RecordSummary {
     pub command_exit_code: Option<u8>,
     /// What the profiled system's files made amprof refuse or cut short, over all windows.
     pub problems: Problems,
+    /// amprof's own CPU time (user + system) and peak resident memory, so far.
+    pub cpu_seconds: f64,
+    pub peak_rss_kib: u64,
 }
 
 /// What the writer thread reports when it is done.
@@ -204,8 +214,9 @@ pub fn validate(options: &RecordOptions) -> Result<()> {
     Ok(())
 }
 
-/// Records, and returns the summary (in command mode, with the command's exit code).
-pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
+/// Records, and returns the summary (in command mode, with the command's exit code). Each
+/// window written is also handed to `sink`, if any.
+pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Result<RecordSummary> {
     validate(options)?;
     sampler::check_privileges()?;
     target::check_pids(&options.pids)?;
@@ -307,7 +318,10 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         let written = Arc::clone(&written);
         thread::Builder::new()
             .name("amprof-writer".into())
-            .spawn(move || write_windows(writer, from_sampler, &written, inline))
+            .spawn({
+                let meta = meta.clone();
+                move || write_windows(writer, from_sampler, &written, inline, &meta, sink)
+            })
             .context("cannot start the writer thread")?
     };
 
@@ -461,7 +475,37 @@ pub fn record(options: &RecordOptions) -> Result<RecordSummary> {
         stopped_by: reason.into(),
         command_exit_code: command_status.map(target::exit_code),
         problems,
+        cpu_seconds: own_cpu_seconds(),
+        peak_rss_kib: own_peak_rss_kib(),
     })
+}
+
+/// This process's CPU time, user and system, in seconds.
+fn own_cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage buffer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// This process's peak resident memory (`VmHWM`: of its own address space, unlike
+/// `ru_maxrss`, which also counts what it had before its exec).
+fn own_peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Sends the queued messages the writer can take now. When the queue is long (the writer is
@@ -555,6 +599,8 @@ fn write_windows(
     from_sampler: mpsc::Receiver<WriterMessage>,
     progress: &WriterProgress,
     inline: bool,
+    meta: &Meta,
+    mut sink: Option<Box<dyn WindowSink>>,
 ) -> Result<Written> {
     let mut symbolizer = WindowSymbolizer::new(inline);
     let mut windows = 0u64;
@@ -578,6 +624,9 @@ fn write_windows(
                 }
                 windows += 1;
                 progress.windows.fetch_add(1, Ordering::Relaxed);
+                if let Some(sink) = sink.as_mut() {
+                    sink.window(meta, &window);
+                }
             }
             WriterMessage::End(mut end) => {
                 end.windows_closed = windows;

@@ -22,6 +22,7 @@ mod pprof_export;
 mod push_datadog;
 mod push_faults;
 mod push_otlp;
+mod push_stream;
 mod record;
 mod reliability;
 mod report;

@@ -1222,3 +1222,74 @@ fn windows_without_samples_are_reported_empty_and_not_sent() {
     let uploads: Vec<Upload> = server.received().iter().map(|r| upload(&r.1)).collect();
     assert!(uploads.iter().all(|u| !empty.contains(&u.windows()[0])));
 }
+
+/// `record --push-to datadog`, to the test agent given by its intake URL (the form of Datadog's
+/// docs): one upload per window, in order, as Datadog's profilers upload them.
+#[test]
+fn record_push_to_datadog_uploads_each_window_as_it_closes() {
+    let _root = require_root();
+    let dir = scratch("stream-datadog");
+    let agent = TestAgent::start(&dir, &[], false);
+    let mut load = Command::new(hotspot()).arg("8").spawn().unwrap();
+    let capture = dir.join("capture.data");
+    let output = amprof()
+        .args(["record", "-q", "--json", "-F", "99", "-p"])
+        .arg(load.id().to_string())
+        .args(["-d", "3s", "--window", "1s", "-o"])
+        .arg(&capture)
+        .args(["--push-to", "datadog", "--service", "hot", "--agent-url"])
+        .arg(format!("{}/profiling/v1/input", agent.url()))
+        .env_remove("DD_API_KEY")
+        .output()
+        .unwrap();
+    let _ = load.kill();
+    let _ = load.wait();
+    assert_ok(&output);
+    let summary = json_summary(&output);
+    let sent: Vec<u64> = summary["push"]["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .collect();
+    assert_eq!(sent, [0, 1, 2], "{summary}");
+    // Every request is an upload at the intake path, never `.../input/profiling/v1/input`.
+    let uploads: Vec<Upload> = agent.requests().iter().map(upload).collect();
+    // One upload per window (the order of arrival is checked with the OTLP receiver, whose
+    // log keeps it).
+    let mut windows: Vec<Vec<u64>> = uploads.iter().map(Upload::windows).collect();
+    windows.sort();
+    assert_eq!(windows, [vec![0], vec![1], vec![2]]);
+    assert!(uploads.iter().all(|u| u.tag("service") == Some("hot")));
+}
+
+/// A "Datadog Agent" that does not take profiles: one clear warning at the start, the recording
+/// goes on (and is finalized), and amprof exits 5 naming the windows to resend.
+#[test]
+fn record_push_to_an_agent_that_refuses_warns_once_and_records_on() {
+    let _root = require_root();
+    let dir = scratch("stream-datadog-refusing");
+    let server = FaultServer::start(|_, _| status(404, "not an agent"));
+    let capture = dir.join("capture.data");
+    let output = amprof()
+        .args(["record", "-q", "-d", "2s", "--window", "1s", "-o"])
+        .arg(&capture)
+        .args([
+            "--push-to",
+            "datadog",
+            "--retries",
+            "0",
+            "--agent-url",
+            &server.url(),
+        ])
+        .env_remove("DD_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(stderr.contains("has no /info"), "{stderr}");
+    assert!(stderr.contains("--windows 0,1"), "{stderr}");
+    assert_eq!(summary(&capture, &[])["capture"]["state"], "finalized");
+    assert!(!server.received().is_empty());
+}

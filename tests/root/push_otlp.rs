@@ -38,16 +38,22 @@ fn receiver_script() -> PathBuf {
 }
 
 /// A running receiver; stopped when dropped.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
 impl Receiver {
     /// Starts a receiver speaking `protocol` (`http` or `grpc`) with `extra` arguments (faults).
-    fn start(dir: &Path, protocol: &str, extra: &[&str]) -> Self {
-        let dir = dir.join(format!("receiver-{protocol}"));
+    pub(crate) fn start(dir: &Path, protocol: &str, extra: &[&str]) -> Self {
+        Self::start_in(&dir.join(format!("receiver-{protocol}")), protocol, extra)
+    }
+
+    /// As [`Self::start`], writing into `dir` itself (a receiver restarted on its old port
+    /// with `--port` keeps adding to the same files).
+    pub(crate) fn start_in(dir: &Path, protocol: &str, extra: &[&str]) -> Self {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let stderr = std::fs::File::create(dir.join("stderr.txt")).unwrap();
         let mut child = Command::new(python())
@@ -73,12 +79,12 @@ impl Receiver {
         Self { child, port, dir }
     }
 
-    fn endpoint(&self, scheme: &str) -> String {
+    pub(crate) fn endpoint(&self, scheme: &str) -> String {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The accepted requests, resolved, in order.
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -95,7 +101,7 @@ impl Receiver {
     }
 
     /// Every attempt, accepted or not, in order.
-    fn attempts(&self) -> Vec<Value> {
+    pub(crate) fn attempts(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.join("attempts.jsonl"))
             .unwrap_or_default()
             .lines()

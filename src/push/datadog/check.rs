@@ -43,6 +43,11 @@ impl CheckReport {
 pub fn check(config: &DatadogConfig, timeout: Duration) -> Result<CheckReport> {
     crate::push::check_timeout(timeout)?;
     let settings = Settings::resolve(config, &|name| std::env::var(name).ok())?;
+    check_settings(&settings, timeout)
+}
+
+/// [`check`], for settings already resolved.
+pub fn check_settings(settings: &Settings, timeout: Duration) -> Result<CheckReport> {
     let Target::Agent { base, .. } = &settings.target else {
         return Err(usage(
             "--check asks a Datadog Agent, but amprof is set to upload agentless (DD_API_KEY is set and no Agent is configured); give --agent-url to check an Agent",

@@ -300,6 +300,16 @@ impl Datadog {
 }
 
 impl Destination for Datadog {
+    fn refuses(&mut self) -> Option<String> {
+        // Only an Agent says whether it takes profiles; the intake answers the first upload.
+        if !matches!(self.settings.target, settings::Target::Agent { .. }) {
+            return None;
+        }
+        check::check_settings(&self.settings, std::time::Duration::from_secs(5))
+            .err()
+            .map(|e| format!("{e:#}"))
+    }
+
     fn describe(&self) -> String {
         self.settings.target.describe()
     }
@@ -330,6 +340,14 @@ impl Destination for Datadog {
 
     fn flush(&mut self, meta: &Meta) -> Result<Vec<Request>> {
         self.requests(meta)
+    }
+
+    fn ready(&mut self, meta: &Meta) -> Result<Vec<Request>> {
+        // With --period, `encode` sends each period once it is complete; without, each window.
+        match self.settings.period {
+            Some(_) => Ok(Vec::new()),
+            None => self.requests(meta),
+        }
     }
 
     fn send(&mut self, request: &Request, timeout: Duration) -> Attempt {

@@ -251,9 +251,30 @@ fn agent_target(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Res
         }
         socket_uri(Path::new(path)).map_err(|e| usage(format!("{source}: {e}")))?
     } else {
-        parse_http_url(&shown).map_err(|e| usage(format!("{source}: {e}")))?
+        let url = parse_http_url(&shown).map_err(|e| usage(format!("{source}: {e}")))?;
+        agent_root(&url).map_err(|e| usage(format!("{source}: {e}")))?
     };
     Ok(Target::Agent { base, shown })
+}
+
+/// The Agent's root URL from `url`, given as the root (`http://host:8126`) or as its profile
+/// intake (`http://host:8126/profiling/v1/input`, the form of Datadog's docs). Any other path
+/// is refused: amprof never builds a path the user did not mean.
+fn agent_root(url: &Uri) -> Result<Uri> {
+    let path = url.path().trim_end_matches('/');
+    let root = match path.strip_suffix(AGENT_PROFILES_PATH) {
+        _ if path.is_empty() => return Ok(url.clone()),
+        Some("") => "/",
+        _ => {
+            return Err(anyhow!(
+                "`{}` has the path `{path}`: give the Agent's address (http://HOST:8126) or its profile intake (http://HOST:8126{AGENT_PROFILES_PATH})",
+                without_credentials(&url.to_string())
+            ));
+        }
+    };
+    let mut parts = url.clone().into_parts();
+    parts.path_and_query = Some(root.parse().context("cannot build the Agent's URL")?);
+    Uri::from_parts(parts).context("cannot build the Agent's URL")
 }
 
 /// The URI libdd-common's connector takes for a unix socket: `unix://HEX/`, the socket's path
@@ -430,6 +451,39 @@ mod tests {
             ..DatadogConfig::default()
         };
         assert!(resolve(&bad, &[]).is_err());
+    }
+
+    #[test]
+    fn agent_urls_are_taken_with_or_without_the_intake_path() {
+        for (given, upload) in [
+            ("http://a:8126", "http://a:8126/profiling/v1/input"),
+            ("http://a:8126/", "http://a:8126/profiling/v1/input"),
+            (
+                "http://a:8126/profiling/v1/input",
+                "http://a:8126/profiling/v1/input",
+            ),
+            (
+                "http://a:8126/profiling/v1/input/",
+                "http://a:8126/profiling/v1/input",
+            ),
+        ] {
+            let config = DatadogConfig {
+                agent_url: Some(given.into()),
+                ..DatadogConfig::default()
+            };
+            let settings = resolve(&config, &[]).unwrap();
+            assert_eq!(
+                settings.target.upload_uri().unwrap().to_string(),
+                upload,
+                "{given}"
+            );
+        }
+        let other = DatadogConfig {
+            agent_url: Some("http://a:8126/other".into()),
+            ..DatadogConfig::default()
+        };
+        let error = resolve(&other, &[]).unwrap_err().to_string();
+        assert!(error.contains("has the path `/other`"), "{error}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod transport;
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
+use base64::Engine as _;
 use prost::Message as _;
 
 use self::transport::Transport;
@@ -98,7 +99,35 @@ pub struct Settings {
     pub headers: Vec<(String, String)>,
     /// PEM certificate authorities to trust.
     pub ca_pem: Option<Vec<u8>>,
+    /// Secrets that are not header values (the basic-auth token), hidden in server answers.
+    pub passwords: Vec<String>,
     pub encode: EncodeSettings,
+}
+
+/// The user of OTLP basic authentication (with [`BASIC_AUTH_TOKEN`]), read from the environment
+/// only: a flag would show the token in process listings.
+pub const BASIC_AUTH_USER: &str = "AMPROF_OTLP_USER";
+/// The token (or password) of OTLP basic authentication.
+pub const BASIC_AUTH_TOKEN: &str = "AMPROF_OTLP_TOKEN";
+
+/// `(user, token)` of basic authentication, if the environment gives both; one without the
+/// other is an error (it names the variables, never the values).
+fn basic_auth(env: &impl Fn(&str) -> Option<String>) -> Result<Option<(String, String)>> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    match (get(BASIC_AUTH_USER), get(BASIC_AUTH_TOKEN)) {
+        (None, None) => Ok(None),
+        (Some(user), Some(token)) => {
+            if user.contains(':') {
+                return Err(usage(format!(
+                    "{BASIC_AUTH_USER} holds a `:`, which basic authentication cannot carry"
+                )));
+            }
+            Ok(Some((user.trim().to_string(), token.trim().to_string())))
+        }
+        _ => Err(usage(format!(
+            "basic authentication needs both {BASIC_AUTH_USER} and {BASIC_AUTH_TOKEN}"
+        ))),
+    }
 }
 
 /// The variable of the profiles signal for `name`, else the generic one, as (variable, value);
@@ -208,6 +237,23 @@ impl Settings {
                 percent_decode(value.trim(), "--header")?,
             );
         }
+        // Basic authentication (Grafana Cloud, Pyroscope) from the environment only, so that the
+        // token never shows in process listings.
+        let mut passwords = Vec::new();
+        if let Some((user, token)) = basic_auth(&env)? {
+            if headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            {
+                return Err(usage(format!(
+                    "{BASIC_AUTH_USER} and an authorization header both say how to authenticate: keep one"
+                )));
+            }
+            let pair = format!("{user}:{token}");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+            headers.push(("authorization".into(), format!("Basic {encoded}")));
+            passwords.push(token);
+        }
         for (name, value) in &headers {
             transport::check_header(name, value)?;
         }
@@ -256,6 +302,7 @@ impl Settings {
             gzip,
             headers,
             ca_pem,
+            passwords,
             encode: EncodeSettings {
                 service_name,
                 resource_attributes,
@@ -536,6 +583,36 @@ mod tests {
         assert!(resolve(&no_scheme, &[]).is_err());
     }
 
+    /// A signal-specific endpoint (the profiles variable) is used as given; a base endpoint
+    /// (the flag, the generic variable) gets the path, unless it already ends with it.
+    #[test]
+    fn endpoints_get_the_signal_path_once() {
+        for (flag, url) in [
+            ("http://h:4318", "http://h:4318/v1development/profiles"),
+            ("http://h:4318/", "http://h:4318/v1development/profiles"),
+            (
+                "http://h:4318/v1development/profiles",
+                "http://h:4318/v1development/profiles",
+            ),
+            (
+                "http://h:4318/v1development/profiles/",
+                "http://h:4318/v1development/profiles",
+            ),
+            (
+                "http://h:4318/prefix",
+                "http://h:4318/prefix/v1development/profiles",
+            ),
+        ] {
+            let config = OtlpConfig {
+                endpoint: Some(flag.into()),
+                ..args()
+            };
+            assert_eq!(resolve(&config, &[]).unwrap().url, url, "{flag}");
+        }
+        let signal = [("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT", "http://h:1/exact")];
+        assert_eq!(resolve(&args(), &signal).unwrap().url, "http://h:1/exact");
+    }
+
     #[test]
     fn headers_and_attributes_are_percent_decoded_and_merged() {
         let vars = [
@@ -594,6 +671,30 @@ mod tests {
         };
         let error = resolve(&bad_value, &[]).unwrap_err();
         assert!(!error.to_string().contains("break"), "{error}");
+    }
+
+    #[test]
+    fn basic_auth_comes_from_the_environment() {
+        let vars = [
+            ("AMPROF_OTLP_USER", "123456"),
+            ("AMPROF_OTLP_TOKEN", "glc_s3cret"),
+        ];
+        let s = resolve(&args(), &vars).unwrap();
+        assert_eq!(
+            s.headers,
+            [(
+                "authorization".to_string(),
+                "Basic MTIzNDU2OmdsY19zM2NyZXQ=".to_string()
+            )]
+        );
+        assert_eq!(s.passwords, ["glc_s3cret"]);
+        let error = resolve(&args(), &vars[..1]).unwrap_err().to_string();
+        assert!(error.contains("needs both"), "{error}");
+        let both = OtlpConfig {
+            headers: vec!["Authorization=Bearer x".into()],
+            ..args()
+        };
+        assert!(resolve(&both, &vars).is_err());
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl Transport {
                 .headers
                 .iter()
                 .map(|(_, value)| value.as_str())
+                .chain(settings.passwords.iter().map(String::as_str))
                 .chain(credentials.iter().map(String::as_str)),
         );
         Ok(Self {
