@@ -90,7 +90,7 @@ pub fn check_settings(settings: &Settings, timeout: Duration) -> Result<CheckRep
         .map_or(String::new(), |v| format!(" (version {})", printable(v)));
     if !endpoints.contains(&AGENT_PROFILES_PATH) {
         return Err(failed(format!(
-            "{agent}{version_text} does not take profiles: its /info lists no {AGENT_PROFILES_PATH} endpoint (an Agent older than 7.x, or one that is not a Datadog Agent)"
+            "{agent}{version_text} lists no {AGENT_PROFILES_PATH} endpoint in its /info: it may not take profiles (an Agent older than 7.x, or one that is not a Datadog Agent)"
         )));
     }
     Ok(CheckReport {
