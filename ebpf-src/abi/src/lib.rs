@@ -93,10 +93,100 @@ pub struct SampleHead {
     pub user_error: i32,
     /// Bytes of raw user stack that follow the frames (DWARF mode), or 0.
     pub user_stack_bytes: u32,
-    pub reserved: u32,
-    /// User-mode instruction pointer, stack pointer and frame pointer at the sample (DWARF
-    /// mode): the registers an x86-64 CFI unwinder needs.
+    /// How the user frames were found: one of the `UNWIND_*` constants.
+    pub user_unwind: u32,
+    /// User-mode instruction pointer, stack pointer and frame pointer (DWARF mode) where the
+    /// stack copy starts: at the sample ([`UNWIND_COPY`]), or where the in-kernel walk stopped
+    /// ([`UNWIND_TABLES_COPY`]; the instruction pointer is then a return address, the caller of
+    /// the last frame in `user_bytes`, not itself among them).
     pub user_regs: [u64; 3],
+}
+
+/// `SampleHead::user_unwind`: frame pointers (`bpf_get_stack`), or no user stack.
+pub const UNWIND_FP: u32 = 0;
+/// The user stack was copied from the sample's registers, for userspace to unwind (tables off,
+/// or none for the leaf's code).
+pub const UNWIND_COPY: u32 = 1;
+/// Every user frame was found in the kernel with the unwind tables, up to the end of the stack.
+pub const UNWIND_TABLES: u32 = 2;
+/// Frames were found in the kernel until code without tables, and the stack copied from there.
+pub const UNWIND_TABLES_COPY: u32 = 3;
+/// Frames were found in the kernel until the depth limit or an unreadable stack: cut short.
+pub const UNWIND_TABLES_TRUNCATED: u32 = 4;
+
+/// Deepest user stack the in-kernel walk follows.
+pub const MAX_USER_FRAMES: usize = 1024;
+
+/// One row of a binary's compact unwind table (built by userspace from its `.eh_frame`): how
+/// to find the caller's frame from any address at or after `pc`, up to the next row's `pc`.
+/// x86-64 only: the return address is always at CFA - 8, and only the stack pointer and the
+/// frame pointer (rbp) are tracked, which is all later frames' rules use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindRow {
+    /// First address the row covers, in the binary's own (ELF virtual) addresses, minus the
+    /// table's base: a mapping's `bias` turns a runtime address into this.
+    pub pc: u32,
+    /// The CFA offset (its meaning depends on the CFA rule).
+    pub cfa_offset: u16,
+    /// A `CFA_*` rule in the low four bits, a `RBP_*` rule in the high four.
+    pub rule: u8,
+    /// `RBP_AT_CFA`/`RBP_AT_RBP`: the caller's rbp is saved at that register + 8 × this.
+    /// `CFA_PLT`: the threshold of the PLT rule.
+    pub rbp_offset: i8,
+}
+
+/// No unwind information for these addresses (a gap between functions, or rules the kernel
+/// walk does not follow): the walk stops and the stack is copied from here.
+pub const CFA_NONE: u8 = 0;
+/// CFA = rsp + cfa_offset.
+pub const CFA_RSP: u8 = 1;
+/// CFA = rbp + cfa_offset.
+pub const CFA_RBP: u8 = 2;
+/// A PLT stub: CFA = rsp + cfa_offset, + 8 more when `(pc & 15) >= rbp_offset` (the stub's
+/// second half, after its push).
+pub const CFA_PLT: u8 = 3;
+/// A realigned stack frame (gcc's DW_OP_breg6 -N; DW_OP_deref): CFA = *(rbp - cfa_offset).
+pub const CFA_RBP_DEREF: u8 = 4;
+/// The signal trampoline (`__restore_rt`): the interrupted registers are in the ucontext at rsp.
+pub const CFA_SIGNAL: u8 = 5;
+/// The outermost frame (its return address is undefined): the stack ends here.
+pub const CFA_END: u8 = 6;
+/// Mask of the CFA rule in `UnwindRow::rule`.
+pub const CFA_MASK: u8 = 0x0f;
+/// The caller's rbp is this frame's rbp.
+pub const RBP_UNCHANGED: u8 = 0;
+/// The caller's rbp is saved at CFA + 8 × rbp_offset.
+pub const RBP_AT_CFA: u8 = 1 << 4;
+/// The caller's rbp is saved at rbp + 8 × rbp_offset (realigned frames).
+pub const RBP_AT_RBP: u8 = 2 << 4;
+/// Mask of the rbp rule in `UnwindRow::rule`.
+pub const RBP_MASK: u8 = 0xf0;
+
+/// Executable mappings with tables per process; beyond, code falls back to the stack copy.
+pub const MAX_PROCESS_MAPPINGS: usize = 256;
+
+/// One executable mapping of a process whose binary has a table loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecMapping {
+    /// Runtime addresses `start..end`.
+    pub start: u64,
+    pub end: u64,
+    /// Runtime address minus `bias` is the table-relative address rows are keyed by.
+    pub bias: u64,
+    /// The table: `rows` rows from `first_row` in `UNWIND_ROWS`, sorted by `pc`.
+    pub first_row: u32,
+    pub rows: u32,
+}
+
+/// The value of `PROCESSES`: a process's mappings with tables, sorted by `start`, disjoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessMappings {
+    pub len: u32,
+    pub reserved: u32,
+    pub mappings: [ExecMapping; MAX_PROCESS_MAPPINGS],
 }
 
 /// The scratch buffer the eBPF program builds a sample in before copying the used part to the
@@ -106,7 +196,7 @@ pub struct SampleHead {
 #[derive(Clone, Copy)]
 pub struct SampleBuffer {
     pub head: SampleHead,
-    /// Kernel frames, then user frames, then user stack bytes, packed: room for two full-depth
-    /// stacks and the largest stack copy.
-    pub data: [u64; 2 * MAX_STACK_DEPTH + MAX_USER_STACK_BYTES / 8],
+    /// Kernel frames, then user frames, then user stack bytes, packed: room for a full-depth
+    /// kernel stack, the deepest in-kernel user walk and the largest stack copy.
+    pub data: [u64; MAX_STACK_DEPTH + MAX_USER_FRAMES + MAX_USER_STACK_BYTES / 8],
 }
