@@ -163,6 +163,7 @@ fn own_window(index: u64) -> ClosedWindow {
         stacks,
         samples,
         problems: Default::default(),
+        unwinding: None,
     }
 }
 

@@ -10,6 +10,7 @@
 # against the LLVM 22 that the stable toolchain ships (plain `cargo install bpf-linker` wants a
 # system LLVM 23, which Debian does not have). Neither is needed to build amprof itself.
 set -euo pipefail
+shopt -s inherit_errexit  # a failed build inside $(build) must stop the script
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 nightly=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)

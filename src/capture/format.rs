@@ -144,6 +144,85 @@ pub struct Window {
     /// and symbolized; absent when nothing was.
     #[prost(message, optional, tag = "20")]
     pub problems: Option<Problems>,
+    /// DWARF mode: how the user stacks of this window's samples were unwound, and the size of
+    /// the unwind tables in the kernel; absent in frame-pointer mode.
+    #[prost(message, optional, tag = "21")]
+    pub unwinding: Option<Unwinding>,
+}
+
+/// How user stacks were unwound in one window (DWARF mode). Each sample with a user stack
+/// counts in one of the first four.
+#[derive(Clone, PartialEq, Eq, Message, serde::Serialize)]
+pub struct Unwinding {
+    /// Walked in the kernel with unwind tables, to the end of the stack.
+    #[prost(uint64, tag = "1")]
+    pub in_kernel: u64,
+    /// Walked in the kernel as far as the tables went, then unwound from a copy of the rest
+    /// of the stack (code without a table: JIT code, or a binary whose table was building).
+    #[prost(uint64, tag = "2")]
+    pub kernel_then_copy: u64,
+    /// Unwound from a stack copy alone (`-g dwarf-copy`, or no table yet for the process).
+    #[prost(uint64, tag = "3")]
+    pub copied: u64,
+    /// Walked in the kernel and cut short: the depth limit, or a stack that could not be read.
+    #[prost(uint64, tag = "4")]
+    pub kernel_truncated: u64,
+    /// Unwind tables in the kernel at the window's end (binaries, besides the vDSO)...
+    #[prost(uint64, tag = "5")]
+    pub tables: u64,
+    /// ...their rows (8 bytes each)...
+    #[prost(uint64, tag = "6")]
+    pub table_rows: u64,
+    /// ...and the room for rows, fixed for the recording.
+    #[prost(uint64, tag = "7")]
+    pub table_row_capacity: u64,
+    /// Processes whose mappings the kernel had tables for at the window's end.
+    #[prost(uint64, tag = "8")]
+    pub processes_with_tables: u64,
+}
+
+impl Unwinding {
+    /// Adds `other`'s sample counts to these, and takes its table sizes (the latest).
+    pub fn add(&mut self, other: &Unwinding) {
+        self.in_kernel += other.in_kernel;
+        self.kernel_then_copy += other.kernel_then_copy;
+        self.copied += other.copied;
+        self.kernel_truncated += other.kernel_truncated;
+        self.tables = other.tables;
+        self.table_rows = other.table_rows;
+        self.table_row_capacity = other.table_row_capacity;
+        self.processes_with_tables = other.processes_with_tables;
+    }
+
+    /// Samples with a user stack unwound in DWARF mode.
+    pub fn samples(&self) -> u64 {
+        self.in_kernel + self.kernel_then_copy + self.copied + self.kernel_truncated
+    }
+
+    /// One line for a summary: `user stacks 97.1% walked in the kernel, 2.0% in the kernel
+    /// then from a stack copy, ...; unwind tables: 42 binaries, 1.2 M rows (9.6 of 64 MiB)`.
+    pub fn phrase(&self) -> String {
+        let total = self.samples().max(1) as f64;
+        let share = |n: u64| 100.0 * n as f64 / total;
+        let mut text = format!(
+            "user stacks: {:.1}% walked in the kernel, {:.1}% in the kernel then from a stack copy, {:.1}% from a stack copy, {:.1}% cut short in the kernel",
+            share(self.in_kernel),
+            share(self.kernel_then_copy),
+            share(self.copied),
+            share(self.kernel_truncated),
+        );
+        if self.table_row_capacity > 0 {
+            let mib = |rows: u64| rows as f64 * 8.0 / (1024.0 * 1024.0);
+            text.push_str(&format!(
+                "; unwind tables: {} binaries, {:.2} M rows ({:.1} of {:.0} MiB)",
+                self.tables,
+                self.table_rows as f64 / 1e6,
+                mib(self.table_rows),
+                mib(self.table_row_capacity),
+            ));
+        }
+        text
+    }
 }
 
 /// Hostile or broken input amprof met and worked around, counted (never fatal). Each count
@@ -173,6 +252,10 @@ pub struct Problems {
     /// Executable mappings not kept because a process (or all of them) had more than the caps.
     #[prost(uint64, tag = "6")]
     pub mappings_dropped: u64,
+    /// Unwind tables that did not fit in the room for them (`record --unwind-table-rows`):
+    /// those binaries were unwound from stack copies.
+    #[prost(uint64, tag = "7")]
+    pub unwind_tables_no_room: u64,
 }
 
 impl Problems {
@@ -184,6 +267,7 @@ impl Problems {
         self.locations_not_symbolized += other.locations_not_symbolized;
         self.file_pages_vanished += other.file_pages_vanished;
         self.mappings_dropped += other.mappings_dropped;
+        self.unwind_tables_no_room += other.unwind_tables_no_room;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -213,6 +297,10 @@ impl Problems {
                 "file pages that vanished while read",
             ),
             (self.mappings_dropped, "mappings over the caps"),
+            (
+                self.unwind_tables_no_room,
+                "unwind tables without room in the kernel",
+            ),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)

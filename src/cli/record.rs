@@ -18,7 +18,10 @@ use crate::{
         otlp::{self, OtlpConfig},
         stream::{self, Stream, StreamReport, StreamSettings},
     },
-    record::{self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary, WindowSink},
+    record::{
+        self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary, WindowSink,
+        kernel_tables::DEFAULT_TABLE_ROWS,
+    },
 };
 
 /// Sample on-CPU stacks of the whole system, some processes, or a command.
@@ -74,14 +77,23 @@ pub struct RecordArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// How to unwind user stacks: fp (frame pointers, cheapest) or dwarf (CFI: complete stacks
-    /// through binaries built without frame pointers, at the cost of copying stack bytes).
+    /// How to unwind user stacks: dwarf (the binaries' CFI, walked in the kernel: complete stacks
+    /// through code built without frame pointers), fp (frame pointers, cheapest; stops at code
+    /// without them) or dwarf-copy (CFI unwinding of a copy of the stack, perf's way).
     #[arg(short = 'g', long, value_enum, value_name = "MODE", default_value_t = CallGraphArg::Dwarf)]
     pub call_graph: CallGraphArg,
 
-    /// Bytes of user stack copied with each sample in dwarf mode (512 to 65536).
+    /// Bytes of user stack copied with each sample in dwarf-copy mode, and in dwarf mode where
+    /// code has no unwind table (512 to 65536).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
     pub stack_size: u32,
+
+    /// Room for unwind tables in the kernel in dwarf mode, in rows of 8 bytes (the default,
+    /// 8388608, is 64 MiB: every binary of a busy machine). Tables that do not fit are
+    /// counted, and their code unwound from stack copies.
+    #[arg(long, value_name = "ROWS", default_value_t = DEFAULT_TABLE_ROWS,
+          value_parser = clap::value_parser!(u32).range(1024..=1 << 28))]
+    pub unwind_table_rows: u32,
 
     /// Show inlined functions as frames of their own, with source lines (needs debug info).
     #[arg(long)]
@@ -124,10 +136,13 @@ pub enum CallGraphArg {
     /// Frame pointers, walked by the kernel: cheapest, but stops at code built without them
     /// (most distribution binaries and libraries).
     Fp,
-    /// DWARF call frame information: the kernel copies the top of the user stack with each
-    /// sample and amprof unwinds it with the binaries' .eh_frame. Complete stacks through
-    /// glibc and stripped distribution binaries, for more bytes per sample.
+    /// DWARF call frame information, walked in the kernel with unwind tables amprof builds
+    /// from the binaries' .eh_frame: complete stacks at any depth through glibc and stripped
+    /// distribution binaries. Code without a table is unwound from a stack copy.
     Dwarf,
+    /// DWARF call frame information, perf's way: the kernel copies the top of the user stack
+    /// (--stack-size) with each sample and amprof unwinds it. Deeper stacks are cut short.
+    DwarfCopy,
 }
 
 /// A streaming push, started: the recording's end, the sender's end, the destination's name.
@@ -207,8 +222,10 @@ impl RecordArgs {
             call_graph: match self.call_graph {
                 CallGraphArg::Fp => CallGraph::Fp,
                 CallGraphArg::Dwarf => CallGraph::Dwarf,
+                CallGraphArg::DwarfCopy => CallGraph::DwarfCopy,
             },
             stack_size: self.stack_size,
+            unwind_table_rows: self.unwind_table_rows,
             inline: self.inline,
         }
     }
@@ -239,6 +256,11 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
     // After a signal the recording has used some of its 2 s: the push gets what is left.
     let report = stream.map(|s| s.finish(interrupted, std::time::Duration::from_millis(700)));
     eprintln!("amprof: {}", summary_line(&summary));
+    if let Some(unwinding) = summary.unwinding.as_ref().filter(|u| u.samples() > 0)
+        && !options.quiet
+    {
+        eprintln!("amprof: {}", unwinding.phrase());
+    }
     let problems = summary.problems.phrases();
     if !problems.is_empty() && !options.quiet {
         eprintln!(

@@ -20,6 +20,7 @@
 pub mod debuginfo;
 pub mod elf;
 pub mod files;
+pub mod kernel_tables;
 pub mod perf_map;
 pub mod procs;
 pub mod resolve;
@@ -28,6 +29,7 @@ pub mod sigbus;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
+pub mod unwind_table;
 pub mod window;
 pub mod worker;
 
@@ -52,12 +54,12 @@ use serde::Serialize;
 use crate::{
     capture::{
         CaptureWriter,
-        format::{End, Meta, Problems, Target, TargetKind, Window},
+        format::{End, Meta, Problems, Target, TargetKind, Unwinding, Window},
     },
     error::usage,
 };
 use procs::ProcessTable;
-use sampler::{Event, Sampler, SamplerConfig};
+use sampler::{Event, Sampler, SamplerConfig, TableSpace};
 use symbolize::WindowSymbolizer;
 use window::{ClosedWindow, WindowAggregator};
 
@@ -78,6 +80,8 @@ pub struct RecordOptions {
     pub call_graph: CallGraph,
     /// Bytes of user stack copied per sample in DWARF mode.
     pub stack_size: u32,
+    /// Room for unwind tables in the kernel, in rows (8 bytes each), in DWARF mode.
+    pub unwind_table_rows: u32,
     /// Symbolize inlined functions (and their source lines).
     pub inline: bool,
 }
@@ -88,10 +92,16 @@ pub enum CallGraph {
     /// Frame pointers, walked by the kernel: cheapest, but stops at code built without them
     /// (most distribution binaries and libraries).
     Fp,
-    /// DWARF call frame information: the kernel copies the top of the user stack with each
-    /// sample and amprof unwinds it with the binaries' .eh_frame. Complete stacks through
-    /// glibc and stripped distribution binaries, for more bytes per sample.
+    /// DWARF call frame information, walked in the kernel: amprof turns each binary's
+    /// .eh_frame into an unwind table the eBPF program follows, so only frame addresses leave
+    /// the kernel and stacks are complete at any depth. Code without a table (JIT code, a
+    /// binary whose table is still being built, a process's first samples) is unwound as in
+    /// `DwarfCopy`, from where the tables end.
     Dwarf,
+    /// DWARF call frame information, perf's way: the kernel copies the top of the user stack
+    /// with each sample and amprof unwinds it with the binaries' .eh_frame. Stacks deeper
+    /// than the copy are cut short.
+    DwarfCopy,
 }
 
 impl CallGraph {
@@ -99,7 +109,13 @@ impl CallGraph {
         match self {
             CallGraph::Fp => "fp",
             CallGraph::Dwarf => "dwarf",
+            CallGraph::DwarfCopy => "dwarf-copy",
         }
+    }
+
+    /// Whether user stacks are unwound with the binaries' CFI (and stacks copied).
+    pub fn is_dwarf(self) -> bool {
+        matches!(self, CallGraph::Dwarf | CallGraph::DwarfCopy)
     }
 }
 
@@ -136,6 +152,12 @@ pub struct RecordSummary {
     /// amprof's own CPU time (user + system) and peak resident memory, so far.
     pub cpu_seconds: f64,
     pub peak_rss_kib: u64,
+    /// Bytes of sample records the kernel handed to amprof (a sample's cost in copying).
+    pub ring_bytes: u64,
+    /// DWARF mode: how user stacks were unwound, over all windows, and the final size of the
+    /// unwind tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwinding: Option<Unwinding>,
 }
 
 /// What the writer thread reports when it is done.
@@ -144,6 +166,7 @@ struct Written {
     evicted: u64,
     bytes: u64,
     problems: Problems,
+    unwinding: Option<Unwinding>,
 }
 
 /// A window is closed this long after its end, so that samples still in flight from other
@@ -196,7 +219,7 @@ pub fn validate(options: &RecordOptions) -> Result<()> {
         return Err(usage("--duration must be more than 0"));
     }
     let max_stack = amprof_abi::MAX_USER_STACK_BYTES as u32;
-    if options.call_graph == CallGraph::Dwarf
+    if options.call_graph.is_dwarf()
         && !(amprof_abi::MIN_USER_STACK_BYTES as u32..=max_stack).contains(&options.stack_size)
     {
         return Err(usage(format!(
@@ -249,7 +272,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
     };
     let user_stack_bytes = match options.call_graph {
         CallGraph::Fp => 0,
-        CallGraph::Dwarf => options.stack_size,
+        CallGraph::Dwarf | CallGraph::DwarfCopy => options.stack_size,
     };
     let ring_bytes = options
         .ring_bytes
@@ -291,6 +314,10 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         follow_children: command_mode,
         ring_bytes,
         user_stack_bytes,
+        unwind_tables: (options.call_graph == CallGraph::Dwarf).then_some(TableSpace {
+            rows: options.unwind_table_rows,
+            mappings: kernel_tables::DEFAULT_MAPPINGS,
+        }),
     })?;
     // Window 0 starts once sampling has started (attaching can take seconds on a saturated
     // machine); the few samples taken before this are dropped, as before any recording.
@@ -327,8 +354,11 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
 
     let progress = Progress::new(options);
     let mut aggregator = WindowAggregator::new(start_ns, window_ns, ProcessTable::default());
-    if options.call_graph == CallGraph::Dwarf {
+    if options.call_graph.is_dwarf() {
         aggregator = aggregator.with_unwinder(unwind::DwarfUnwinder::new());
+    }
+    if let Some(maps) = sampler.take_table_maps() {
+        aggregator = aggregator.with_kernel_tables(kernel_tables::KernelTables::new(maps)?);
     }
     let deadline = options.duration.map(|d| start_ns + d.as_nanos() as u64);
     if let Some(deadline) = deadline {
@@ -442,6 +472,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         evicted,
         bytes,
         problems,
+        unwinding,
     } = outcome?;
 
     // The command outlives a --duration: wait for it, as its exit code is amprof's. After a
@@ -477,6 +508,8 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         problems,
         cpu_seconds: own_cpu_seconds(),
         peak_rss_kib: own_peak_rss_kib(),
+        ring_bytes: sampler.ring_bytes(),
+        unwinding,
     })
 }
 
@@ -605,6 +638,7 @@ fn write_windows(
     let mut symbolizer = WindowSymbolizer::new(inline);
     let mut windows = 0u64;
     let mut problems = Problems::default();
+    let mut unwinding: Option<Unwinding> = None;
     for message in from_sampler {
         match message {
             WriterMessage::Window(closed) => {
@@ -617,6 +651,9 @@ fn write_windows(
                 let mut window = symbolizer.build(closed, deadline);
                 if let Some(window_problems) = &window.problems {
                     problems.add(window_problems);
+                }
+                if let Some(counts) = &window.unwinding {
+                    unwinding.get_or_insert_default().add(counts);
                 }
                 if let Err(e) = writer.write_window(&mut window) {
                     progress.failed.store(true, Ordering::Relaxed);
@@ -641,6 +678,7 @@ fn write_windows(
                     evicted,
                     bytes,
                     problems,
+                    unwinding,
                 });
             }
         }

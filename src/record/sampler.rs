@@ -7,7 +7,9 @@ use std::{
 };
 
 use amprof_abi::{
-    EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_DEPTH, SampleHead, WINDOW_SLOTS, config,
+    EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_DEPTH, MAX_USER_FRAMES, SampleHead,
+    UNWIND_COPY, UNWIND_FP, UNWIND_TABLES, UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED,
+    WINDOW_SLOTS, config,
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -44,6 +46,54 @@ pub struct SamplerConfig {
     /// 0: frame-pointer user stacks, unwound in the kernel. Else DWARF mode: bytes of user
     /// stack to copy with each sample, for userspace to unwind.
     pub user_stack_bytes: u32,
+    /// DWARF mode: walk user stacks in the kernel with unwind tables of this size (the stack
+    /// copy then only covers code without tables). `None`: always copy.
+    pub unwind_tables: Option<TableSpace>,
+}
+
+/// Room for unwind tables in the kernel: fixed when the programs are loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSpace {
+    /// Rows of all binaries' tables (8 bytes each).
+    pub rows: u32,
+    /// Executable mappings of all processes with tables (32 bytes each).
+    pub mappings: u32,
+}
+
+/// The maps through which userspace hands unwind tables to the eBPF program.
+pub struct TableMaps {
+    pub rows: MapData,
+    pub mappings: MapData,
+    pub processes: MapData,
+    pub space: TableSpace,
+}
+
+/// How a sample's user frames were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserUnwind {
+    /// Frame pointers in the kernel, or no user stack.
+    FramePointers,
+    /// A copy of the stack from the sample's registers, for userspace to unwind.
+    Copy,
+    /// The unwind tables, in the kernel, to the end of the stack.
+    Tables,
+    /// The tables as far as they went, then a copy of the stack from there.
+    TablesThenCopy,
+    /// The tables, cut short (depth limit, or an unreadable stack).
+    TablesTruncated,
+}
+
+impl UserUnwind {
+    fn from_abi(value: u32) -> Option<Self> {
+        Some(match value {
+            UNWIND_FP => Self::FramePointers,
+            UNWIND_COPY => Self::Copy,
+            UNWIND_TABLES => Self::Tables,
+            UNWIND_TABLES_COPY => Self::TablesThenCopy,
+            UNWIND_TABLES_TRUNCATED => Self::TablesTruncated,
+            _ => return None,
+        })
+    }
 }
 
 /// One record from the kernel.
@@ -70,7 +120,11 @@ pub struct Sample<'a> {
     pub kernel_frames: usize,
     /// The user stack could not be read (kernel thread, or a fault).
     pub no_user_stack: bool,
-    /// DWARF mode: the user instruction pointer, stack pointer and frame pointer...
+    /// How the user frames in `frames` were found, and whether a stack copy follows.
+    pub user_unwind: UserUnwind,
+    /// DWARF mode: the user instruction pointer, stack pointer and frame pointer where the
+    /// copy starts (with [`UserUnwind::TablesThenCopy`], the instruction pointer is a return
+    /// address: the caller of the last frame in `frames`)...
     pub user_regs: [u64; 3],
     /// ...and the user stack from the stack pointer up, for userspace to unwind.
     pub user_stack: &'a [u8],
@@ -94,9 +148,10 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
             let head: SampleHead = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             let kernel = head.kernel_bytes as usize / 8;
             let user = head.user_bytes as usize / 8;
-            if kernel > MAX_STACK_DEPTH || user > MAX_STACK_DEPTH {
+            if kernel > MAX_STACK_DEPTH || user > MAX_USER_FRAMES {
                 return None;
             }
+            let user_unwind = UserUnwind::from_abi(head.user_unwind)?;
             let body = bytes.get(size_of::<SampleHead>()..)?;
             let raw = body.get(..(kernel + user) * 8)?;
             let user_stack = body
@@ -123,6 +178,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 frames,
                 kernel_frames: kernel,
                 no_user_stack: head.user_error != 0,
+                user_unwind,
                 user_regs: head.user_regs,
                 user_stack,
             }))
@@ -142,6 +198,10 @@ pub struct Sampler {
     targets: HashMap<MapData, u32, u8>,
     possible_cpus: usize,
     cpus: Vec<u32>,
+    /// The unwind table maps, until [`Self::take_table_maps`].
+    table_maps: Option<TableMaps>,
+    /// Bytes of records read from the ring buffer so far.
+    ring_bytes: u64,
 }
 
 impl Sampler {
@@ -149,9 +209,21 @@ impl Sampler {
     pub fn start(cfg: &SamplerConfig) -> Result<Self> {
         let cpus = online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let possible_cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let space = cfg.unwind_tables.unwrap_or(TableSpace {
+            rows: 1,
+            mappings: 1,
+        });
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("SCRATCH", possible_cpus as u32)
+            .map_max_entries("UNWIND_ROWS", space.rows.max(1))
+            .map_max_entries("MAPPINGS", space.mappings.max(1))
+            .map_max_entries(
+                "FRAMES",
+                (possible_cpus * MAX_USER_FRAMES)
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+            )
             .load(OBJECT)
             .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
             .context("cannot load the eBPF program")?;
@@ -162,6 +234,10 @@ impl Sampler {
             (config::WINDOW_LEN_NS, cfg.window_len_ns),
             (config::USER_STACK_BYTES, u64::from(cfg.user_stack_bytes)),
             (config::EXCLUDE_PID, u64::from(std::process::id())),
+            (
+                config::UNWIND_TABLES,
+                u64::from(cfg.user_stack_bytes > 0 && cfg.unwind_tables.is_some()),
+            ),
         ] {
             settings
                 .set(index, value, 0)
@@ -176,10 +252,36 @@ impl Sampler {
 
         // Exec events tell userspace that a process's mappings changed.
         attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
-        if cfg.follow_children {
+        if cfg.follow_children || cfg.unwind_tables.is_some() {
             check_newtask_layout()?;
+        }
+        if cfg.follow_children {
             attach_tracepoint(&mut ebpf, "follow_children", "task", "task_newtask")?;
         }
+        let table_maps = match cfg.unwind_tables {
+            Some(space) if cfg.user_stack_bytes > 0 => {
+                // A new process must not be unwound with the tables of an earlier one that
+                // had its id.
+                attach_tracepoint(&mut ebpf, "forget_new_process", "task", "task_newtask")?;
+                let mut take = |name: &str| {
+                    ebpf.take_map(name)
+                        .and_then(|map| match map {
+                            aya::maps::Map::Array(data) | aya::maps::Map::HashMap(data) => {
+                                Some(data)
+                            }
+                            _ => None,
+                        })
+                        .with_context(|| format!("the eBPF object has no {name} map"))
+                };
+                Some(TableMaps {
+                    rows: take("UNWIND_ROWS")?,
+                    mappings: take("MAPPINGS")?,
+                    processes: take("PROCESSES")?,
+                    space,
+                })
+            }
+            _ => None,
+        };
 
         let program: &mut PerfEvent = ebpf
             .program_mut("sample_stack")
@@ -213,7 +315,14 @@ impl Sampler {
             ebpf: Some(ebpf),
             possible_cpus,
             cpus,
+            table_maps,
+            ring_bytes: 0,
         })
+    }
+
+    /// The maps for unwind tables, if tables are on (once: the caller keeps them).
+    pub fn take_table_maps(&mut self) -> Option<TableMaps> {
+        self.table_maps.take()
     }
 
     /// Starts window 0 at `start_ns` (CLOCK_MONOTONIC): the kernel side's per-window counters
@@ -252,10 +361,17 @@ impl Sampler {
     pub fn drain(&mut self, mut handle: impl FnMut(Event<'_>)) {
         let mut scratch = Vec::new();
         while let Some(record) = self.events.next() {
+            self.ring_bytes += record.len() as u64;
             if let Some(event) = parse_event(&record, &mut scratch) {
                 handle(event);
             }
         }
+    }
+
+    /// Bytes of records read from the ring buffer so far: what sampling cost in copying
+    /// between the kernel and amprof.
+    pub fn ring_bytes(&self) -> u64 {
+        self.ring_bytes
     }
 
     /// Reads and clears the lost and idle counters of window `index`.

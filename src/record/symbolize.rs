@@ -183,6 +183,7 @@ impl WindowSymbolizer {
         problems.file_pages_vanished += vanished - self.pages_vanished;
         self.pages_vanished = vanished;
         out.problems = problems.nonzero();
+        out.unwinding = closed.unwinding.clone();
         out
     }
 

@@ -227,17 +227,27 @@ impl DwarfUnwinder {
 
     /// Unwinds the stack of a sample of `image`: registers `[ip, sp, bp]` and `stack`, the bytes
     /// from `sp` up. Appends the frames, leaf first (instruction pointer, then return
-    /// addresses), at most `max_frames` of them.
+    /// addresses), at most `max_frames` of them. With `ip_is_return_address`, the registers
+    /// are those of a caller the kernel's walk reached (`ip` returns into it), not of the
+    /// interrupted code: its unwind rule is the one of the call instruction, before `ip`.
     pub fn unwind(
         &mut self,
         image: &Arc<ProcessImage>,
         regs: [u64; 3],
+        ip_is_return_address: bool,
         stack: &[u8],
         max_frames: usize,
         frames: &mut Vec<u64>,
     ) -> Unwound {
         self.collect_loaded();
-        let [ip, sp, bp] = regs;
+        let [return_or_ip, sp, bp] = regs;
+        // framehop looks the first frame's rule up at its exact address; for a return address
+        // that is the call's, one byte before (the call may be a function's last instruction).
+        let ip = if ip_is_return_address {
+            return_or_ip.saturating_sub(1)
+        } else {
+            return_or_ip
+        };
         let generation = self.generation;
         let rebuild = self.processes.get(&image.id).is_none_or(|p| {
             !Arc::ptr_eq(&p.image, image) || p.incomplete_at.is_some_and(|g| g != generation)
@@ -273,6 +283,7 @@ impl DwarfUnwinder {
                     return Unwound::Truncated;
                 }
                 match iter.next() {
+                    Ok(Some(_)) if frames.len() == start => frames.push(return_or_ip),
                     Ok(Some(frame)) => frames.push(frame.address()),
                     Ok(None) => return Unwound::Complete,
                     Err(_) => return Unwound::Truncated,
@@ -458,7 +469,7 @@ pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
 
 /// A copy of this process's vDSO, which is every process's vDSO: clock_gettime and friends run
 /// there, and it has CFI like any library.
-fn own_vdso() -> Option<Vec<u8>> {
+pub(super) fn own_vdso() -> Option<Vec<u8>> {
     let (maps, _) = super::procs::read_maps(Path::new("/proc/self/maps"), usize::MAX)?;
     let vdso = maps.into_iter().find(|m| m.kind == ModuleKind::Vdso)?;
     let len = (vdso.end - vdso.start) as usize;

@@ -18,10 +18,12 @@ use rustc_hash::{FxHashMap, FxHasher};
 use crate::capture::format::Problems;
 
 use super::{
+    kernel_tables::KernelTables,
     procs::{ImageId, ProcessImage, ProcessTable},
-    sampler::Sample,
+    sampler::{Sample, UserUnwind},
     unwind::{DwarfUnwinder, MAX_DWARF_FRAMES, Unwound},
 };
+use crate::capture::format::Unwinding;
 
 const NO_USER_STACK: u64 = 1 << 48;
 const TRUNCATED: u64 = 1 << 49;
@@ -37,6 +39,7 @@ struct OpenWindow {
     tids: Vec<u32>,
     cpus: Vec<u32>,
     stack_ids: Vec<u32>,
+    unwinding: Unwinding,
 }
 
 impl OpenWindow {
@@ -49,6 +52,7 @@ impl OpenWindow {
             tids: Vec::new(),
             cpus: Vec::new(),
             stack_ids: Vec::new(),
+            unwinding: Unwinding::default(),
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct ClosedWindow {
     pub samples: Vec<(u64, u32, u32, u32)>,
     /// Problems met while the window was recorded (symbolization adds its own).
     pub problems: Problems,
+    /// DWARF mode: how its samples' user stacks were unwound, and the tables' size.
+    pub unwinding: Option<Unwinding>,
 }
 
 /// Turns the stream of samples into closed windows.
@@ -103,6 +109,8 @@ pub struct WindowAggregator {
     samples: u64,
     /// DWARF mode: unwinds the user stacks the kernel side copied.
     unwinder: Option<DwarfUnwinder>,
+    /// DWARF mode with tables: keeps the kernel's unwind tables in step with the processes.
+    tables: Option<KernelTables>,
 }
 
 impl WindowAggregator {
@@ -120,6 +128,7 @@ impl WindowAggregator {
             procs,
             samples: 0,
             unwinder: None,
+            tables: None,
         }
     }
 
@@ -127,6 +136,12 @@ impl WindowAggregator {
     /// frame-pointer walk.
     pub fn with_unwinder(mut self, unwinder: DwarfUnwinder) -> Self {
         self.unwinder = Some(unwinder);
+        self
+    }
+
+    /// Hands the processes sampled to the kernel's unwind tables (DWARF mode with tables).
+    pub fn with_kernel_tables(mut self, tables: KernelTables) -> Self {
+        self.tables = Some(tables);
         self
     }
 
@@ -159,6 +174,9 @@ impl WindowAggregator {
         let image = self
             .procs
             .image(sample.pid, &sample.comm, sample.time_ns, index);
+        if let (Some(tables), Some(current)) = (self.tables.as_mut(), self.procs.get(sample.pid)) {
+            tables.publish(sample.pid, current);
+        }
 
         self.key.clear();
         self.key.push(0);
@@ -168,11 +186,27 @@ impl WindowAggregator {
         } else {
             0
         };
-        if !sample.user_stack.is_empty() && self.unwind_into_key(sample) == Unwound::Truncated {
+        let truncated = match sample.user_unwind {
+            UserUnwind::FramePointers | UserUnwind::Tables => false,
+            UserUnwind::TablesTruncated => true,
+            UserUnwind::Copy | UserUnwind::TablesThenCopy => {
+                !sample.user_stack.is_empty() && self.unwind_into_key(sample) == Unwound::Truncated
+            }
+        };
+        if truncated {
             flags |= TRUNCATED;
         }
         self.key[0] = u64::from(image) | (sample.kernel_frames as u64) << 32 | flags;
         let window = self.open.entry(index).or_insert_with(OpenWindow::new);
+        let counts = &mut window.unwinding;
+        match sample.user_unwind {
+            UserUnwind::FramePointers => {}
+            UserUnwind::Copy if !sample.user_stack.is_empty() => counts.copied += 1,
+            UserUnwind::Copy => {}
+            UserUnwind::Tables => counts.in_kernel += 1,
+            UserUnwind::TablesThenCopy => counts.kernel_then_copy += 1,
+            UserUnwind::TablesTruncated => counts.kernel_truncated += 1,
+        }
         let stack = match window.stacks.get_full_mut(self.key.as_slice()) {
             Some((i, _, count)) => {
                 *count += 1;
@@ -198,7 +232,8 @@ impl WindowAggregator {
         window.stack_ids.push(stack as u32);
     }
 
-    /// DWARF mode: appends the unwound user frames of `sample` to the key.
+    /// DWARF mode: appends the user frames unwound from `sample`'s stack copy to the key (after
+    /// those the kernel found, if any).
     fn unwind_into_key(&mut self, sample: &Sample<'_>) -> Unwound {
         let Some(unwinder) = self.unwinder.as_mut() else {
             return Unwound::Truncated;
@@ -209,11 +244,13 @@ impl WindowAggregator {
         let Some(image) = self.procs.get(sample.pid) else {
             return Unwound::Truncated;
         };
+        let found = sample.frames.len() - sample.kernel_frames;
         unwinder.unwind(
             image,
             sample.user_regs,
+            sample.user_unwind == UserUnwind::TablesThenCopy,
             sample.user_stack,
-            MAX_DWARF_FRAMES,
+            MAX_DWARF_FRAMES.saturating_sub(found),
             &mut self.key,
         )
     }
@@ -269,6 +306,18 @@ impl WindowAggregator {
             unwinder.retain(|id| procs.contains_image(id));
             problems.unwind_info_unusable = unwinder.take_unusable();
         }
+        let mut unwinding = self.unwinder.is_some().then(|| window.unwinding.clone());
+        if let (Some(tables), Some(unwinding)) = (self.tables.as_mut(), unwinding.as_mut()) {
+            let procs = &self.procs;
+            tables.retain(|pid, _| procs.get(pid).is_some());
+            let stats = tables.take_stats();
+            problems.unwind_info_unusable += stats.unusable;
+            problems.unwind_tables_no_room = stats.no_room;
+            unwinding.tables = stats.tables;
+            unwinding.table_rows = stats.rows;
+            unwinding.table_row_capacity = stats.row_capacity;
+            unwinding.processes_with_tables = stats.processes;
+        }
 
         let mut images: Vec<Arc<ProcessImage>> = window.images.into_values().collect();
         images.sort_by_key(|i| i.id);
@@ -316,6 +365,7 @@ impl WindowAggregator {
             stacks,
             samples,
             problems,
+            unwinding,
         }
     }
 }
@@ -334,6 +384,7 @@ mod tests {
             frames,
             kernel_frames: 0,
             no_user_stack: false,
+            user_unwind: UserUnwind::FramePointers,
             user_regs: [0; 3],
             user_stack: &[],
         }

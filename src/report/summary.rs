@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     capture::{
         Completeness, Meta, Selection,
-        format::{Problems, TargetKind, Window},
+        format::{Problems, TargetKind, Unwinding, Window},
     },
     encode::{Encoder, Ending, frames},
     text::printable,
@@ -86,6 +86,10 @@ pub struct Totals {
     pub fully_symbolized: f64,
     /// The windows' problems, summed (see the capture format's `Problems`).
     pub problems: Problems,
+    /// DWARF mode: how user stacks were unwound (all samples of the windows read), and the
+    /// unwind tables' size at the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwinding: Option<Unwinding>,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +172,9 @@ impl Tally {
         totals.truncated += window.truncated;
         if let Some(problems) = &window.problems {
             totals.problems.add(problems);
+        }
+        if let Some(unwinding) = &window.unwinding {
+            totals.unwinding.get_or_insert_default().add(unwinding);
         }
         self.windows.push(WindowInfo {
             index: window.index,
@@ -384,6 +391,9 @@ impl Summary {
             "fully symbolized stacks: {:.1}% of samples",
             100.0 * t.fully_symbolized
         )?;
+        if let Some(unwinding) = t.unwinding.as_ref().filter(|u| u.samples() > 0) {
+            writeln!(out, "{}", unwinding.phrase())?;
+        }
         let problems = t.problems.phrases();
         if !problems.is_empty() {
             writeln!(

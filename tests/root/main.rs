@@ -17,6 +17,7 @@ mod pprof_reader;
 mod util;
 
 mod hostile;
+mod kernel_unwind;
 mod perf_export;
 mod pprof_export;
 mod push_datadog;

@@ -69,10 +69,16 @@ pub fn hotspot() -> &'static Path {
 
 /// Compiles `tests/fixtures/NAME.c` with `flags` into the target directory.
 pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
+    compile_c_as(name, name, flags)
+}
+
+/// Compiles `tests/fixtures/NAME.c` with `flags` into the binary `binary_name` in the target
+/// directory (one source built two ways needs two names).
+pub fn compile_c_as(name: &str, binary_name: &str, flags: &[&str]) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
     std::fs::create_dir_all(&dir).expect("fixture dir");
-    let binary = dir.join(name);
+    let binary = dir.join(binary_name);
     let status = Command::new("cc")
         .args(flags)
         .arg("-g")

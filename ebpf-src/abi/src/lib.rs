@@ -44,6 +44,9 @@ pub mod config {
     /// A process never to sample: amprof itself (its own work is not what the user profiles,
     /// and symbolizing itself would feed back into what it measures).
     pub const EXCLUDE_PID: u32 = 4;
+    /// DWARF mode: non-zero to walk user stacks in the kernel with the unwind tables userspace
+    /// loads (`UNWIND_ROWS`, `PROCESSES`), copying the stack only from where the tables end.
+    pub const UNWIND_TABLES: u32 = 5;
     /// Entries in the map.
     pub const LEN: u32 = 8;
 }
@@ -164,11 +167,12 @@ pub const RBP_AT_RBP: u8 = 2 << 4;
 pub const RBP_MASK: u8 = 0xf0;
 
 /// Executable mappings with tables per process; beyond, code falls back to the stack copy.
-pub const MAX_PROCESS_MAPPINGS: usize = 256;
+pub const MAX_PROCESS_MAPPINGS: u32 = 256;
 
-/// One executable mapping of a process whose binary has a table loaded.
+/// One executable mapping of a process whose binary has a table loaded (an entry of the
+/// `MAPPINGS` pool).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecMapping {
     /// Runtime addresses `start..end`.
     pub start: u64,
@@ -180,14 +184,27 @@ pub struct ExecMapping {
     pub rows: u32,
 }
 
-/// The value of `PROCESSES`: a process's mappings with tables, sorted by `start`, disjoint.
+/// The value of `PROCESSES`: a process's mappings with tables are `len` entries of the
+/// `MAPPINGS` pool from `first`, sorted by `start` and disjoint.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessMappings {
+    pub first: u32,
     pub len: u32,
-    pub reserved: u32,
-    pub mappings: [ExecMapping; MAX_PROCESS_MAPPINGS],
 }
+
+/// Processes with tables at once (entries of `PROCESSES`).
+pub const MAX_UNWIND_PROCESSES: u32 = 16384;
+/// Rows of one binary's table: the in-kernel binary search takes at most log2 of it steps.
+pub const MAX_TABLE_ROWS: u32 = 1 << 24;
+/// Where the x86-64 kernel puts the interrupted registers for a signal handler: at the signal
+/// trampoline, rsp points at the `ucontext`, whose `uc_mcontext` (a `sigcontext`) is at this
+/// offset (after `uc_flags`, `uc_link` and the 24-byte `uc_stack`).
+pub const UCONTEXT_MCONTEXT: u64 = 40;
+/// Offsets of rbp, rsp and rip in the x86-64 `sigcontext`.
+pub const SIGCONTEXT_RBP: u64 = 80;
+pub const SIGCONTEXT_RSP: u64 = 120;
+pub const SIGCONTEXT_RIP: u64 = 128;
 
 /// The scratch buffer the eBPF program builds a sample in before copying the used part to the
 /// ring buffer (a BPF program's own stack is only 512 bytes). One per CPU, in an array map indexed

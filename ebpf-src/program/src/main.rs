@@ -21,19 +21,27 @@ mod program {
     use core::ffi::c_void;
 
     use amprof_abi::{
-        EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_BYTES, MAX_USER_STACK_BYTES,
-        MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET, SampleBuffer, SampleHead,
-        WINDOW_SLOTS, config,
+        CFA_END, CFA_MASK, CFA_PLT, CFA_RBP, CFA_RBP_DEREF, CFA_RSP, CFA_SIGNAL, EVENT_EXEC,
+        EVENT_SAMPLE, EventHeader, ExecMapping, MAX_STACK_BYTES,
+        MAX_UNWIND_PROCESSES, MAX_USER_FRAMES,
+        MAX_USER_STACK_BYTES, MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET,
+        ProcessMappings, RBP_AT_CFA, RBP_AT_RBP, RBP_MASK, SIGCONTEXT_RBP, SIGCONTEXT_RIP,
+        SIGCONTEXT_RSP, SampleBuffer, SampleHead, UCONTEXT_MCONTEXT, UNWIND_COPY, UNWIND_TABLES,
+        UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, UnwindRow, WINDOW_SLOTS, config,
     };
     use aya_ebpf::{
         EbpfContext as _,
         bindings::pt_regs,
-        bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+        bindings::{
+            BPF_F_MMAPABLE, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP,
+            BPF_RB_NO_WAKEUP,
+        },
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             bpf_ktime_get_ns, bpf_probe_read_kernel,
             generated::{
-                bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user, bpf_task_pt_regs,
+                self, bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_probe_read_user,
+                bpf_task_pt_regs,
             },
         },
         macros::{map, perf_event, tracepoint},
@@ -75,6 +83,30 @@ mod program {
     /// count tells how busy the machine was.
     #[map]
     static IDLE: PerCpuArray<u64> = PerCpuArray::with_max_entries(WINDOW_SLOTS, 0);
+
+    /// The rows of every binary's unwind table, one table after another. Userspace sizes it at
+    /// load time and writes tables through a shared mapping of the map (no syscall per row).
+    #[map]
+    static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+    /// Executable mappings of the processes in `PROCESSES`, each process's a run of entries.
+    /// Userspace sizes it and writes it through a shared mapping, like `UNWIND_ROWS`.
+    #[map]
+    static MAPPINGS: Array<ExecMapping> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+    /// Per process (thread-group id): where its mappings with tables are in `MAPPINGS`.
+    /// Userspace writes an entry once it has read the process's mappings; exec and process
+    /// creation remove it here, so a table never unwinds an address space it was not made for.
+    #[map]
+    static PROCESSES: HashMap<u32, ProcessMappings> =
+        HashMap::with_max_entries(MAX_UNWIND_PROCESSES, 0);
+
+    /// The frames of an in-kernel walk, `MAX_USER_FRAMES` per CPU (userspace sets the size),
+    /// copied into the sample once the walk ends. Frames go here rather than straight into
+    /// `SCRATCH` because a map key is all the verifier needs to see, where a pointer offset
+    /// would have to be proven for every frame count, once per count.
+    #[map]
+    static FRAMES: Array<u64> = Array::with_max_entries(MAX_USER_FRAMES as u32, 0);
 
     /// Samples of a new process that wake userspace up at once.
     const EAGER_SAMPLES: u32 = 8;
@@ -170,8 +202,7 @@ mod program {
                 );
                 (head.user_bytes, head.user_error) = stack_bytes(ret);
             } else {
-                (head.user_stack_bytes, head.user_error) =
-                    copy_user_stack(rest, stack_copy, &mut head.user_regs);
+                unwind_user(&mut head, pid, cpu, data, stack_copy);
             }
             (*buffer).head = head;
             let len = size_of::<SampleHead>()
@@ -197,23 +228,102 @@ mod program {
         0
     }
 
-    /// DWARF mode: reads the task's user registers (from its saved user-mode context, right
-    /// whether the sample interrupted user or kernel code) and copies up to `wanted` bytes of
-    /// user stack from the stack pointer to `dst`. A copy that runs past the end of the stack
-    /// faults as a whole, so smaller copies are tried, down to `MIN_USER_STACK_BYTES`.
-    /// Returns the bytes copied and an error (non-zero when nothing could be read).
+    /// DWARF mode: finds the user frames of the current task, into `data` after the kernel
+    /// frames. With tables loaded for the process, the stack is walked here ([`walk_step`]) as
+    /// far as they go; from where they end (code without tables: JIT code, a binary whose table
+    /// is still being built, or the whole stack when the process has none yet) the user stack
+    /// is copied for userspace to unwind, as perf does.
     #[inline(always)]
-    unsafe fn copy_user_stack(dst: *mut u8, wanted: u64, regs_out: &mut [u64; 3]) -> (u32, i32) {
+    unsafe fn unwind_user(head: &mut SampleHead, pid: u32, cpu: u32, data: *mut u8, wanted: u64) {
         const EFAULT: i32 = -14;
-        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-        let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
-            return (0, EFAULT);
+        let Some([pc, sp, bp]) = (unsafe { user_regs() }) else {
+            head.user_error = EFAULT;
+            return;
         };
+        let mut walk = Walk {
+            pc,
+            sp,
+            bp,
+            pid,
+            frames_base: cpu.wrapping_mul(MAX_USER_FRAMES as u32),
+            frames: 0,
+            outcome: UNWIND_COPY,
+            exact: 1,
+        };
+        if setting(config::UNWIND_TABLES) != 0 && unsafe { PROCESSES.get(&pid) }.is_some() {
+            // One more step than frames, so that the depth limit is seen by walk_step.
+            unsafe {
+                bpf_loop(
+                    MAX_USER_FRAMES as u32 + 1,
+                    walk_step as *mut c_void,
+                    (&raw mut walk).cast::<c_void>(),
+                    0,
+                )
+            };
+        }
+        let frames = if walk.frames > MAX_USER_FRAMES as u32 {
+            MAX_USER_FRAMES as u32
+        } else {
+            walk.frames
+        };
+        let kernel_bytes = head.kernel_bytes & MAX_STACK_BYTES as u32;
+        let mut user = unsafe { data.add(kernel_bytes as usize) };
+        if frames > 0 {
+            let Some(found) = FRAMES.get_ptr(walk.frames_base) else {
+                head.user_error = EFAULT;
+                return;
+            };
+            // The walk's frames are consecutive entries of FRAMES (an array map's values are
+            // contiguous), read as one block.
+            let ret = unsafe {
+                bpf_probe_read_kernel_buf(user.cast::<c_void>(), frames * 8, found.cast())
+            };
+            if ret != 0 {
+                head.user_error = EFAULT;
+                return;
+            }
+            user = unsafe { user.add(frames as usize * 8) };
+        }
+        head.user_bytes = frames * 8;
+        head.user_unwind = walk.outcome;
+        if walk.outcome == UNWIND_COPY || walk.outcome == UNWIND_TABLES_COPY {
+            head.user_regs = [walk.pc, walk.sp, walk.bp];
+            (head.user_stack_bytes, head.user_error) =
+                unsafe { copy_user_stack(user, walk.sp, wanted) };
+            if head.user_error != 0 && walk.outcome == UNWIND_TABLES_COPY {
+                // The frames found in the kernel stand; only the rest is missing.
+                head.user_error = 0;
+                head.user_unwind = UNWIND_TABLES_TRUNCATED;
+            }
+        }
+    }
+
+    /// `bpf_probe_read_kernel` of `size` bytes (the aya wrapper reads one value of a type).
+    #[inline(always)]
+    unsafe fn bpf_probe_read_kernel_buf(dst: *mut c_void, size: u32, src: *const c_void) -> i64 {
+        unsafe { generated::bpf_probe_read_kernel(dst, size, src) }
+    }
+
+    /// The task's user registers (rip, rsp, rbp) from its saved user-mode context: right
+    /// whether the sample interrupted user or kernel code. `None` for kernel threads.
+    #[inline(always)]
+    unsafe fn user_regs() -> Option<[u64; 3]> {
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+        let regs = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
         // Kernel threads have no user context: their saved registers are zero.
         if regs.rip == 0 || regs.rsp == 0 {
-            return (0, EFAULT);
+            return None;
         }
-        *regs_out = [regs.rip, regs.rsp, regs.rbp];
+        Some([regs.rip, regs.rsp, regs.rbp])
+    }
+
+    /// Copies up to `wanted` bytes of user stack from `sp` to `dst`. A copy that runs past the
+    /// end of the stack faults as a whole, so smaller copies are tried, down to
+    /// `MIN_USER_STACK_BYTES`. Returns the bytes copied and an error (non-zero when nothing
+    /// could be read).
+    #[inline(always)]
+    unsafe fn copy_user_stack(dst: *mut u8, sp: u64, wanted: u64) -> (u32, i32) {
+        const EFAULT: i32 = -14;
         let mut size = if wanted > MAX_USER_STACK_BYTES as u64 {
             MAX_USER_STACK_BYTES as u32
         } else {
@@ -226,11 +336,7 @@ mod program {
             }
             let size_bounded = size & (2 * MAX_USER_STACK_BYTES as u32 - 1);
             let ret = unsafe {
-                bpf_probe_read_user(
-                    dst.cast::<c_void>(),
-                    size_bounded,
-                    regs.rsp as *const c_void,
-                )
+                bpf_probe_read_user(dst.cast::<c_void>(), size_bounded, sp as *const c_void)
             };
             if ret == 0 {
                 return (size_bounded, 0);
@@ -238,6 +344,222 @@ mod program {
             size /= 2;
         }
         (0, EFAULT)
+    }
+
+    /// The state of an in-kernel stack walk, shared with each [`walk_step`].
+    #[repr(C)]
+    struct Walk {
+        /// Registers of the frame to unwind next.
+        pc: u64,
+        sp: u64,
+        bp: u64,
+        pid: u32,
+        /// This CPU's first entry in `FRAMES`.
+        frames_base: u32,
+        /// User frames found so far. Written by the steps, never read by them: each step finds
+        /// at most one frame, so step `i` is at frame `i` (`bpf_loop`'s index), and a count the
+        /// verifier never sees as a constant lets it check a step once for all.
+        frames: u32,
+        /// One of the `UNWIND_*` outcomes, once the walk stops.
+        outcome: u32,
+        /// `pc` is the exact instruction (the leaf, or the frame a signal interrupted), not a
+        /// return address (whose call instruction is at `pc - 1`).
+        exact: u32,
+    }
+
+    const CONTINUE: i64 = 0;
+    const STOP: i64 = 1;
+
+    /// One frame of the walk, as a `bpf_loop` callback: the verifier checks it once, however
+    /// many frames a stack has.
+    #[inline(never)]
+    unsafe extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
+        let walk = unsafe { &mut *ctx.cast::<Walk>() };
+        unsafe { step(walk, index as u32) }
+    }
+
+    /// Unwinds frame `index` (its registers are in `walk`) to its caller.
+    #[inline(always)]
+    unsafe fn step(walk: &mut Walk, index: u32) -> i64 {
+        if index >= MAX_USER_FRAMES as u32 {
+            walk.outcome = UNWIND_TABLES_TRUNCATED;
+            return STOP;
+        }
+        let no_table = if index == 0 {
+            UNWIND_COPY
+        } else {
+            UNWIND_TABLES_COPY
+        };
+        let lookup = if walk.exact != 0 {
+            walk.pc
+        } else {
+            walk.pc.wrapping_sub(1)
+        };
+        let Some(row) = find_row(walk.pid, lookup) else {
+            walk.outcome = no_table;
+            return STOP;
+        };
+        let offset = u64::from(row.cfa_offset);
+        let cfa = match row.rule & CFA_MASK {
+            CFA_RSP => walk.sp.wrapping_add(offset),
+            CFA_RBP => walk.bp.wrapping_add(offset),
+            CFA_PLT => {
+                let second_half = (walk.pc & 15) >= u64::from(row.rbp_offset as u8);
+                walk.sp.wrapping_add(offset + if second_half { 8 } else { 0 })
+            }
+            CFA_RBP_DEREF => match read_user(walk.bp.wrapping_sub(offset)) {
+                Some(cfa) => cfa,
+                None => return truncated(walk),
+            },
+            CFA_SIGNAL => return signal_frame(walk, index),
+            CFA_END => {
+                push_frame(walk, index);
+                walk.outcome = UNWIND_TABLES;
+                return STOP;
+            }
+            _ => {
+                walk.outcome = no_table;
+                return STOP;
+            }
+        };
+        push_frame(walk, index);
+        // A caller's frame is above its callee's: anything else is a corrupt stack (or a
+        // wrong table), and following it could loop.
+        if cfa <= walk.sp {
+            return truncated(walk);
+        }
+        let Some(return_address) = read_user(cfa.wrapping_sub(8)) else {
+            return truncated(walk);
+        };
+        let saved_bp = i64::from(row.rbp_offset) * 8;
+        let bp = match row.rule & RBP_MASK {
+            RBP_AT_CFA => read_user(cfa.wrapping_add_signed(saved_bp)),
+            RBP_AT_RBP => read_user(walk.bp.wrapping_add_signed(saved_bp)),
+            _ => Some(walk.bp),
+        };
+        let Some(bp) = bp else {
+            return truncated(walk);
+        };
+        walk.pc = return_address;
+        walk.sp = cfa;
+        walk.bp = bp;
+        walk.exact = 0;
+        if return_address == 0 {
+            // Some thread start routines end the chain with a null return address.
+            walk.outcome = UNWIND_TABLES;
+            return STOP;
+        }
+        CONTINUE
+    }
+
+    /// The walk cannot go on (an unreadable or corrupt stack): the frames so far stand.
+    #[inline(always)]
+    fn truncated(walk: &mut Walk) -> i64 {
+        walk.outcome = UNWIND_TABLES_TRUNCATED;
+        STOP
+    }
+
+    /// The signal trampoline: the frame the signal interrupted has its registers in the
+    /// ucontext the kernel pushed, and its `pc` is exact (it was interrupted, not calling).
+    #[inline(always)]
+    fn signal_frame(walk: &mut Walk, index: u32) -> i64 {
+        push_frame(walk, index);
+        let context = walk.sp.wrapping_add(UCONTEXT_MCONTEXT);
+        let (Some(bp), Some(sp), Some(pc)) = (
+            read_user(context.wrapping_add(SIGCONTEXT_RBP)),
+            read_user(context.wrapping_add(SIGCONTEXT_RSP)),
+            read_user(context.wrapping_add(SIGCONTEXT_RIP)),
+        ) else {
+            return truncated(walk);
+        };
+        walk.pc = pc;
+        walk.sp = sp;
+        walk.bp = bp;
+        walk.exact = 1;
+        CONTINUE
+    }
+
+    /// Records `walk.pc` as user frame `index`.
+    #[inline(always)]
+    fn push_frame(walk: &mut Walk, index: u32) {
+        if let Some(slot) = FRAMES.get_ptr_mut(walk.frames_base.wrapping_add(index)) {
+            unsafe { *slot = walk.pc };
+            walk.frames = index + 1;
+        }
+    }
+
+    /// Reads a word of user memory.
+    #[inline(always)]
+    fn read_user(address: u64) -> Option<u64> {
+        let mut value = 0u64;
+        let ret = unsafe {
+            bpf_probe_read_user(
+                (&raw mut value).cast::<c_void>(),
+                8,
+                address as *const c_void,
+            )
+        };
+        (ret == 0).then_some(value)
+    }
+
+    /// The table row for `address` in process `pid`: a binary search of its mappings, then of
+    /// the mapping's table for the last row at or before the address. Entries are read by
+    /// key (array lookups), never by pointer offsets, so the verifier needs no bounds on the
+    /// search's indices and checks each search once.
+    #[inline(always)]
+    fn find_row(pid: u32, address: u64) -> Option<UnwindRow> {
+        let process = *unsafe { PROCESSES.get(&pid) }?;
+        let mapping = find_mapping(process, address)?;
+        let relative = address.wrapping_sub(mapping.bias);
+        if relative > u64::from(u32::MAX) {
+            return None;
+        }
+        let relative = relative as u32;
+        // Rows with pc <= relative are those before `low` once the search ends; 25 halvings
+        // cover MAX_TABLE_ROWS, which userspace keeps tables under. (No clamp to a constant
+        // here: a constant bound would make the verifier follow each halving's two outcomes
+        // separately, 2^25 paths.)
+        let (mut low, mut high) = (0u32, mapping.rows);
+        for _ in 0..25 {
+            if low >= high {
+                break;
+            }
+            let middle = low + (high - low) / 2;
+            let row = UNWIND_ROWS.get(mapping.first_row.wrapping_add(middle))?;
+            if row.pc <= relative {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        if low == 0 {
+            return None;
+        }
+        UNWIND_ROWS
+            .get(mapping.first_row.wrapping_add(low - 1))
+            .copied()
+    }
+
+    /// The mapping of `process` that contains `address` (its mappings are sorted and disjoint).
+    #[inline(always)]
+    fn find_mapping(process: ProcessMappings, address: u64) -> Option<ExecMapping> {
+        // 9 halvings cover MAX_PROCESS_MAPPINGS (256), which userspace keeps processes under.
+        let (mut low, mut high) = (0u32, process.len);
+        for _ in 0..9 {
+            if low >= high {
+                break;
+            }
+            let middle = low + (high - low) / 2;
+            let mapping = MAPPINGS.get(process.first.wrapping_add(middle))?;
+            if address < mapping.start {
+                high = middle;
+            } else if address >= mapping.end {
+                low = middle + 1;
+            } else {
+                return Some(*mapping);
+            }
+        }
+        None
     }
 
     /// `sched/sched_process_exec`: the calling process has a new address space.
@@ -248,8 +570,10 @@ mod program {
         if !is_target(pid) {
             return 0;
         }
-        // The new image's first sample must wake userspace again.
+        // The new image's first sample must wake userspace again, and the old image's tables
+        // must not unwind the new one.
         let _ = SEEN.remove(&pid);
+        let _ = PROCESSES.remove(&pid);
         let time_ns = unsafe { bpf_ktime_get_ns() };
         let event = header(EVENT_EXEC, time_ns, pid_tgid);
         // A lost exec event only costs symbols, which userspace recovers from on its own (it
@@ -274,6 +598,22 @@ mod program {
         };
         if flags & CLONE_THREAD == 0 {
             let _ = TARGETS.insert(&child, &1, 0);
+        }
+        0
+    }
+
+    /// `task/task_newtask`: a new process (not a thread) has no tables until userspace has read
+    /// its mappings; an entry left by an earlier process with the same id is removed.
+    #[tracepoint]
+    pub fn forget_new_process(ctx: TracePointContext) -> u32 {
+        const CLONE_THREAD: u64 = 0x0001_0000;
+        let (Ok(child), Ok(flags)) = (unsafe { ctx.read_at::<u32>(NEWTASK_PID_OFFSET) }, unsafe {
+            ctx.read_at::<u64>(NEWTASK_FLAGS_OFFSET)
+        }) else {
+            return 0;
+        };
+        if flags & CLONE_THREAD == 0 {
+            let _ = PROCESSES.remove(&child);
         }
         0
     }
