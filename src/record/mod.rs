@@ -28,6 +28,7 @@ pub mod sigbus;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
+pub mod unwind_table;
 pub mod window;
 pub mod worker;
 
