@@ -469,7 +469,7 @@ pub fn unwind_through(data: &[u8], ip: u64, stack: &[u8]) -> Vec<u64> {
 
 /// A copy of this process's vDSO, which is every process's vDSO: clock_gettime and friends run
 /// there, and it has CFI like any library.
-pub(super) fn own_vdso() -> Option<Vec<u8>> {
+pub(crate) fn own_vdso() -> Option<Vec<u8>> {
     let (maps, _) = super::procs::read_maps(Path::new("/proc/self/maps"), usize::MAX)?;
     let vdso = maps.into_iter().find(|m| m.kind == ModuleKind::Vdso)?;
     let len = (vdso.end - vdso.start) as usize;
