@@ -409,7 +409,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
             totals.0 += lost;
             totals.1 += idle;
             let closed = aggregator.close_next(lost, idle);
-            queued.push_back(WriterMessage::Window(closed));
+            queued.push_back(WriterMessage::Window(Box::new(closed)));
         }
         // Hand closed windows over without waiting: the writer may be naming a big window.
         if !hand_over(&mut queued, &to_writer, &stop) {
@@ -612,7 +612,8 @@ fn default_ring_bytes(cpus: usize, frequency_hz: u64, user_stack_bytes: u32) -> 
 }
 
 enum WriterMessage {
-    Window(ClosedWindow),
+    /// Boxed: a window is large, and the queue holds many messages.
+    Window(Box<ClosedWindow>),
     End(End),
 }
 
@@ -648,7 +649,7 @@ fn write_windows(
                     let left = hurry.saturating_sub(monotonic_ns());
                     deadline = deadline.min(Instant::now() + Duration::from_nanos(left));
                 }
-                let mut window = symbolizer.build(closed, deadline);
+                let mut window = symbolizer.build(*closed, deadline);
                 if let Some(window_problems) = &window.problems {
                     problems.add(window_problems);
                 }

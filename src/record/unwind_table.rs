@@ -197,8 +197,8 @@ impl Rows {
     fn push(&mut self, pc: u64, row: UnwindRow) -> Option<bool> {
         let pc = u32::try_from(pc).ok()?;
         let same = |last: &UnwindRow| {
-            (last.rule, last.cfa_offset, last.rbp_offset)
-                == (row.rule, row.cfa_offset, row.rbp_offset)
+            (last.rule, last.cfa_offset_low, last.rbp_offset)
+                == (row.rule, row.cfa_offset_low, row.rbp_offset)
         };
         if self.rows.last().is_some_and(same) {
             return Some(false);
@@ -334,7 +334,7 @@ fn evaluate<'d>(
 const fn only(cfa: u8) -> UnwindRow {
     UnwindRow {
         pc: 0,
-        cfa_offset: 0,
+        cfa_offset_low: 0,
         rule: cfa,
         rbp_offset: 0,
     }
@@ -356,7 +356,7 @@ fn convert(row: &UnwindTableRow<usize>, eh_frame: &EhFrame<Bytes<'_>>) -> Option
     }
     let (cfa, cfa_offset, plt_threshold) = match row.cfa() {
         CfaRule::RegisterAndOffset { register, offset } => {
-            let offset = u16::try_from(*offset).ok()?;
+            let offset = u64::try_from(*offset).ok()?;
             match *register {
                 RSP => (CFA_RSP, offset, None),
                 RBP => (CFA_RBP, offset, None),
@@ -382,12 +382,7 @@ fn convert(row: &UnwindTableRow<usize>, eh_frame: &EhFrame<Bytes<'_>>) -> Option
         Some(_) => return None,
         None => rbp_offset,
     };
-    Some(UnwindRow {
-        pc: 0,
-        cfa_offset,
-        rule: cfa | rbp,
-        rbp_offset,
-    })
+    UnwindRow::new(0, cfa | rbp, cfa_offset, rbp_offset)
 }
 
 /// `offset` in units of 8 bytes, if it is a multiple of 8 that fits.
@@ -404,12 +399,12 @@ fn eighths(offset: i64) -> Option<i8> {
 ///   DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus` (rsp + K, + 8 in the half of each 16-byte
 ///   stub after its push): `CFA_PLT` with K and N;
 /// - gcc's realigned frames, `DW_OP_breg6 (rbp) -K; DW_OP_deref`: `CFA_RBP_DEREF` with K.
-fn cfa_expression(bytes: &[u8]) -> Option<(u8, u16, Option<i8>)> {
+fn cfa_expression(bytes: &[u8]) -> Option<(u8, u64, Option<i8>)> {
     let mut expr = EndianSlice::new(bytes, LittleEndian);
     let op = expr.read_u8().ok()?;
     let offset = expr.read_sleb128().ok()?;
     if op == constants::DW_OP_breg7.0 {
-        let offset = u16::try_from(offset).ok()?;
+        let offset = u64::try_from(offset).ok()?;
         expect(&mut expr, &[constants::DW_OP_breg16])?;
         (expr.read_sleb128().ok()? == 0).then_some(())?;
         expect(&mut expr, &[constants::DW_OP_lit15, constants::DW_OP_and])?;
@@ -427,7 +422,7 @@ fn cfa_expression(bytes: &[u8]) -> Option<(u8, u16, Option<i8>)> {
         expr.is_empty()
             .then_some((CFA_PLT, offset, Some(threshold as i8)))
     } else if op == constants::DW_OP_breg6.0 {
-        let offset = u16::try_from(offset.checked_neg()?).ok()?;
+        let offset = u64::try_from(offset.checked_neg()?).ok()?;
         expect(&mut expr, &[constants::DW_OP_deref])?;
         expr.is_empty().then_some((CFA_RBP_DEREF, offset, None))
     } else {
@@ -484,7 +479,7 @@ mod tests {
         assert!(!table.rows.is_empty());
         for pair in table.rows.windows(2) {
             assert!(pair[0].pc < pair[1].pc, "{pair:?}");
-            let rule = |r: &UnwindRow| (r.rule, r.cfa_offset, r.rbp_offset);
+            let rule = |r: &UnwindRow| (r.rule, r.cfa_offset(), r.rbp_offset);
             assert_ne!(rule(&pair[0]), rule(&pair[1]), "{pair:?}");
         }
         for row in &table.rows {
@@ -542,7 +537,7 @@ mod tests {
 
     /// The step `row` prescribes, taken as the eBPF program takes it.
     fn row_step(row: UnwindRow, regs: Regs) -> Step {
-        let offset = u64::from(row.cfa_offset);
+        let offset = row.cfa_offset();
         let cfa = match row.rule & CFA_MASK {
             CFA_RSP => regs.rsp + offset,
             CFA_RBP => regs.rbp + offset,
@@ -810,7 +805,7 @@ mod tests {
                 .rows
                 .iter()
                 .any(|r| r.rule == CFA_RBP_DEREF | RBP_AT_RBP
-                    && r.cfa_offset == 8
+                    && r.cfa_offset() == 8
                     && r.rbp_offset == 0)
         );
     }
@@ -882,14 +877,25 @@ mod tests {
 
     /// Row by row, as readelf --debug-dump=frames shows the seed's CFI.
     #[test]
+    fn cfa_offsets_of_large_frames() {
+        // rustc's librustc_driver has frames of 540 KiB (CFA rsp + 540080).
+        for offset in [0, 8, 65535, 65536, 262143, 262144, 540080, (1 << 21) - 8] {
+            let row = UnwindRow::new(0x1000, CFA_RSP | RBP_AT_CFA, offset, -2).unwrap();
+            assert_eq!(row.cfa_offset(), offset);
+            assert_eq!(row.rule & CFA_MASK, CFA_RSP);
+            assert_eq!(row.rule & RBP_MASK, RBP_AT_CFA);
+        }
+        for offset in [262145, 540081, 1 << 21, u64::MAX] {
+            assert_eq!(UnwindRow::new(0x1000, CFA_RSP, offset, 0), None, "{offset}");
+        }
+    }
+
+    #[test]
     fn every_rule_of_a_small_library() {
         let Some(data) = seed() else { return };
         let (table, _) = compare_with_gimli("seed", &data, 1000);
-        let row = |pc, rule, cfa_offset, rbp_offset| UnwindRow {
-            pc,
-            cfa_offset,
-            rule,
-            rbp_offset,
+        let row = |pc, rule, cfa_offset, rbp_offset| {
+            UnwindRow::new(pc, rule, cfa_offset, rbp_offset).expect("the format holds it")
         };
         assert_eq!(
             table.rows,
@@ -945,7 +951,7 @@ mod tests {
             for address in stubs {
                 let row = table.lookup(address).unwrap();
                 assert_eq!(row.rule, CFA_PLT, "{path}: {address:#x}");
-                assert_eq!(row.cfa_offset, 8, "{path}: {address:#x}");
+                assert_eq!(row.cfa_offset(), 8, "{path}: {address:#x}");
                 assert!(matches!(row.rbp_offset, 10 | 11), "{path}: {row:?}");
             }
         }
@@ -1175,7 +1181,7 @@ mod tests {
         let fdes = pcrel_fdes(&data);
         let &(_, a_start, a_len) = fdes.iter().find(|f| f.2 >= 64).unwrap();
         let &(b_offset, ..) = fdes.iter().rev().find(|f| f.1 != a_start).unwrap();
-        let rule = |row: Option<UnwindRow>| row.map(|r| (r.rule, r.cfa_offset, r.rbp_offset));
+        let rule = |row: Option<UnwindRow>| row.map(|r| (r.rule, r.cfa_offset(), r.rbp_offset));
         // B (later in the section) moved inside A, then onto A's start: A's rules stay.
         for b_start in [a_start + 1, a_start] {
             let mut bad = data.clone();

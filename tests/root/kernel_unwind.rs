@@ -176,6 +176,45 @@ fn signal_frames_are_crossed() {
     );
 }
 
+/// Frames of hundreds of KiB (rustc has 540 KiB ones): their CFA offsets fit the table rows,
+/// and the walk goes on above them. A copy of the stack could not reach past them at all.
+#[test]
+fn large_frames_are_crossed() {
+    let _root = require_root();
+    let program = compile_c_as(
+        "bigframe",
+        "bigframe-nofp",
+        &["-O2", "-fomit-frame-pointer"],
+    );
+    let (capture, json) = record(
+        "kunwind-bigframe",
+        &["-g", "dwarf"],
+        &[program.to_str().unwrap(), "2"],
+    );
+    let stacks = user_stacks(&capture, "bigframe-nofp");
+    let spinning = |f: &[String]| f.iter().any(|x| x == "spin");
+    let through = share(&stacks, |f| {
+        spinning(f)
+            && complete(f)
+            && f.iter().any(|x| x == "inner_frame")
+            && f.iter().any(|x| x == "outer_frame")
+            && f.iter().any(|x| x == "main")
+    });
+    let spin = share(&stacks, spinning);
+    assert!(spin >= 0.5, "spin ran in {:.1}% of samples", spin * 100.0);
+    assert!(
+        through >= 0.9 * spin,
+        "{:.1}% of samples in spin, {:.1}% of all through both large frames to _start: {stacks:?}",
+        spin * 100.0,
+        through * 100.0
+    );
+    let (in_kernel, total) = walked_in_kernel(&json);
+    assert!(
+        in_kernel * 10 >= total * 8,
+        "{in_kernel} of {total} walked in the kernel"
+    );
+}
+
 /// What leaves the kernel per sample: with tables, frame addresses only (as with frame
 /// pointers); with the stack copy, kilobytes of stack.
 #[test]
@@ -190,12 +229,15 @@ fn a_walked_stack_costs_its_frames_not_a_stack_copy() {
     let per_sample = |json: &serde_json::Value| {
         json["ring_bytes"].as_f64().unwrap() / json["samples"].as_f64().unwrap().max(1.0)
     };
-    let (_, tables) = record("kunwind-bytes", &["-g", "dwarf"], &[program, "2"]);
-    let (_, copy) = record("kunwind-bytes-copy", &["-g", "dwarf-copy"], &[program, "2"]);
-    let (_, fp) = record("kunwind-bytes-fp", &["-g", "fp"], &[program, "2"]);
+    // 4 s: the samples before the binary's table is loaded are copied (a fallback that costs
+    // more, under load, when the table is built later); they must stay a small share.
+    let (_, tables) = record("kunwind-bytes", &["-g", "dwarf"], &[program, "4"]);
+    let (_, copy) = record("kunwind-bytes-copy", &["-g", "dwarf-copy"], &[program, "4"]);
+    let (_, fp) = record("kunwind-bytes-fp", &["-g", "fp"], &[program, "4"]);
     let (tables, copy, fp) = (per_sample(&tables), per_sample(&copy), per_sample(&fp));
+    // The copy is as deep as this shallow stack goes (2 KiB here), so only 5x.
     assert!(
-        tables <= 2.0 * fp.max(200.0) && tables * 10.0 <= copy,
+        tables <= 2.0 * fp.max(200.0) && tables * 5.0 <= copy,
         "bytes per sample: dwarf {tables:.0}, dwarf-copy {copy:.0}, fp {fp:.0}"
     );
 }

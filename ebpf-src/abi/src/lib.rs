@@ -130,13 +130,49 @@ pub struct UnwindRow {
     /// First address the row covers, in the binary's own (ELF virtual) addresses, minus the
     /// table's base: a mapping's `bias` turns a runtime address into this.
     pub pc: u32,
-    /// The CFA offset (its meaning depends on the CFA rule).
-    pub cfa_offset: u16,
-    /// A `CFA_*` rule in the low four bits, a `RBP_*` rule in the high four.
+    /// The low 16 bits of the CFA offset's count (see [`UnwindRow::cfa_offset`]): its
+    /// meaning depends on the CFA rule.
+    pub cfa_offset_low: u16,
+    /// A `CFA_*` rule in bits 0-2, a `RBP_*` rule in bits 3-4, `CFA_OFFSET_EIGHTHS` and the
+    /// CFA offset count's bits 16-17 above.
     pub rule: u8,
     /// `RBP_AT_CFA`/`RBP_AT_RBP`: the caller's rbp is saved at that register + 8 × this.
     /// `CFA_PLT`: the threshold of the PLT rule.
     pub rbp_offset: i8,
+}
+
+impl UnwindRow {
+    /// A row for code at `pc` with `rule` (a `CFA_*` and a `RBP_*` rule) and a CFA offset of
+    /// `cfa_offset` bytes, if the format can hold that offset: up to 256 KiB - 1, or up to
+    /// 2 MiB - 8 in multiples of 8. (Frames beyond 64 KiB are real: rustc has functions with
+    /// half a megabyte of stack.)
+    #[inline]
+    pub fn new(pc: u32, rule: u8, cfa_offset: u64, rbp_offset: i8) -> Option<UnwindRow> {
+        let (count, eighths) = if cfa_offset < 1 << 18 {
+            (cfa_offset, 0)
+        } else if cfa_offset % 8 == 0 && cfa_offset / 8 < 1 << 18 {
+            (cfa_offset / 8, CFA_OFFSET_EIGHTHS)
+        } else {
+            return None;
+        };
+        Some(UnwindRow {
+            pc,
+            cfa_offset_low: count as u16,
+            rule: (rule & (CFA_MASK | RBP_MASK)) | eighths | (((count >> 16) as u8) << 6),
+            rbp_offset,
+        })
+    }
+
+    /// The CFA offset in bytes.
+    #[inline(always)]
+    pub fn cfa_offset(&self) -> u64 {
+        let count = u64::from(self.cfa_offset_low) | (u64::from(self.rule >> 6) << 16);
+        if self.rule & CFA_OFFSET_EIGHTHS != 0 {
+            count * 8
+        } else {
+            count
+        }
+    }
 }
 
 /// No unwind information for these addresses (a gap between functions, or rules the kernel
@@ -156,15 +192,17 @@ pub const CFA_SIGNAL: u8 = 5;
 /// The outermost frame (its return address is undefined): the stack ends here.
 pub const CFA_END: u8 = 6;
 /// Mask of the CFA rule in `UnwindRow::rule`.
-pub const CFA_MASK: u8 = 0x0f;
+pub const CFA_MASK: u8 = 0x07;
 /// The caller's rbp is this frame's rbp.
 pub const RBP_UNCHANGED: u8 = 0;
 /// The caller's rbp is saved at CFA + 8 × rbp_offset.
-pub const RBP_AT_CFA: u8 = 1 << 4;
+pub const RBP_AT_CFA: u8 = 1 << 3;
 /// The caller's rbp is saved at rbp + 8 × rbp_offset (realigned frames).
-pub const RBP_AT_RBP: u8 = 2 << 4;
+pub const RBP_AT_RBP: u8 = 2 << 3;
 /// Mask of the rbp rule in `UnwindRow::rule`.
-pub const RBP_MASK: u8 = 0xf0;
+pub const RBP_MASK: u8 = 0x18;
+/// The CFA offset is counted in units of 8 bytes (large frames).
+pub const CFA_OFFSET_EIGHTHS: u8 = 1 << 5;
 
 /// Executable mappings with tables per process; beyond, code falls back to the stack copy.
 pub const MAX_PROCESS_MAPPINGS: u32 = 256;

@@ -399,7 +399,7 @@ mod program {
             walk.outcome = no_table;
             return STOP;
         };
-        let offset = u64::from(row.cfa_offset);
+        let offset = row.cfa_offset();
         let cfa = match row.rule & CFA_MASK {
             CFA_RSP => walk.sp.wrapping_add(offset),
             CFA_RBP => walk.bp.wrapping_add(offset),
