@@ -52,7 +52,8 @@ pub struct Meta {
     /// get nanoseconds since the Unix epoch.
     #[prost(int64, tag = "13")]
     pub realtime_offset_ns: i64,
-    /// Stack unwinding used for user stacks: `fp` (frame pointers) or `dwarf` (CFI).
+    /// Stack unwinding used for user stacks: `fp` (frame pointers), `dwarf` (CFI, walked in
+    /// the kernel with unwind tables) or `dwarf-copy` (CFI, from stack copies).
     #[prost(string, tag = "14")]
     pub call_graph: String,
     /// The requested duration in ns (0: until interrupted).
@@ -199,8 +200,9 @@ impl Unwinding {
         self.in_kernel + self.kernel_then_copy + self.copied + self.kernel_truncated
     }
 
-    /// One line for a summary: `user stacks 97.1% walked in the kernel, 2.0% in the kernel
-    /// then from a stack copy, ...; unwind tables: 42 binaries, 1.2 M rows (9.6 of 64 MiB)`.
+    /// One line for a summary: `user stacks: 97.1% walked in the kernel, 2.0% in the kernel
+    /// then from a stack copy, 0.8% from a stack copy, 0.1% cut short in the kernel; unwind
+    /// tables: 42 binaries, 1.20 M rows (9.2 of 64 MiB)`.
     pub fn phrase(&self) -> String {
         let total = self.samples().max(1) as f64;
         let share = |n: u64| 100.0 * n as f64 / total;

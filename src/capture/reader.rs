@@ -27,7 +27,7 @@ use super::{
 use crate::error::bad_input;
 
 /// Most locations in one stack. A recording makes at most 127 kernel frames (the eBPF stack
-/// limit) and 512 user frames (DWARF unwinding's limit).
+/// limit) and 1,024 user frames (the in-kernel walk's limit; 512 from a stack copy).
 pub const MAX_STACK_LOCATIONS: usize = 2048;
 
 /// Most source lines (an address and the functions inlined there) of one location. Recordings
@@ -56,9 +56,9 @@ pub const EXPANSION_ALLOWANCE: u64 = 64 << 20;
 
 /// Most frames one stack expands to (its locations, each once per function inlined there).
 /// Every sample of a stack carries them all into pprof and Datadog uploads, so this bounds what
-/// one sample costs there. Recordings make at most 639 locations, with a few inlined frames
-/// each on average.
-pub const MAX_STACK_FRAMES: u64 = 8192;
+/// one sample costs there. Recordings make at most 1,151 locations, with a few inlined frames
+/// each on average (Rust code with `--inline`: up to about 8).
+pub const MAX_STACK_FRAMES: u64 = 16384;
 
 /// Most bytes of names one stack expands to (see [`MAX_STACK_FRAMES`]). The deepest recorded
 /// case, 500 frames of a 1,870-byte C++ template function, expands to under 1 MiB.
@@ -749,13 +749,16 @@ mod tests {
     #[test]
     fn one_stack_cannot_expand_past_the_per_stack_bounds() {
         let long = "n".repeat(60_000);
-        let deep = window(&["f"], vec![location(&[0; 8])], vec![0; 1025]);
+        let deep = window(&["f"], vec![location(&[0; 16])], vec![0; 1025]);
         assert!(
             validate_window(&deep)
                 .unwrap_err()
                 .to_string()
-                .contains("8200 frames")
+                .contains("16400 frames")
         );
+        // The deepest recording: 1,151 locations of 8 inlined frames each.
+        let deepest = window(&["f"], vec![location(&[0; 8])], vec![0; 1151]);
+        assert!(validate_window(&deepest).is_ok());
         let wide = window(&[&long], vec![location(&[0])], vec![0; 300]);
         assert!(
             validate_window(&wide)

@@ -84,9 +84,7 @@ pub struct TableStats {
 
 /// A file's table, as far as it got.
 enum Table {
-    Building {
-        since: Instant,
-    },
+    Building,
     Loaded(Loaded),
     /// No table can be had for it (counted once).
     Unusable,
@@ -131,6 +129,9 @@ pub struct KernelTables {
     tables: FxHashMap<FileKey, Table>,
     /// Files submitted to the current builder, oldest first: answers come in this order.
     in_flight: Vec<FileKey>,
+    /// When the oldest file in flight got the builder to itself (its build's start, at the
+    /// latest): the timeout counts from there, not from a wait in the queue behind others.
+    head_since: Instant,
     builder: Worker<Arc<Pinned>, Option<Built>>,
     vdso: Option<Loaded>,
     published: FxHashMap<u32, Published>,
@@ -163,6 +164,7 @@ impl KernelTables {
             mapping_space: Space::new(space.mappings),
             tables: FxHashMap::default(),
             in_flight: Vec::new(),
+            head_since: Instant::now(),
             builder: Worker::start(
                 "amprof-tables",
                 Arc::new(|| Box::new(|pinned: Arc<Pinned>| build_file(&pinned))),
@@ -334,18 +336,16 @@ impl KernelTables {
     ) -> Option<Result<&mut Loaded, Pending>> {
         if !self.tables.contains_key(key) {
             let pinned = pinned?;
-            self.tables.insert(
-                key.clone(),
-                Table::Building {
-                    since: Instant::now(),
-                },
-            );
+            self.tables.insert(key.clone(), Table::Building);
+            if self.in_flight.is_empty() {
+                self.head_since = Instant::now();
+            }
             self.in_flight.push(key.clone());
             self.builder.submit(Arc::clone(pinned));
         }
         match self.tables.get_mut(key)? {
             Table::Loaded(loaded) => Some(Ok(loaded)),
-            Table::Building { .. } => Some(Err(Pending)),
+            Table::Building => Some(Err(Pending)),
             Table::Unusable | Table::NoRoom => None,
         }
     }
@@ -358,6 +358,7 @@ impl KernelTables {
                 break;
             }
             let key = self.in_flight.remove(0);
+            self.head_since = Instant::now();
             let table = match answer.flatten() {
                 Some(built) => match self.load(built) {
                     Some(loaded) => Table::Loaded(loaded),
@@ -374,9 +375,7 @@ impl KernelTables {
             self.tables.insert(key, table);
             self.generation += 1;
         }
-        let stalled = self.in_flight.first().is_some_and(|key| {
-            matches!(self.tables.get(key), Some(Table::Building { since }) if since.elapsed() > BUILD_TIMEOUT)
-        });
+        let stalled = !self.in_flight.is_empty() && self.head_since.elapsed() > BUILD_TIMEOUT;
         if stalled {
             // The builder is stuck on its current file: give that one up, and hand the files
             // queued behind it to a fresh builder when they are next asked for.

@@ -875,7 +875,7 @@ mod tests {
         data
     }
 
-    /// Row by row, as readelf --debug-dump=frames shows the seed's CFI.
+    /// CFA offsets beyond 16 bits: counted in bytes up to 256 KiB, in eighths up to 2 MiB.
     #[test]
     fn cfa_offsets_of_large_frames() {
         // rustc's librustc_driver has frames of 540 KiB (CFA rsp + 540080).
@@ -890,6 +890,7 @@ mod tests {
         }
     }
 
+    /// Row by row, as readelf --debug-dump=frames shows the seed's CFI.
     #[test]
     fn every_rule_of_a_small_library() {
         let Some(data) = seed() else { return };

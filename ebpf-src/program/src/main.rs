@@ -1,9 +1,12 @@
-//! amprof's eBPF program: one perf-event program that samples stacks, and two tracepoint programs
-//! that keep userspace's view of processes right (exec) and extend the target set to children.
+//! amprof's eBPF program: one perf-event program that samples stacks, and three tracepoint
+//! programs that keep userspace's view of processes right (exec), extend the target set to
+//! children, and forget a new process's unwind tables (its pid's old entry).
 //!
 //! Design rules, each paid for (see ../shared notes in the repo history and ebpf-src/README.md):
-//! - Stacks are copied whole with `bpf_get_stack` into a ring buffer record, never interned in a
-//!   stack-id map: stack-id maps collide and would attribute one stack's samples to another.
+//! - Kernel stacks are copied whole with `bpf_get_stack`, user stacks walked here with unwind
+//!   tables (`-g dwarf`), by frame pointers, or copied for userspace to unwind, into a ring
+//!   buffer record, never interned in a stack-id map: stack-id maps collide and would
+//!   attribute one stack's samples to another.
 //! - Every sample the ring buffer cannot take is counted, per window slot, so userspace can report
 //!   exactly how many samples each window lost.
 //! - Filtering by process happens here, before any copying, so a targeted recording costs nothing
