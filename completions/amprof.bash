@@ -429,7 +429,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__record)
-            opts="-F -d -w -k -p -o -q -g -h --frequency --duration --window --keep --pid --output --quiet --json --call-graph --stack-size --inline --buffer-size --push-to --push-queue --timeout --retries --agent-url --agentless --site --intake-url --service --env --version --tag --period --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
+            opts="-F -d -w -k -p -o -q -g -h --frequency --duration --window --keep --pid --output --quiet --json --call-graph --stack-size --unwind-table-rows --inline --buffer-size --push-to --push-queue --timeout --retries --agent-url --agentless --site --intake-url --service --env --version --tag --period --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -484,14 +484,18 @@ _amprof() {
                     return 0
                     ;;
                 --call-graph)
-                    COMPREPLY=($(compgen -W "fp dwarf" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "fp dwarf dwarf-copy" -- "${cur}"))
                     return 0
                     ;;
                 -g)
-                    COMPREPLY=($(compgen -W "fp dwarf" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "fp dwarf dwarf-copy" -- "${cur}"))
                     return 0
                     ;;
                 --stack-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --unwind-table-rows)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
