@@ -9,6 +9,11 @@ use amprof::{
 };
 
 fn main() -> ExitCode {
+    // Buffers of 128 KiB and more get mappings of their own, returned to the system when freed:
+    // building an unwind table grows vectors to tens of MB for a moment, and glibc's adaptive
+    // threshold would otherwise keep that memory in an arena for the rest of the recording.
+    // SAFETY: called before any other thread exists; it only sets a malloc parameter.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
     let cli = match cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(), // --help, --version

@@ -126,7 +126,18 @@ struct FileState {
     /// are the binary's, its file layout is not.
     debug: Option<(Access, Vec<LoadSegment>)>,
     build_id: Vec<u8>,
+    /// Symbolized by a symbolizer of its own, dropped after each use (see [`KEEP_PARSED_UP_TO`]).
+    transient: bool,
 }
+
+/// Files up to this size stay parsed in the long-lived symbolizer between windows. Larger ones,
+/// and separate debug files (whose DWARF blazesym decompresses and keeps), are parsed afresh for
+/// each window and let go at once: blazesym keeps a file's mapping (whose touched pages count
+/// in amprof's RSS), its sorted symbol index and its decompressed sections for as long as the
+/// symbolizer lives. During a cargo build, librustc_driver and libLLVM alone kept 30 MB of
+/// symbol tables resident and libc's debug file 12 MB of DWARF; parsing them again costs about
+/// 10 ms a window each.
+const KEEP_PARSED_UP_TO: u64 = 4 << 20;
 
 /// The resolver's state, on its worker thread.
 pub struct Resolver {
@@ -250,18 +261,19 @@ impl Resolver {
             self.files.insert(file.key.clone(), state);
         }
         let state = &self.files[&file.key];
+        let transient = state.transient.then(|| new_blazesym(self.inline));
+        let symbolizer = transient.as_ref().unwrap_or(&self.blazesym);
         let resolved = match (&state.debug, &state.access) {
             (Some((debug, layout)), _) => {
                 let addresses: Vec<u64> = offsets
                     .iter()
                     .map(|&o| elf::virtual_address(layout, o).unwrap_or(u64::MAX))
                     .collect();
-                self.blazesym
+                symbolizer
                     .symbolize(&debug.source(), Input::VirtOffset(&addresses))
                     .unwrap_or_default()
             }
-            (None, Some(access)) => self
-                .blazesym
+            (None, Some(access)) => symbolizer
                 .symbolize(&access.source(), Input::FileOffset(offsets))
                 .unwrap_or_default(),
             (None, None) => Vec::new(),
@@ -277,6 +289,7 @@ impl Resolver {
             access: None,
             debug: None,
             build_id: Vec::new(),
+            transient: false,
         };
         let Some(opened) = file.pinned.as_ref().map(|p| p.open()) else {
             return unreadable;
@@ -293,6 +306,7 @@ impl Resolver {
             return unreadable;
         };
         let build_id = facts.build_id.clone().unwrap_or_default();
+        let size = opened.stat().size;
         let access = if root_controlled_at_path(&opened, &file.key.2) && facts.links.confined() {
             Access::Path(file.key.2.to_string())
         } else {
@@ -318,6 +332,7 @@ impl Resolver {
                 })
         };
         FileState {
+            transient: debug.is_some() || size > KEEP_PARSED_UP_TO,
             access: Some(access),
             debug,
             build_id,
