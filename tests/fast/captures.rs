@@ -818,7 +818,7 @@ fn deep_recursion_through_long_names_is_not_refused() {
 }
 
 /// One stack that expands to more frames than any recording makes (2,000 references to a
-/// location of 5 inlined functions), sampled 1,000 times, in a capture of a few KB: pprof and
+/// location of 9 inlined functions), sampled 1,000 times, in a capture of a few KB: pprof and
 /// Datadog would carry every frame of it with every sample. Every format refuses it at once
 /// (exit code 3), in little memory. (Before the per-stack bound, pprof took 27 s and 617 MB.)
 #[test]
@@ -827,7 +827,7 @@ fn a_stack_deeper_than_any_recording_is_refused() {
     let capture = dir.join("deep-stack.data");
     let mut w = explosive_window(0, 1, 2000);
     w.functions[0].name = "f".repeat(100);
-    w.locations[1].lines.truncate(5);
+    w.locations[1].lines.truncate(9);
     for stack in &mut w.stacks {
         stack.locations = vec![1; 2000];
         stack.count = 1000;
@@ -843,7 +843,7 @@ fn a_stack_deeper_than_any_recording_is_refused() {
         args.extend(flags.iter().map(String::as_str));
         let run = run_measured(&args);
         assert_eq!(run.code, Some(3), "{format}: {run:?}");
-        assert!(run.stderr.contains("10000 frames"), "{format}: {run:?}");
+        assert!(run.stderr.contains("18000 frames"), "{format}: {run:?}");
         assert!(run.peak_rss_mib < 64.0, "{format}: {run:?}");
     }
 }
