@@ -25,20 +25,17 @@ mod program {
 
     use amprof_abi::{
         CFA_END, CFA_MASK, CFA_PLT, CFA_RBP, CFA_RBP_DEREF, CFA_RSP, CFA_SIGNAL, EVENT_EXEC,
-        EVENT_SAMPLE, EventHeader, ExecMapping, MAX_STACK_BYTES,
-        MAX_UNWIND_PROCESSES, MAX_USER_FRAMES,
-        MAX_USER_STACK_BYTES, MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET,
-        ProcessMappings, RBP_AT_CFA, RBP_AT_RBP, RBP_MASK, SIGCONTEXT_RBP, SIGCONTEXT_RIP,
-        SIGCONTEXT_RSP, SampleBuffer, SampleHead, UCONTEXT_MCONTEXT, UNWIND_COPY, UNWIND_TABLES,
-        UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, UnwindRow, WINDOW_SLOTS, config,
+        EVENT_SAMPLE, EventHeader, ExecMapping, MAX_STACK_BYTES, MAX_UNWIND_PROCESSES,
+        MAX_USER_FRAMES, MAX_USER_STACK_BYTES, MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET,
+        NEWTASK_PID_OFFSET, ProcessMappings, RBP_AT_CFA, RBP_AT_RBP, RBP_MASK, SIGCONTEXT_RBP,
+        SIGCONTEXT_RIP, SIGCONTEXT_RSP, SampleBuffer, SampleHead, UCONTEXT_MCONTEXT, UNWIND_COPY,
+        UNWIND_TABLES, UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, UnwindRow, WINDOW_SLOTS,
+        config,
     };
     use aya_ebpf::{
         EbpfContext as _,
         bindings::pt_regs,
-        bindings::{
-            BPF_F_MMAPABLE, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP,
-            BPF_RB_NO_WAKEUP,
-        },
+        bindings::{BPF_F_MMAPABLE, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -408,7 +405,8 @@ mod program {
             CFA_RBP => walk.bp.wrapping_add(offset),
             CFA_PLT => {
                 let second_half = (walk.pc & 15) >= u64::from(row.rbp_offset as u8);
-                walk.sp.wrapping_add(offset + if second_half { 8 } else { 0 })
+                walk.sp
+                    .wrapping_add(offset + if second_half { 8 } else { 0 })
             }
             CFA_RBP_DEREF => match read_user(walk.bp.wrapping_sub(offset)) {
                 Some(cfa) => cfa,
