@@ -57,7 +57,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// the kill.
 #[test]
 fn kill_9_at_any_moment_leaves_a_readable_capture() {
-    let _root = require_root();
+    // It judges how many windows closed by a moment: other tests' load would move that.
+    let _alone = require_root_alone();
     let dir = scratch("kill-9");
     let _load = Load::start(if long() { 900 } else { 60 });
     let kills = if long() { 200 } else { 12 };
@@ -76,6 +77,13 @@ fn kill_9_at_any_moment_leaves_a_readable_capture() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // From the moment the capture exists, which is when its first window starts: loading
+        // the eBPF program can take seconds on a busy machine, and is not what this test is
+        // about.
+        let spawned = Instant::now();
+        while !capture.exists() && spawned.elapsed() < Duration::from_secs(30) {
+            thread::sleep(Duration::from_millis(5));
+        }
         thread::sleep(after);
         record.kill().unwrap();
         record.wait().unwrap();
@@ -91,8 +99,9 @@ fn kill_9_at_any_moment_leaves_a_readable_capture() {
         );
         let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let windows = summary["windows"].as_array().unwrap().len();
-        // Windows close 100 ms after their end: all those before the kill must be there.
-        let expected_at_least = (after.as_millis() as u64).saturating_sub(900) / 300;
+        // Windows close 100 ms after their end: all those before the kill must be there (with
+        // half a second for a busy machine's scheduling).
+        let expected_at_least = (after.as_millis() as u64).saturating_sub(600) / 300;
         assert!(
             windows as u64 >= expected_at_least,
             "kill {kill} after {after:?}: {windows} windows, expected at least {expected_at_least}"
