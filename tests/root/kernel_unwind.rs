@@ -25,30 +25,6 @@ fn record(name: &str, flags: &[&str], command: &[&str]) -> (PathBuf, serde_json:
     (capture, json)
 }
 
-/// User stacks (root first, kernel frames left out) of processes named `comm`, with counts.
-fn user_stacks(capture: &Path, comm: &str) -> Vec<(Vec<String>, u64)> {
-    let output = amprof()
-        .args(["report", "--format", "folded", "--comm", comm, "-i"])
-        .arg(capture)
-        .output()
-        .unwrap();
-    assert_ok(&output);
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (stack, count) = line.rsplit_once(' ').unwrap();
-            let frames = stack
-                .split(';')
-                .skip(1)
-                .filter(|f| !f.ends_with("_[k]"))
-                .map(str::to_string)
-                .collect();
-            (frames, count.parse().unwrap())
-        })
-        .collect()
-}
-
 /// Share of samples whose stack satisfies `test`; fails when there are too few to judge.
 fn share(stacks: &[(Vec<String>, u64)], test: impl Fn(&[String]) -> bool) -> f64 {
     let total: u64 = stacks.iter().map(|(_, c)| c).sum();
@@ -104,7 +80,8 @@ const DEPTH: usize = 800;
 /// are unwound from the copy: hence 5 s and 90%.)
 #[test]
 fn deep_stacks_are_walked_whole_in_the_kernel() {
-    let _root = require_root();
+    // It judges the shares of what it samples: other tests' load would move them.
+    let _alone = require_root_alone();
     let depth = DEPTH.to_string();
     let program = recursion().to_str().unwrap();
     let deep = |frames: &[String]| frames.iter().filter(|f| *f == "recurse").count() >= DEPTH;
@@ -142,7 +119,8 @@ fn deep_stacks_are_walked_whole_in_the_kernel() {
 /// (`__restore_rt`) into the interrupted code and on to `_start`.
 #[test]
 fn signal_frames_are_crossed() {
-    let _root = require_root();
+    // It judges the shares of what it samples: other tests' load would move them.
+    let _alone = require_root_alone();
     let program = compile_c_as("signal", "signal-nofp", &["-O2", "-fomit-frame-pointer"]);
     let (capture, json) = record(
         "kunwind-signal",
@@ -158,10 +136,8 @@ fn signal_frames_are_crossed() {
             && f.iter().any(|x| x == "wait_for_signals")
     });
     let handler = share(&stacks, in_handler);
-    // About 80% when the machine is idle; less when other tests keep the CPUs busy (the timer
-    // signal then comes late), but enough samples to tell.
     assert!(
-        handler >= 0.25,
+        handler >= 0.5,
         "the handler ran in {:.1}% of samples",
         handler * 100.0
     );
@@ -182,7 +158,8 @@ fn signal_frames_are_crossed() {
 /// and the walk goes on above them. A copy of the stack could not reach past them at all.
 #[test]
 fn large_frames_are_crossed() {
-    let _root = require_root();
+    // It judges the shares of what it samples: other tests' load would move them.
+    let _alone = require_root_alone();
     let program = compile_c_as(
         "bigframe",
         "bigframe-nofp",
@@ -221,7 +198,8 @@ fn large_frames_are_crossed() {
 /// pointers); with the stack copy, kilobytes of stack.
 #[test]
 fn a_walked_stack_costs_its_frames_not_a_stack_copy() {
-    let _root = require_root();
+    // It judges the shares of what it samples: other tests' load would move them.
+    let _alone = require_root_alone();
     let program = compile_c_as(
         "chain",
         "chain-nofp-bytes",
@@ -249,7 +227,8 @@ fn a_walked_stack_costs_its_frames_not_a_stack_copy() {
 /// stacks are complete.
 #[test]
 fn short_lived_processes_are_walked_in_the_kernel() {
-    let _root = require_root();
+    // It judges the shares of what it samples: other tests' load would move them.
+    let _alone = require_root_alone();
     let program = compile_c_as("chain", "chain-short", &["-O2", "-fomit-frame-pointer"]);
     let script = format!(
         "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do {} 0.25; done",

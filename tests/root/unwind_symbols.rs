@@ -30,31 +30,6 @@ fn record(name: &str, flags: &[&str], command: &[&str], env: &[(&str, &str)]) ->
     capture
 }
 
-/// Folded stacks of processes named `comm`, as (frames root first, count); kernel frames are
-/// left out.
-fn user_stacks(capture: &Path, comm: &str) -> Vec<(Vec<String>, u64)> {
-    let output = amprof()
-        .args(["report", "--format", "folded", "--comm", comm, "-i"])
-        .arg(capture)
-        .output()
-        .unwrap();
-    assert_ok(&output);
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (stack, count) = line.rsplit_once(' ').unwrap();
-            let frames = stack
-                .split(';')
-                .skip(1)
-                .filter(|f| !f.ends_with("_[k]"))
-                .map(str::to_string)
-                .collect();
-            (frames, count.parse().unwrap())
-        })
-        .collect()
-}
-
 /// Share of samples whose user stack holds `expected`, in that order (root first).
 fn share_with_chain(stacks: &[(Vec<String>, u64)], expected: &[&str]) -> f64 {
     let total: u64 = stacks.iter().map(|(_, c)| c).sum();

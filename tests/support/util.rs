@@ -146,3 +146,28 @@ pub fn pids(summary: &serde_json::Value) -> Vec<u64> {
         .map(|p| p["pid"].as_u64().unwrap())
         .collect()
 }
+
+/// Folded stacks of processes named `comm` in `capture`, as (frames root first, count); kernel
+/// frames are left out.
+pub fn user_stacks(capture: &Path, comm: &str) -> Vec<(Vec<String>, u64)> {
+    let output = amprof()
+        .args(["report", "--format", "folded", "--comm", comm, "-i"])
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (stack, count) = line.rsplit_once(' ').unwrap();
+            let frames = stack
+                .split(';')
+                .skip(1)
+                .filter(|f| !f.ends_with("_[k]"))
+                .map(str::to_string)
+                .collect();
+            (frames, count.parse().unwrap())
+        })
+        .collect()
+}
