@@ -138,7 +138,7 @@ fn signal_frames_are_crossed() {
     let handler = share(&stacks, in_handler);
     assert!(
         handler >= 0.5,
-        "the handler ran in {:.1}% of samples",
+        "the handler ran in {:.1}% of samples: {stacks:?}",
         handler * 100.0
     );
     assert!(

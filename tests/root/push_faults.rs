@@ -623,7 +623,7 @@ impl SlowServer {
 }
 
 /// The profiles a request carried, as (window, part), windows known by their start time: for
-/// Datadog the upload's window and service, for OTLP each profile's window and process.
+/// Datadog the upload's window and service, for OTLP each profile's window and process (pid and executable).
 fn parts(to: To, request: &Received) -> Vec<(u64, String)> {
     if to == To::Datadog {
         let event = datadog_event(request);
@@ -651,9 +651,20 @@ fn parts(to: To, request: &Received) -> Vec<(u64, String)> {
         let attributes = &resource.resource.as_ref().unwrap().attributes;
         let pid = attributes.iter().find(|a| a.key == "process.pid").unwrap();
         let pid = match pid.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(any_value::Value::IntValue(pid)) => format!("pid {pid}"),
+            Some(any_value::Value::IntValue(pid)) => pid,
             other => panic!("process.pid is {other:?}"),
         };
+        // A pid is not a process: the shell's fork runs as `sh`, then execs the program, so
+        // one window can hold two processes under one pid.
+        let name = attributes
+            .iter()
+            .find(|a| a.key == "process.executable.name")
+            .and_then(|a| a.value.as_ref()?.value.as_ref());
+        let name = match name {
+            Some(any_value::Value::StringValue(name)) => name,
+            other => panic!("process.executable.name is {other:?}"),
+        };
+        let pid = format!("pid {pid} {name}");
         for profile in resource.scope_profiles.iter().flat_map(|s| &s.profiles) {
             parts.push((window_at(profile.time_unix_nano), pid.clone()));
         }
