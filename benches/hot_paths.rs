@@ -146,6 +146,8 @@ fn own_window(index: u64) -> ClosedWindow {
             no_user_stack: false,
             truncated: false,
             count: 10,
+            off_cpu_count: 0,
+            off_cpu_ns: 0,
         })
         .collect();
     let samples = (0..STACKS * 10)
@@ -162,6 +164,8 @@ fn own_window(index: u64) -> ClosedWindow {
         threads: vec![(pid, 0, "hot_paths".into())],
         stacks,
         samples,
+        off_cpu_samples: Vec::new(),
+        off_cpu_lost: 0,
         problems: Default::default(),
         unwinding: None,
     }

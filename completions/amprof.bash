@@ -583,7 +583,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__report)
-            opts="-i -f -o -p -c -q -h --input --format --output --window --pid --comm --json --top --quiet --help"
+            opts="-i -f -o -p -c -e -q -h --input --format --output --window --pid --comm --event --json --top --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -631,6 +631,14 @@ _amprof() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -W "on-cpu off-cpu wall" -- "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -W "on-cpu off-cpu wall" -- "${cur}"))
                     return 0
                     ;;
                 --top)

@@ -79,6 +79,9 @@ complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l window -d 'Only window N, or windows A..B (inclusive), by the index the summary shows' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s e -l event -d 'Which samples: on-CPU, off-CPU (time blocked or waiting for a CPU; needs a capture recorded with --off-cpu), or wall (both, as time)' -r -f -a "on-cpu\t'Samples of threads running on a CPU'
+off-cpu\t'Time threads spent off the CPU: blocked (sleeps, locks, I/O) or waiting for a CPU'
+wall\t'Both, as time: where the threads\' wall-clock time went'"
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l top -d 'Functions and processes listed in the summary' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l json -d 'The summary as JSON'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s q -l quiet -d 'No notes on standard error'

@@ -65,6 +65,17 @@ pub struct Meta {
     /// Inlined functions were symbolized (`--inline`).
     #[prost(bool, tag = "17")]
     pub inline: bool,
+    /// Off-CPU time was recorded (`--off-cpu`): each thread gives one off-CPU sample per this
+    /// many nanoseconds it spends off the CPU (see [`Window::off_cpu_ns`]). 0: not recorded.
+    #[prost(uint64, tag = "18")]
+    pub off_cpu_period_ns: u64,
+}
+
+impl Meta {
+    /// The time one on-CPU sample stands for: the sampling period, in ns.
+    pub fn sample_period_ns(&self) -> u64 {
+        1_000_000_000 / self.frequency_hz.max(1)
+    }
 }
 
 /// What a recording was asked to profile.
@@ -149,6 +160,51 @@ pub struct Window {
     /// the unwind tables in the kernel; absent in frame-pointer mode.
     #[prost(message, optional, tag = "21")]
     pub unwinding: Option<Unwinding>,
+    /// Off-CPU samples (`record --off-cpu`), one column per field like the on-CPU samples
+    /// above, in time order, and kept apart from them so that no reader counts one as the
+    /// other. Each is the stack a thread blocked in, taken when it ran again: times are then
+    /// (deltas as above), and the sample stands for `off_cpu_ns` of the thread's time off
+    /// the CPU: that block, and the shorter blocks before it that the kernel summed up
+    /// instead of sending each (see `Meta::off_cpu_period_ns`).
+    #[prost(uint64, repeated, tag = "22")]
+    pub off_cpu_time_deltas: Vec<u64>,
+    #[prost(uint32, repeated, tag = "23")]
+    pub off_cpu_tids: Vec<u32>,
+    /// The CPU the thread ran again on.
+    #[prost(uint32, repeated, tag = "24")]
+    pub off_cpu_cpus: Vec<u32>,
+    /// Index into `stacks` of each off-CPU sample.
+    #[prost(uint32, repeated, tag = "25")]
+    pub off_cpu_stacks: Vec<u32>,
+    /// Nanoseconds off the CPU each off-CPU sample stands for.
+    #[prost(uint64, repeated, tag = "26")]
+    pub off_cpu_ns: Vec<u64>,
+    /// Why the thread was off the CPU, per off-CPU sample.
+    #[prost(enumeration = "OffCpuReason", repeated, tag = "27")]
+    pub off_cpu_reasons: Vec<i32>,
+    /// Off-CPU samples the kernel side could not deliver (ring buffer full).
+    #[prost(uint64, tag = "28")]
+    pub off_cpu_lost: u64,
+}
+
+/// Why a thread was off the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum OffCpuReason {
+    /// It gave up the CPU to wait: a sleep, a lock, I/O, a read of an empty pipe.
+    Blocked = 0,
+    /// It was preempted while it could still run, and waited for a CPU (the run queue).
+    Runnable = 1,
+}
+
+impl OffCpuReason {
+    /// The name outputs use: `blocked` or `runnable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Runnable => "runnable",
+        }
+    }
 }
 
 /// How user stacks were unwound in one window (DWARF mode). Each sample with a user stack
@@ -428,7 +484,7 @@ pub struct Location {
     pub lines: Vec<Line>,
 }
 
-/// A distinct call stack of a process, with how many samples hit it.
+/// A distinct call stack of a process, with how many samples hit it (on the CPU and off it).
 #[derive(Clone, PartialEq, Message)]
 pub struct Stack {
     /// Index into `Window::processes`.
@@ -449,6 +505,12 @@ pub struct Stack {
     /// DWARF unwinding stopped before the end of the stack: the outermost frames are missing.
     #[prost(bool, tag = "6")]
     pub truncated: bool,
+    /// Off-CPU samples with this stack in the window (`count` is on-CPU samples only).
+    #[prost(uint64, tag = "7")]
+    pub off_cpu_count: u64,
+    /// The nanoseconds off the CPU those off-CPU samples stand for.
+    #[prost(uint64, tag = "8")]
+    pub off_cpu_ns: u64,
 }
 
 /// The last record of a capture that was finalized cleanly.

@@ -33,7 +33,7 @@ pub use reader::{
     CaptureReader, Completeness, EXPANSION_ALLOWANCE, MAX_EXPANSION_FACTOR, MAX_LINES_PER_LOCATION,
     MAX_STACK_LOCATIONS, MAX_STRING_BYTES,
 };
-pub use select::{Sample, Selection, samples};
+pub use select::{Event, OffCpu, Sample, Selection, off_cpu_samples, samples};
 pub use writer::CaptureWriter;
 
 /// First bytes of every capture. The `\r\n` catches files mangled by text-mode transfers.

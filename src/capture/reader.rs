@@ -22,7 +22,7 @@ use prost::Message as _;
 
 use super::{
     FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordKind,
-    format::{End, Meta, Window},
+    format::{End, Meta, OffCpuReason, Window},
 };
 use crate::error::bad_input;
 
@@ -469,12 +469,46 @@ fn validate_window(w: &Window) -> Result<u64> {
     if w.stacks.iter().zip(&counts).any(|(s, &n)| s.count != n) {
         return corrupt("stack counts that disagree with the samples");
     }
-    let mut time = w.start_ns;
-    for &delta in &w.sample_time_deltas {
-        time = match time.checked_add(delta) {
-            Some(t) if t < w.end_ns.max(w.start_ns + 1) => t,
-            _ => return corrupt("a sample outside the window"),
-        };
+    let m = w.off_cpu_time_deltas.len();
+    if w.off_cpu_tids.len() != m
+        || w.off_cpu_cpus.len() != m
+        || w.off_cpu_stacks.len() != m
+        || w.off_cpu_ns.len() != m
+        || w.off_cpu_reasons.len() != m
+    {
+        return corrupt("off-CPU sample columns of different lengths");
+    }
+    if w.off_cpu_reasons
+        .iter()
+        .any(|&r| OffCpuReason::try_from(r).is_err())
+    {
+        return corrupt("an off-CPU sample of an unknown reason");
+    }
+    let mut off_cpu = vec![(0u64, 0u64); stacks];
+    for (&stack, &ns) in w.off_cpu_stacks.iter().zip(&w.off_cpu_ns) {
+        match off_cpu.get_mut(stack as usize) {
+            Some((count, sum)) => {
+                *count += 1;
+                *sum = sum.saturating_add(ns);
+            }
+            None => return corrupt("an off-CPU sample of an unknown stack"),
+        }
+    }
+    if w.stacks
+        .iter()
+        .zip(&off_cpu)
+        .any(|(s, &(n, ns))| s.off_cpu_count != n || s.off_cpu_ns != ns)
+    {
+        return corrupt("stack off-CPU times that disagree with the samples");
+    }
+    for deltas in [&w.sample_time_deltas, &w.off_cpu_time_deltas] {
+        let mut time = w.start_ns;
+        for &delta in deltas {
+            time = match time.checked_add(delta) {
+                Some(t) if t < w.end_ns.max(w.start_ns + 1) => t,
+                _ => return corrupt("a sample outside the window"),
+            };
+        }
     }
     window_expansion(w)
 }

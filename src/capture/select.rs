@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 
 use anyhow::Error;
 
-use super::format::{Process, Stack, Window};
+use super::format::{OffCpuReason, Process, Stack, Window};
 use crate::error::usage;
 
 /// Which windows and processes a report or a push covers.
@@ -16,6 +16,72 @@ pub struct Selection {
     pub pids: Vec<u32>,
     /// Process names (`comm` of the main thread), matched exactly.
     pub comms: Vec<String>,
+    /// Which samples: on-CPU, off-CPU or both.
+    pub event: Event,
+}
+
+/// Which kind of samples a report covers (`report --event`). Off-CPU samples stand for time
+/// off the CPU, not for a sampling period: outputs never add one kind to the other silently,
+/// and `Wall` puts both on one axis of time (an on-CPU sample stands for one sampling period).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// Samples of threads running on a CPU (the perf event, e.g. `cpu-clock`).
+    #[default]
+    OnCpu,
+    /// Time threads spent off the CPU, blocked or waiting for one (`record --off-cpu`).
+    OffCpu,
+    /// Both: where the threads' time went, on the CPU or off it.
+    Wall,
+}
+
+impl Event {
+    /// The name `--event` takes and outputs show: `on-cpu`, `off-cpu` or `wall`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OnCpu => "on-cpu",
+            Self::OffCpu => "off-cpu",
+            Self::Wall => "wall",
+        }
+    }
+
+    pub fn includes_on_cpu(self) -> bool {
+        self != Self::OffCpu
+    }
+
+    pub fn includes_off_cpu(self) -> bool {
+        self != Self::OnCpu
+    }
+
+    /// Samples of this event with `stack`.
+    pub fn samples_of(self, stack: &Stack) -> u64 {
+        let on = if self.includes_on_cpu() {
+            stack.count
+        } else {
+            0
+        };
+        let off = if self.includes_off_cpu() {
+            stack.off_cpu_count
+        } else {
+            0
+        };
+        on + off
+    }
+
+    /// Nanoseconds this event's samples of `stack` stand for: `period_ns` per on-CPU sample
+    /// ([`super::Meta::sample_period_ns`]), plus the off-CPU time.
+    pub fn nanoseconds_of(self, stack: &Stack, period_ns: u64) -> u64 {
+        let on = if self.includes_on_cpu() {
+            stack.count.saturating_mul(period_ns)
+        } else {
+            0
+        };
+        let off = if self.includes_off_cpu() {
+            stack.off_cpu_ns
+        } else {
+            0
+        };
+        on.saturating_add(off)
+    }
 }
 
 impl Selection {
@@ -35,19 +101,35 @@ impl Selection {
             && (self.comms.is_empty() || self.comms.contains(&process.name))
     }
 
-    /// Per stack of `window`: kept (selected, with samples).
+    /// Per stack of `window`: kept (selected, with samples of the selected event).
     pub fn kept_stacks(&self, window: &Window) -> Vec<bool> {
         window
             .stacks
             .iter()
-            .map(|stack| stack.count > 0 && self.includes_stack(window, stack))
+            .map(|stack| self.event.samples_of(stack) > 0 && self.includes_stack(window, stack))
             .collect()
     }
 
-    /// The samples of `window` the selection keeps, in time order.
+    /// The samples of `window` the selection keeps (of the selected event), in time order.
     pub fn samples<'w>(&self, window: &'w Window) -> impl Iterator<Item = Sample<'w>> + 'w {
         let kept = self.kept_stacks(window);
-        samples(window).filter(move |s| kept[s.stack_index as usize])
+        let on = self
+            .event
+            .includes_on_cpu()
+            .then(|| samples(window))
+            .into_iter()
+            .flatten();
+        let off = self
+            .event
+            .includes_off_cpu()
+            .then(|| off_cpu_samples(window))
+            .into_iter()
+            .flatten();
+        MergeByTime {
+            a: on.peekable(),
+            b: off.peekable(),
+        }
+        .filter(move |s| kept[s.stack_index as usize])
     }
 
     /// The usage error for a capture none of whose windows the selection keeps (only when
@@ -81,6 +163,45 @@ pub struct Sample<'w> {
     /// Index into `Window::processes`.
     pub process_index: u32,
     pub process: &'w Process,
+    /// `None` for an on-CPU sample; for an off-CPU one, the time off the CPU it stands for.
+    pub off_cpu: Option<OffCpu>,
+}
+
+/// What an off-CPU sample stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffCpu {
+    /// Nanoseconds off the CPU, ending at the sample's time.
+    pub ns: u64,
+    pub reason: OffCpuReason,
+}
+
+impl Sample<'_> {
+    /// Nanoseconds the sample stands for: its off-CPU time, or `period_ns` on the CPU.
+    pub fn nanoseconds(&self, period_ns: u64) -> u64 {
+        self.off_cpu.map_or(period_ns, |off| off.ns)
+    }
+}
+
+/// Two time-ordered sample streams as one.
+struct MergeByTime<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<'w, A, B> Iterator for MergeByTime<A, B>
+where
+    A: Iterator<Item = Sample<'w>>,
+    B: Iterator<Item = Sample<'w>>,
+{
+    type Item = Sample<'w>;
+
+    fn next(&mut self) -> Option<Sample<'w>> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(a), Some(b)) if b.time_ns < a.time_ns => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
 }
 
 /// Every sample of `window`, in time order. The reader validated the window (columns of equal
@@ -105,8 +226,42 @@ pub fn samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
                 stack,
                 process_index: stack.process,
                 process,
+                off_cpu: None,
             })
         })
+}
+
+/// Every off-CPU sample of `window`, in time order (validated like [`samples`]).
+pub fn off_cpu_samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
+    let mut time = window.start_ns;
+    window
+        .off_cpu_time_deltas
+        .iter()
+        .zip(&window.off_cpu_tids)
+        .zip(&window.off_cpu_cpus)
+        .zip(&window.off_cpu_stacks)
+        .zip(&window.off_cpu_ns)
+        .zip(&window.off_cpu_reasons)
+        .filter_map(
+            move |(((((&delta, &tid), &cpu), &stack_index), &ns), &reason)| {
+                time = time.saturating_add(delta);
+                let stack = window.stacks.get(stack_index as usize)?;
+                let process = window.processes.get(stack.process as usize)?;
+                Some(Sample {
+                    time_ns: time,
+                    tid,
+                    cpu,
+                    stack_index,
+                    stack,
+                    process_index: stack.process,
+                    process,
+                    off_cpu: Some(OffCpu {
+                        ns,
+                        reason: OffCpuReason::try_from(reason).ok()?,
+                    }),
+                })
+            },
+        )
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use std::path::Path;
 use super::{
     CaptureWriter, End, RecordKind, encode_record, file_header,
     format::{
-        Function, Line, Location, Mapping, Meta, Module, ModuleKind, Process, Stack, Thread, Window,
+        Function, Line, Location, Mapping, Meta, Module, ModuleKind, OffCpuReason, Process, Stack,
+        Thread, Window,
     },
 };
 
@@ -53,6 +54,8 @@ pub struct WindowBuilder {
     window: Window,
     /// `(offset from the window's start, tid, cpu, stack)` of each sample.
     samples: Vec<(u64, u32, u32, u32)>,
+    /// `(offset, tid, cpu, stack, ns, reason)` of each off-CPU sample.
+    off_cpu: Vec<(u64, u32, u32, u32, u64, OffCpuReason)>,
 }
 
 impl WindowBuilder {
@@ -75,6 +78,7 @@ impl WindowBuilder {
                 ..Window::default()
             },
             samples: Vec::new(),
+            off_cpu: Vec::new(),
         }
     }
 
@@ -216,9 +220,7 @@ impl WindowBuilder {
                 process,
                 locations: locations.to_vec(),
                 kernel_frames,
-                count: 0,
-                no_user_stack: false,
-                truncated: false,
+                ..Stack::default()
             },
         )
     }
@@ -226,6 +228,20 @@ impl WindowBuilder {
     /// A sample of `stack` at `offset_ns` from the window's start (samples in time order).
     pub fn sample(&mut self, offset_ns: u64, tid: u32, cpu: u32, stack: u32) {
         self.samples.push((offset_ns, tid, cpu, stack));
+    }
+
+    /// An off-CPU sample of `stack` (see [`Window::off_cpu_ns`]): the thread ran again at
+    /// `offset_ns` from the window's start after `ns` off the CPU (in time order).
+    pub fn off_cpu_sample(
+        &mut self,
+        offset_ns: u64,
+        tid: u32,
+        cpu: u32,
+        stack: u32,
+        ns: u64,
+        reason: OffCpuReason,
+    ) {
+        self.off_cpu.push((offset_ns, tid, cpu, stack, ns, reason));
     }
 
     /// The window as built so far, to change what the builder has no method for.
@@ -245,6 +261,20 @@ impl WindowBuilder {
             w.sample_stacks.push(stack);
             if let Some(s) = w.stacks.get_mut(stack as usize) {
                 s.count += 1;
+            }
+        }
+        let mut previous = 0;
+        for (offset, tid, cpu, stack, ns, reason) in self.off_cpu {
+            w.off_cpu_time_deltas.push(offset.saturating_sub(previous));
+            previous = offset.max(previous);
+            w.off_cpu_tids.push(tid);
+            w.off_cpu_cpus.push(cpu);
+            w.off_cpu_stacks.push(stack);
+            w.off_cpu_ns.push(ns);
+            w.off_cpu_reasons.push(reason as i32);
+            if let Some(s) = w.stacks.get_mut(stack as usize) {
+                s.off_cpu_count += 1;
+                s.off_cpu_ns += ns;
             }
         }
         self.window

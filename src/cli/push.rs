@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::values::{WindowRange, parse_duration, parse_size};
 use crate::{
-    capture::Selection,
+    capture::{Event, Selection},
     error::usage,
     push::{
         self, PushOptions, PushSummary,
@@ -293,6 +293,8 @@ impl PushCommon {
                 windows: self.windows.into_iter().map(|w| w.0).collect(),
                 pids: self.pid,
                 comms: self.comm,
+                // A push sends every kind of sample the capture has, each as its own type.
+                event: Event::Wall,
             },
             dry_run: if self.dry_run { self.output } else { None },
             timeout,

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::values::WindowRange;
 use crate::{
-    capture::Selection,
+    capture::{Event, Selection},
     report::{self, Format, ReportOptions},
 };
 
@@ -48,6 +48,11 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "NAME", value_delimiter = ',')]
     pub comm: Vec<String>,
 
+    /// Which samples: on-CPU, off-CPU (time blocked or waiting for a CPU; needs a capture
+    /// recorded with --off-cpu), or wall (both, as time).
+    #[arg(short, long, value_enum, default_value_t = EventArg::OnCpu)]
+    pub event: EventArg,
+
     /// The summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +81,27 @@ pub enum FormatArg {
     Pprof,
 }
 
+/// `--event` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    /// Samples of threads running on a CPU.
+    OnCpu,
+    /// Time threads spent off the CPU: blocked (sleeps, locks, I/O) or waiting for a CPU.
+    OffCpu,
+    /// Both, as time: where the threads' wall-clock time went.
+    Wall,
+}
+
+impl From<EventArg> for Event {
+    fn from(event: EventArg) -> Event {
+        match event {
+            EventArg::OnCpu => Event::OnCpu,
+            EventArg::OffCpu => Event::OffCpu,
+            EventArg::Wall => Event::Wall,
+        }
+    }
+}
+
 impl ReportArgs {
     /// The options `report` runs with.
     pub fn options(self) -> ReportOptions {
@@ -93,6 +119,7 @@ impl ReportArgs {
                 windows: self.window.map(|w| w.0).into_iter().collect(),
                 pids: self.pid,
                 comms: self.comm,
+                event: self.event.into(),
             },
             json: self.json,
             top: self.top,

@@ -408,7 +408,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
             let (lost, idle) = sampler.take_window_counters(index);
             totals.0 += lost;
             totals.1 += idle;
-            let closed = aggregator.close_next(lost, idle);
+            let closed = aggregator.close_next(lost, idle, 0);
             queued.push_back(WriterMessage::Window(Box::new(closed)));
         }
         // Hand closed windows over without waiting: the writer may be naming a big window.

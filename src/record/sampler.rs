@@ -22,7 +22,10 @@ use aya::{
     util::{nr_cpus, online_cpus},
 };
 
-use crate::error::{Exit, coded};
+use crate::{
+    capture::format::OffCpuReason,
+    error::{Exit, coded},
+};
 
 /// The compiled eBPF program (ebpf-src/build.sh rebuilds it; CI checks it matches its source).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
@@ -128,6 +131,9 @@ pub struct Sample<'a> {
     pub user_regs: [u64; 3],
     /// ...and the user stack from the stack pointer up, for userspace to unwind.
     pub user_stack: &'a [u8],
+    /// `None` for an on-CPU sample. An off-CPU sample (`--off-cpu`) is the stack a thread
+    /// blocked in, taken as it ran again: the nanoseconds off the CPU it stands for, and why.
+    pub off_cpu: Option<(u64, OffCpuReason)>,
 }
 
 /// Parses one ring-buffer record. `scratch` holds the frames when the record is not 8-byte
@@ -181,6 +187,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 user_unwind,
                 user_regs: head.user_regs,
                 user_stack,
+                off_cpu: None,
             }))
         }
         _ => None,

@@ -129,9 +129,11 @@ impl WindowSymbolizer {
                 count: stack.count,
                 no_user_stack: stack.no_user_stack,
                 truncated: stack.truncated,
+                off_cpu_count: stack.off_cpu_count,
+                off_cpu_ns: stack.off_cpu_ns,
             });
             if stack.truncated {
-                out.truncated += stack.count;
+                out.truncated += stack.count + stack.off_cpu_count;
             }
         }
         out.stacks = stacks;
@@ -179,6 +181,17 @@ impl WindowSymbolizer {
             out.sample_cpus.push(cpu);
             out.sample_stacks.push(stack);
         }
+        let mut previous = closed.start_ns;
+        for sample in closed.off_cpu_samples {
+            out.off_cpu_time_deltas.push(sample.time_ns - previous);
+            previous = sample.time_ns;
+            out.off_cpu_tids.push(sample.tid);
+            out.off_cpu_cpus.push(sample.cpu);
+            out.off_cpu_stacks.push(sample.stack);
+            out.off_cpu_ns.push(sample.ns);
+            out.off_cpu_reasons.push(sample.reason as i32);
+        }
+        out.off_cpu_lost = closed.off_cpu_lost;
         let vanished = super::sigbus::pages_replaced();
         problems.file_pages_vanished += vanished - self.pages_vanished;
         self.pages_vanished = vanished;

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, hash::BuildHasherDefault, sync::Arc};
 use indexmap::IndexMap;
 use rustc_hash::{FxHashMap, FxHasher};
 
-use crate::capture::format::Problems;
+use crate::capture::format::{OffCpuReason, Problems};
 
 use super::{
     kernel_tables::KernelTables,
@@ -31,14 +31,23 @@ const TRUNCATED: u64 = 1 << 49;
 /// Stack key: `[image | kernel_frames << 32 | NO_USER_STACK | TRUNCATED, frames...]`.
 type StackKey = Box<[u64]>;
 
+/// What a window's samples of one stack add up to.
+#[derive(Clone, Copy, Debug, Default)]
+struct StackCounts {
+    on_cpu: u64,
+    off_cpu: u64,
+    off_cpu_ns: u64,
+}
+
 struct OpenWindow {
-    stacks: IndexMap<StackKey, u64, BuildHasherDefault<FxHasher>>,
+    stacks: IndexMap<StackKey, StackCounts, BuildHasherDefault<FxHasher>>,
     images: FxHashMap<ImageId, Arc<ProcessImage>>,
     threads: FxHashMap<u32, (ImageId, [u8; 16])>,
     times: Vec<u64>,
     tids: Vec<u32>,
     cpus: Vec<u32>,
     stack_ids: Vec<u32>,
+    off_cpu: Vec<OffCpuSample>,
     unwinding: Unwinding,
 }
 
@@ -52,6 +61,7 @@ impl OpenWindow {
             tids: Vec::new(),
             cpus: Vec::new(),
             stack_ids: Vec::new(),
+            off_cpu: Vec::new(),
             unwinding: Unwinding::default(),
         }
     }
@@ -68,7 +78,22 @@ pub struct ClosedStack {
     pub no_user_stack: bool,
     /// DWARF unwinding stopped early.
     pub truncated: bool,
+    /// On-CPU samples.
     pub count: u64,
+    pub off_cpu_count: u64,
+    pub off_cpu_ns: u64,
+}
+
+/// An off-CPU sample of a window: the thread ran again at `time_ns` after `ns` off the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OffCpuSample {
+    pub time_ns: u64,
+    pub tid: u32,
+    pub cpu: u32,
+    /// Index into [`ClosedWindow::stacks`].
+    pub stack: u32,
+    pub ns: u64,
+    pub reason: OffCpuReason,
 }
 
 /// A window whose samples are all in, ready to be symbolized and written.
@@ -87,6 +112,10 @@ pub struct ClosedWindow {
     pub stacks: Vec<ClosedStack>,
     /// Samples in time order: `(time_ns, tid, cpu, index into stacks)`.
     pub samples: Vec<(u64, u32, u32, u32)>,
+    /// Off-CPU samples in time order.
+    pub off_cpu_samples: Vec<OffCpuSample>,
+    /// Off-CPU samples the kernel side could not deliver.
+    pub off_cpu_lost: u64,
     /// Problems met while the window was recorded (symbolization adds its own).
     pub problems: Problems,
     /// DWARF mode: how its samples' user stacks were unwound, and the tables' size.
@@ -208,10 +237,7 @@ impl WindowAggregator {
             UserUnwind::TablesTruncated => counts.kernel_truncated += 1,
         }
         let stack = match window.stacks.get_full_mut(self.key.as_slice()) {
-            Some((i, _, count)) => {
-                *count += 1;
-                i
-            }
+            Some((i, _, _)) => i,
             None => {
                 // A new stack is the moment to notice code the mappings do not cover yet.
                 let user = &self.key[1 + sample.kernel_frames..];
@@ -219,17 +245,38 @@ impl WindowAggregator {
                 if let Some(current) = self.procs.get(sample.pid) {
                     window.images.insert(image, Arc::clone(current));
                 }
-                window.stacks.insert_full(self.key.as_slice().into(), 1).0
+                window
+                    .stacks
+                    .insert_full(self.key.as_slice().into(), StackCounts::default())
+                    .0
             }
         };
         window
             .threads
             .entry(sample.tid)
             .or_insert((image, sample.comm));
-        window.times.push(sample.time_ns);
-        window.tids.push(sample.tid);
-        window.cpus.push(sample.cpu);
-        window.stack_ids.push(stack as u32);
+        let counts = &mut window.stacks[stack];
+        match sample.off_cpu {
+            None => {
+                counts.on_cpu += 1;
+                window.times.push(sample.time_ns);
+                window.tids.push(sample.tid);
+                window.cpus.push(sample.cpu);
+                window.stack_ids.push(stack as u32);
+            }
+            Some((ns, reason)) => {
+                counts.off_cpu += 1;
+                counts.off_cpu_ns = counts.off_cpu_ns.saturating_add(ns);
+                window.off_cpu.push(OffCpuSample {
+                    time_ns: sample.time_ns,
+                    tid: sample.tid,
+                    cpu: sample.cpu,
+                    stack: stack as u32,
+                    ns,
+                    reason,
+                });
+            }
+        }
     }
 
     /// DWARF mode: appends the user frames unwound from `sample`'s stack copy to the key (after
@@ -289,7 +336,7 @@ impl WindowAggregator {
 
     /// Closes the next window (the one [`Self::due`] returned), with the lost and idle counts
     /// the kernel side kept for it.
-    pub fn close_next(&mut self, lost: u64, idle: u64) -> ClosedWindow {
+    pub fn close_next(&mut self, lost: u64, idle: u64, off_cpu_lost: u64) -> ClosedWindow {
         let index = self.next_to_close;
         self.next_to_close += 1;
         let start_ns = self.start_ns + index * self.len_ns;
@@ -329,13 +376,15 @@ impl WindowAggregator {
         let stacks = window
             .stacks
             .into_iter()
-            .map(|(key, count)| ClosedStack {
+            .map(|(key, counts)| ClosedStack {
                 image: position(key[0] as u32),
                 kernel_frames: (key[0] >> 32) as u32 & 0xffff,
                 no_user_stack: key[0] & NO_USER_STACK != 0,
                 truncated: key[0] & TRUNCATED != 0,
                 frames: key[1..].into(),
-                count,
+                count: counts.on_cpu,
+                off_cpu_count: counts.off_cpu,
+                off_cpu_ns: counts.off_cpu_ns,
             })
             .collect();
         let mut threads: Vec<(u32, u32, String)> = window
@@ -353,6 +402,8 @@ impl WindowAggregator {
             .map(|(((t, tid), cpu), s)| (t, tid, cpu, s))
             .collect();
         samples.sort_unstable();
+        let mut off_cpu_samples = window.off_cpu;
+        off_cpu_samples.sort_unstable();
         ClosedWindow {
             index,
             start_ns,
@@ -364,6 +415,8 @@ impl WindowAggregator {
             threads,
             stacks,
             samples,
+            off_cpu_samples,
+            off_cpu_lost,
             problems,
             unwinding,
         }
@@ -387,6 +440,7 @@ mod tests {
             user_unwind: UserUnwind::FramePointers,
             user_regs: [0; 3],
             user_stack: &[],
+            off_cpu: None,
         }
     }
 
@@ -412,7 +466,7 @@ mod tests {
             "window 0 ends at 1100, closes 10 later"
         );
         assert_eq!(a.due(1_110, 10), Some(0));
-        let first = a.close_next(2, 5);
+        let first = a.close_next(2, 5, 0);
         assert_eq!(
             (first.index, first.start_ns, first.end_ns),
             (0, 1_000, 1_100)
@@ -429,7 +483,7 @@ mod tests {
         // A sample for a window already closed is late, counted in the next one.
         a.add(&sample(1_020, 7, &hot));
         a.stop(1_200);
-        let second = a.close_next(0, 0);
+        let second = a.close_next(0, 0, 0);
         assert_eq!((second.index, second.late, second.samples.len()), (1, 1, 1));
         assert!(a.finished());
     }
@@ -440,8 +494,8 @@ mod tests {
         a.set_end(1_500);
         a.add(&sample(1_600, 1, &[0x1])); // after the end: dropped
         a.stop(1_500);
-        let first = a.close_next(0, 0);
-        let second = a.close_next(0, 0);
+        let first = a.close_next(0, 0, 0);
+        let second = a.close_next(0, 0, 0);
         assert_eq!((second.start_ns, second.end_ns), (1_000, 1_500));
         assert!(first.samples.is_empty() && second.samples.is_empty());
         assert!(a.finished());

@@ -68,6 +68,7 @@ fn meta(text: &str) -> Meta {
         duration_ns: WINDOW_NS,
         user_stack_bytes: 0,
         inline: false,
+        off_cpu_period_ns: 0,
     }
 }
 
@@ -155,6 +156,7 @@ fn named_window(names: &[String]) -> Window {
             count: 1,
             no_user_stack: false,
             truncated: false,
+            ..Stack::default()
         });
         w.sample_time_deltas.push(1000);
         w.sample_tids.push(100 + i);
@@ -583,6 +585,7 @@ fn explosive_window(index: u64, stacks: u32, depth: usize) -> Window {
             count: 1,
             no_user_stack: false,
             truncated: false,
+            ..Stack::default()
         });
         w.sample_time_deltas.push(1);
         w.sample_tids.push(1000 + i);
@@ -673,6 +676,7 @@ fn ordinary_window(index: u64, stacks: u32) -> Window {
             count: 1,
             no_user_stack: false,
             truncated: false,
+            ..Stack::default()
         });
         w.sample_time_deltas.push(1000);
         w.sample_tids.push(100 + s % 20);
