@@ -429,7 +429,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__record)
-            opts="-F -d -w -k -p -o -q -g -h --frequency --duration --window --keep --pid --output --quiet --json --call-graph --stack-size --unwind-table-rows --inline --buffer-size --push-to --push-queue --timeout --retries --agent-url --agentless --site --intake-url --service --env --version --tag --period --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
+            opts="-F -d -w -k -p -o -q -g -h --frequency --duration --window --keep --pid --output --quiet --json --call-graph --stack-size --unwind-table-rows --inline --off-cpu --off-cpu-period --buffer-size --push-to --push-queue --timeout --retries --agent-url --agentless --site --intake-url --service --env --version --tag --period --endpoint --protocol --insecure --compression --header --ca-cert --max-request-size --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -496,6 +496,10 @@ _amprof() {
                     return 0
                     ;;
                 --unwind-table-rows)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --off-cpu-period)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,7 @@ dwarf\t'DWARF call frame information, walked in the kernel with unwind tables am
 dwarf-copy\t'DWARF call frame information, perf\'s way: the kernel copies the top of the user stack (--stack-size) with each sample and amprof unwinds it. Deeper stacks are cut short'"
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l stack-size -d 'Bytes of user stack copied with each sample in dwarf-copy mode, and in dwarf mode where code has no unwind table (512 to 65536)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l unwind-table-rows -d 'Room for unwind tables in the kernel in dwarf mode, in rows of 8 bytes (the default, 8388608, is 64 MiB: every binary of a busy machine). Tables that do not fit are counted, and their code unwound from stack copies' -r
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l off-cpu-period -d 'With --off-cpu: a thread\'s short waits are summed in the kernel, and one off-CPU sample is sent per this much of its time off the CPU (a longer wait is sent alone, whole). Default: the sampling period (1/frequency)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l buffer-size -d 'Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with CPUs and frequency' -r
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l push-to -d 'Also send each window to Datadog or an OTLP endpoint as it closes, while recording goes on, with the settings of `amprof push` (the same flags and environment variables). The capture is written all the same: it is what `amprof push --windows` resends from (with --keep it stays small); it cannot be skipped' -r -f -a "datadog\t''
 otlp\t''"
@@ -66,6 +67,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -l max-request-siz
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s q -l quiet -d 'No progress bar: only the final summary line'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l json -d 'Print the final summary as JSON on standard output'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l inline -d 'Show inlined functions as frames of their own, with source lines (needs debug info)'
+complete -c amprof -n "__fish_amprof_using_subcommand record" -l off-cpu -d 'Also record where threads wait off the CPU (blocked on sleeps, locks, I/O, or runnable and waiting for a CPU), and for how long: the stack each blocked in, taken when it runs again. `amprof report --event off-cpu` or `--event wall` shows it'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'

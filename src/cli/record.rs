@@ -99,6 +99,18 @@ pub struct RecordArgs {
     #[arg(long)]
     pub inline: bool,
 
+    /// Also record where threads wait off the CPU (blocked on sleeps, locks, I/O, or runnable
+    /// and waiting for a CPU), and for how long: the stack each blocked in, taken when it runs
+    /// again. `amprof report --event off-cpu` or `--event wall` shows it.
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// With --off-cpu: a thread's short waits are summed in the kernel, and one off-CPU sample
+    /// is sent per this much of its time off the CPU (a longer wait is sent alone, whole).
+    /// Default: the sampling period (1/frequency).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "off_cpu")]
+    pub off_cpu_period: Option<Duration>,
+
     /// Size of the kernel-to-userspace ring buffer in bytes (a power of two); default scales with
     /// CPUs and frequency.
     #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
@@ -227,6 +239,10 @@ impl RecordArgs {
             stack_size: self.stack_size,
             unwind_table_rows: self.unwind_table_rows,
             inline: self.inline,
+            off_cpu: self.off_cpu.then(|| {
+                self.off_cpu_period
+                    .unwrap_or(Duration::from_nanos(1_000_000_000 / self.frequency.max(1)))
+            }),
         }
     }
 }
@@ -326,11 +342,18 @@ fn push_line(report: &StreamReport, to: &str) -> String {
     )
 }
 
-/// `recorded 10.0 s on 2 CPUs at 99 Hz: 1980 samples (0 lost) in 1 window -> amprof.data (12 KiB)`.
+/// `recorded 10.0 s on 2 CPUs at 99 Hz: 1980 samples (0 lost) in 1 window -> amprof.data (12 KiB)`;
+/// with `--off-cpu`, `... 1980 samples (0 lost), 412 off-CPU samples of 30.1 s (0 lost) in ...`.
 fn summary_line(summary: &RecordSummary) -> String {
     let windows = summary.windows - summary.windows_evicted.min(summary.windows);
+    let off_cpu = summary.off_cpu.as_ref().map_or(String::new(), |off| {
+        format!(
+            ", {} off-CPU samples of {:.1} s ({} lost)",
+            off.samples, off.seconds, off.lost
+        )
+    });
     format!(
-        "recorded {:.1} s on {} CPUs at {} Hz: {} samples ({} lost) in {windows} {}{} -> {} ({} KiB)",
+        "recorded {:.1} s on {} CPUs at {} Hz: {} samples ({} lost){off_cpu} in {windows} {}{} -> {} ({} KiB)",
         summary.seconds,
         summary.cpus,
         summary.frequency_hz,

@@ -59,7 +59,7 @@ use crate::{
     error::usage,
 };
 use procs::ProcessTable;
-use sampler::{Event, Sampler, SamplerConfig, TableSpace};
+use sampler::{Event, OffCpuConfig, Sampler, SamplerConfig, TableSpace};
 use symbolize::WindowSymbolizer;
 use window::{ClosedWindow, WindowAggregator};
 
@@ -84,6 +84,8 @@ pub struct RecordOptions {
     pub unwind_table_rows: u32,
     /// Symbolize inlined functions (and their source lines).
     pub inline: bool,
+    /// `--off-cpu`: record time off the CPU, one sample per this much of a thread's.
+    pub off_cpu: Option<Duration>,
 }
 
 /// How user stacks are unwound.
@@ -158,6 +160,20 @@ pub struct RecordSummary {
     /// unwind tables.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwinding: Option<Unwinding>,
+    /// `--off-cpu`: the off-CPU samples and the time they stand for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_cpu: Option<OffCpuSummary>,
+}
+
+/// What `--off-cpu` recorded, over all windows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OffCpuSummary {
+    /// Off-CPU samples in the windows.
+    pub samples: u64,
+    /// The time off the CPU they stand for, in seconds (summed over threads).
+    pub seconds: f64,
+    /// Off-CPU samples the ring buffer had no room for.
+    pub lost: u64,
 }
 
 /// What the writer thread reports when it is done.
@@ -226,6 +242,11 @@ pub fn validate(options: &RecordOptions) -> Result<()> {
             "--stack-size must be between {} and {max_stack} bytes",
             amprof_abi::MIN_USER_STACK_BYTES
         )));
+    }
+    if let Some(period) = options.off_cpu
+        && !(Duration::from_micros(10)..=Duration::from_secs(10)).contains(&period)
+    {
+        return Err(usage("--off-cpu-period must be between 10us and 10s"));
     }
     if options.keep == Some(0) {
         return Err(usage("--keep must be at least 1"));
@@ -304,6 +325,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         user_stack_bytes,
         inline: options.inline,
         duration_ns: options.duration.map_or(0, |d| d.as_nanos() as u64),
+        off_cpu_period_ns: options.off_cpu.map_or(0, |p| p.as_nanos() as u64),
         ..Meta::default()
     };
 
@@ -317,6 +339,10 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         unwind_tables: (options.call_graph == CallGraph::Dwarf).then_some(TableSpace {
             rows: options.unwind_table_rows,
             mappings: kernel_tables::DEFAULT_MAPPINGS,
+        }),
+        off_cpu: options.off_cpu.map(|period| OffCpuConfig {
+            period_ns: period.as_nanos() as u64,
+            max_per_window: off_cpu_budget(options.frequency_hz, window_ns),
         }),
     })?;
     // Window 0 starts once sampling has started (attaching can take seconds on a saturated
@@ -365,6 +391,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         aggregator.set_end(deadline);
     }
     let mut totals = (0u64, 0u64); // lost, idle
+    let mut off_cpu_lost = 0u64;
     let mut stopped_by = None;
     let mut command_status = None;
 
@@ -405,10 +432,11 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
             }
         }
         while let Some(index) = aggregator.due(now, GRACE.as_nanos() as u64) {
-            let (lost, idle) = sampler.take_window_counters(index);
-            totals.0 += lost;
-            totals.1 += idle;
-            let closed = aggregator.close_next(lost, idle, 0);
+            let counters = sampler.take_window_counters(index);
+            totals.0 += counters.lost;
+            totals.1 += counters.idle;
+            off_cpu_lost += counters.off_cpu_lost;
+            let closed = aggregator.close_next(counters.lost, counters.idle, counters.off_cpu_lost);
             queued.push_back(WriterMessage::Window(Box::new(closed)));
         }
         // Hand closed windows over without waiting: the writer may be naming a big window.
@@ -510,7 +538,20 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         peak_rss_kib: own_peak_rss_kib(),
         ring_bytes: sampler.ring_bytes(),
         unwinding,
+        off_cpu: options.off_cpu.map(|_| OffCpuSummary {
+            samples: aggregator.off_cpu_samples(),
+            seconds: aggregator.off_cpu_ns() as f64 / 1e9,
+            lost: off_cpu_lost,
+        }),
     })
+}
+
+/// Off-CPU samples one CPU may send per window: twenty times what the cpu-clock event takes
+/// there, and at least 2,000. A bound on what a process that blocks and wakes without end
+/// can cost (the time beyond it waits in the threads' sums: it is attributed late, not lost).
+fn off_cpu_budget(frequency_hz: u64, window_ns: u64) -> u64 {
+    let on_cpu = u128::from(frequency_hz) * u128::from(window_ns) / 1_000_000_000;
+    (on_cpu * 20).clamp(2_000, 1 << 24) as u64
 }
 
 /// This process's CPU time, user and system, in seconds.

@@ -7,16 +7,16 @@ use std::{
 };
 
 use amprof_abi::{
-    EVENT_EXEC, EVENT_SAMPLE, EventHeader, MAX_STACK_DEPTH, MAX_USER_FRAMES, SampleHead,
-    UNWIND_COPY, UNWIND_FP, UNWIND_TABLES, UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED,
-    WINDOW_SLOTS, config,
+    EVENT_EXEC, EVENT_OFF_CPU, EVENT_SAMPLE, EventHeader, MAX_STACK_DEPTH, MAX_USER_FRAMES,
+    OFF_CPU_BLOCKED, OFF_CPU_RUNNABLE, SampleHead, UNWIND_COPY, UNWIND_FP, UNWIND_TABLES,
+    UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, WINDOW_SLOTS, config,
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
-        PerfEvent, TracePoint,
+        PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::{nr_cpus, online_cpus},
@@ -52,6 +52,19 @@ pub struct SamplerConfig {
     /// DWARF mode: walk user stacks in the kernel with unwind tables of this size (the stack
     /// copy then only covers code without tables). `None`: always copy.
     pub unwind_tables: Option<TableSpace>,
+    /// `--off-cpu`: one off-CPU sample per this much of a thread's time off the CPU.
+    pub off_cpu: Option<OffCpuConfig>,
+}
+
+/// How off-CPU time is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffCpuConfig {
+    /// A thread's blocks are summed until they reach this; the block that makes them does is
+    /// sent with the sum.
+    pub period_ns: u64,
+    /// Off-CPU samples each CPU may send per window (a bound on what a process that switches
+    /// without end can cost); beyond, the time waits in the threads' sums.
+    pub max_per_window: u64,
 }
 
 /// Room for unwind tables in the kernel: fixed when the programs are loaded.
@@ -149,7 +162,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
             pid: header.pid,
             time_ns: header.time_ns,
         }),
-        EVENT_SAMPLE if bytes.len() >= size_of::<SampleHead>() => {
+        EVENT_SAMPLE | EVENT_OFF_CPU if bytes.len() >= size_of::<SampleHead>() => {
             // SAFETY: as above.
             let head: SampleHead = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             let kernel = head.kernel_bytes as usize / 8;
@@ -187,7 +200,12 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 user_unwind,
                 user_regs: head.user_regs,
                 user_stack,
-                off_cpu: None,
+                off_cpu: match (header.kind, head.off_cpu_reason) {
+                    (EVENT_SAMPLE, _) => None,
+                    (_, OFF_CPU_RUNNABLE) => Some((head.off_cpu_ns, OffCpuReason::Runnable)),
+                    (_, OFF_CPU_BLOCKED) => Some((head.off_cpu_ns, OffCpuReason::Blocked)),
+                    _ => return None,
+                },
             }))
         }
         _ => None,
@@ -202,6 +220,7 @@ pub struct Sampler {
     events: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     idle: PerCpuArray<MapData, u64>,
+    off_cpu_lost: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, u8>,
     possible_cpus: usize,
     cpus: Vec<u32>,
@@ -222,12 +241,14 @@ impl Sampler {
         });
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
-            .map_max_entries("SCRATCH", possible_cpus as u32)
+            // Two entries per CPU: on-CPU samples, and off-CPU ones (which a cpu-clock sample
+            // can interrupt).
+            .map_max_entries("SCRATCH", 2 * possible_cpus as u32)
             .map_max_entries("UNWIND_ROWS", space.rows.max(1))
             .map_max_entries("MAPPINGS", space.mappings.max(1))
             .map_max_entries(
                 "FRAMES",
-                (possible_cpus * MAX_USER_FRAMES)
+                (2 * possible_cpus * MAX_USER_FRAMES)
                     .try_into()
                     .unwrap_or(u32::MAX),
             )
@@ -241,9 +262,18 @@ impl Sampler {
             (config::WINDOW_LEN_NS, cfg.window_len_ns),
             (config::USER_STACK_BYTES, u64::from(cfg.user_stack_bytes)),
             (config::EXCLUDE_PID, u64::from(std::process::id())),
+            (config::CPUS, possible_cpus as u64),
             (
                 config::UNWIND_TABLES,
                 u64::from(cfg.user_stack_bytes > 0 && cfg.unwind_tables.is_some()),
+            ),
+            (
+                config::OFF_CPU_PERIOD_NS,
+                cfg.off_cpu.map_or(0, |off| off.period_ns.max(1)),
+            ),
+            (
+                config::OFF_CPU_MAX_PER_WINDOW,
+                cfg.off_cpu.map_or(0, |off| off.max_per_window),
             ),
         ] {
             settings
@@ -310,6 +340,10 @@ impl Sampler {
                 .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
         }
 
+        if cfg.off_cpu.is_some() {
+            attach_off_cpu(&mut ebpf)?;
+        }
+
         Ok(Self {
             events: RingBuf::try_from(
                 ebpf.take_map("EVENTS")
@@ -317,6 +351,7 @@ impl Sampler {
             )?,
             lost: take_map(&mut ebpf, "LOST")?,
             idle: take_map(&mut ebpf, "IDLE")?,
+            off_cpu_lost: take_map(&mut ebpf, "OFF_CPU_LOST")?,
             targets,
             settings,
             ebpf: Some(ebpf),
@@ -381,8 +416,8 @@ impl Sampler {
         self.ring_bytes
     }
 
-    /// Reads and clears the lost and idle counters of window `index`.
-    pub fn take_window_counters(&mut self, index: u64) -> (u64, u64) {
+    /// Reads and clears the per-window counters of window `index`.
+    pub fn take_window_counters(&mut self, index: u64) -> WindowCounters {
         let slot = (index % u64::from(WINDOW_SLOTS)) as u32;
         let zero = || PerCpuValues::try_from(vec![0u64; self.possible_cpus]);
         let take = |counter: &mut PerCpuArray<MapData, u64>| -> u64 {
@@ -395,9 +430,11 @@ impl Sampler {
             }
             total
         };
-        let lost = take(&mut self.lost);
-        let idle = take(&mut self.idle);
-        (lost, idle)
+        WindowCounters {
+            lost: take(&mut self.lost),
+            idle: take(&mut self.idle),
+            off_cpu_lost: take(&mut self.off_cpu_lost),
+        }
     }
 
     /// Detaches every program: no sample is taken after this returns. Records already in the
@@ -405,6 +442,45 @@ impl Sampler {
     pub fn stop(&mut self) {
         self.ebpf = None;
     }
+}
+
+/// What the kernel side counted for one window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCounters {
+    /// On-CPU samples the ring buffer had no room for.
+    pub lost: u64,
+    /// On-CPU samples that found a CPU idle.
+    pub idle: u64,
+    /// Off-CPU samples the ring buffer had no room for.
+    pub off_cpu_lost: u64,
+}
+
+/// `--off-cpu`: `sched/sched_switch` notes when target threads leave the CPU and when they
+/// come back, and the `sys_exit` raw tracepoint sends the samples due from the threads' own
+/// context (where their user stacks can be read). The kernel here has neither kprobes nor
+/// BPF trampolines (fentry is refused), so nothing runs in a thread's context the moment it
+/// is back on the CPU: its syscall exit is the first place that does.
+fn attach_off_cpu(ebpf: &mut Ebpf) -> Result<()> {
+    check_tracepoint_layout(
+        "sched",
+        "sched_switch",
+        &[
+            (" prev_state;", amprof_abi::SWITCH_PREV_STATE_OFFSET),
+            (" next_pid;", amprof_abi::SWITCH_NEXT_PID_OFFSET),
+        ],
+        "cannot record off-CPU time",
+    )?;
+    attach_tracepoint(ebpf, "off_cpu_switch", "sched", "sched_switch")?;
+    let exit: &mut RawTracePoint = ebpf
+        .program_mut("off_cpu_syscall_exit")
+        .context("the eBPF object has no off_cpu_syscall_exit program")?
+        .try_into()?;
+    exit.load()
+        .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
+        .context("the kernel refused the off-CPU program (sys_exit)")?;
+    exit.attach("sys_exit")
+        .context("cannot attach to the sys_exit raw tracepoint")?;
+    Ok(())
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -463,23 +539,38 @@ fn ensure_tracefs() -> Result<()> {
 /// program reads them (the layout has not changed since the tracepoint appeared, but a wrong
 /// offset would silently follow the wrong processes).
 fn check_newtask_layout() -> Result<()> {
+    check_tracepoint_layout(
+        "task",
+        "task_newtask",
+        &[
+            (" pid;", amprof_abi::NEWTASK_PID_OFFSET),
+            (" clone_flags;", amprof_abi::NEWTASK_FLAGS_OFFSET),
+        ],
+        "cannot follow the command's children",
+    )
+}
+
+/// Checks that each `(field, offset)` is where the tracepoint's format file puts it: the
+/// eBPF program reads records at offsets compiled in.
+fn check_tracepoint_layout(
+    category: &str,
+    name: &str,
+    fields: &[(&str, usize)],
+    consequence: &str,
+) -> Result<()> {
     ensure_tracefs()?;
-    let path = format!("{TRACEFS}/events/task/task_newtask/format");
+    let path = format!("{TRACEFS}/events/{category}/{name}/format");
     let format = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let offset = |field: &str| -> Option<u64> {
+    let offset = |field: &str| -> Option<usize> {
         let line = format.lines().find(|l| l.contains(field))?;
         let rest = &line[line.find("offset:")? + "offset:".len()..];
         rest[..rest.find(';')?].trim().parse().ok()
     };
-    let expected = (
-        Some(amprof_abi::NEWTASK_PID_OFFSET as u64),
-        Some(amprof_abi::NEWTASK_FLAGS_OFFSET as u64),
-    );
-    if (offset(" pid;"), offset(" clone_flags;")) == expected {
+    if fields.iter().all(|&(field, at)| offset(field) == Some(at)) {
         Ok(())
     } else {
         Err(anyhow!(
-            "this kernel's task_newtask tracepoint has an unexpected layout ({path}): cannot follow the command's children"
+            "this kernel's {name} tracepoint has an unexpected layout ({path}): {consequence}"
         ))
     }
 }

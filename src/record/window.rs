@@ -135,7 +135,10 @@ pub struct WindowAggregator {
     late: u64,
     key: Vec<u64>,
     procs: ProcessTable,
+    /// On-CPU samples aggregated so far.
     samples: u64,
+    off_cpu_samples: u64,
+    off_cpu_ns: u64,
     /// DWARF mode: unwinds the user stacks the kernel side copied.
     unwinder: Option<DwarfUnwinder>,
     /// DWARF mode with tables: keeps the kernel's unwind tables in step with the processes.
@@ -156,6 +159,8 @@ impl WindowAggregator {
             key: Vec::with_capacity(1 + 2 * amprof_abi::MAX_STACK_DEPTH),
             procs,
             samples: 0,
+            off_cpu_samples: 0,
+            off_cpu_ns: 0,
             unwinder: None,
             tables: None,
         }
@@ -174,9 +179,19 @@ impl WindowAggregator {
         self
     }
 
-    /// Samples aggregated so far.
+    /// On-CPU samples aggregated so far.
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// Off-CPU samples aggregated so far...
+    pub fn off_cpu_samples(&self) -> u64 {
+        self.off_cpu_samples
+    }
+
+    /// ...and the nanoseconds off the CPU they stand for.
+    pub fn off_cpu_ns(&self) -> u64 {
+        self.off_cpu_ns
     }
 
     pub fn processes(&self) -> &ProcessTable {
@@ -199,7 +214,13 @@ impl WindowAggregator {
             self.late += 1;
             return;
         }
-        self.samples += 1;
+        match sample.off_cpu {
+            None => self.samples += 1,
+            Some((ns, _)) => {
+                self.off_cpu_samples += 1;
+                self.off_cpu_ns = self.off_cpu_ns.saturating_add(ns);
+            }
+        }
         let image = self
             .procs
             .image(sample.pid, &sample.comm, sample.time_ns, index);

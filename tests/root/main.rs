@@ -18,6 +18,7 @@ mod util;
 
 mod hostile;
 mod kernel_unwind;
+mod off_cpu;
 mod perf_export;
 mod pprof_export;
 mod push_datadog;

@@ -28,6 +28,76 @@ pub const WINDOW_SLOTS: u32 = 64;
 pub const EVENT_SAMPLE: u32 = 1;
 /// A process called execve: its address space was replaced, so its mappings must be read again.
 pub const EVENT_EXEC: u32 = 2;
+/// An off-CPU sample (`--off-cpu`): a [`SampleHead`] whose stack is where a thread blocked,
+/// taken as it ran again, and whose `off_cpu_ns` is the time off the CPU it stands for.
+pub const EVENT_OFF_CPU: u32 = 3;
+
+/// `SampleHead::off_cpu_reason`: the thread gave up the CPU to wait (sleep, lock, I/O).
+pub const OFF_CPU_BLOCKED: u32 = 0;
+/// `SampleHead::off_cpu_reason`: the thread was preempted while runnable, and waited for a CPU.
+pub const OFF_CPU_RUNNABLE: u32 = 1;
+
+/// Off-CPU samples one CPU sent in its current window (the value of `OFF_CPU_SENT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuBudget {
+    /// The window index the count is for.
+    pub window: u64,
+    pub sent: u64,
+}
+
+/// Kernel frames kept of where a thread blocked (its stack below `schedule` rarely goes deeper).
+pub const OFF_CPU_KERNEL_FRAMES: usize = 48;
+/// Bytes of them.
+pub const OFF_CPU_KERNEL_BYTES: u32 = (OFF_CPU_KERNEL_FRAMES * 8) as u32;
+/// A mask that keeps any multiple of 8 up to `OFF_CPU_KERNEL_BYTES` (for the verifier).
+pub const OFF_CPU_KERNEL_BYTES_MASK: u32 = 0x1f8;
+/// Threads whose off-CPU state the kernel side keeps at once (an LRU map: threads that exited
+/// make room).
+pub const MAX_OFF_CPU_THREADS: u32 = 16384;
+
+/// Where the kernel side keeps a thread's off-CPU time between context switches (the value of
+/// the `OFF_CPU_THREADS` map, keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuThread {
+    /// `bpf_ktime_get_ns()` when the thread left the CPU; 0 while it runs.
+    pub since_ns: u64,
+    /// Off-CPU time not yet sent, per reason: blocks add up here until the sum reaches the
+    /// period, and a sample then carries the sum.
+    pub pending_ns: [u64; 2],
+    /// Why it left: `OFF_CPU_BLOCKED` or `OFF_CPU_RUNNABLE`.
+    pub reason: u32,
+    /// 0, or 1 + the reason whose sum is due to be sent.
+    pub due: u32,
+    /// Bytes of `kernel`.
+    pub kernel_bytes: u32,
+    pub _pad: u32,
+    /// The kernel stack it left the CPU in, leaf first.
+    pub kernel: [u64; OFF_CPU_KERNEL_FRAMES],
+}
+
+impl Default for OffCpuThread {
+    fn default() -> Self {
+        Self {
+            since_ns: 0,
+            pending_ns: [0; 2],
+            reason: 0,
+            due: 0,
+            kernel_bytes: 0,
+            _pad: 0,
+            kernel: [0; OFF_CPU_KERNEL_FRAMES],
+        }
+    }
+}
+
+/// Byte offsets in the `sched/sched_switch` tracepoint record (checked against the kernel's
+/// format file before attaching): `prev_state` (a long) and `next_pid`.
+pub const SWITCH_PREV_STATE_OFFSET: usize = 32;
+pub const SWITCH_NEXT_PID_OFFSET: usize = 56;
+/// `prev_state` bits that mean the thread waits for something else than a CPU (S, D, T, t, X,
+/// Z, P, I); none set (R, or R+ for a preemption): it is runnable.
+pub const SWITCH_STATE_MASK: u64 = 0xff;
 
 /// Indices into the `CONFIG` array map, written by userspace before the programs are attached.
 pub mod config {
@@ -47,8 +117,16 @@ pub mod config {
     /// DWARF mode: non-zero to walk user stacks in the kernel with the unwind tables userspace
     /// loads (`UNWIND_ROWS`, `PROCESSES`), copying the stack only from where the tables end.
     pub const UNWIND_TABLES: u32 = 5;
+    /// Non-zero: record off-CPU time (`--off-cpu`), one sample per this many nanoseconds
+    /// of a thread's time off the CPU (summed over its blocks).
+    pub const OFF_CPU_PERIOD_NS: u32 = 6;
+    /// Off-CPU samples one CPU may send per window; beyond, a thread's off-CPU time stays
+    /// in its pending sum (no time is lost, only attributed to a later block of the thread).
+    pub const OFF_CPU_MAX_PER_WINDOW: u32 = 7;
+    /// Possible CPUs: off-CPU samples are built in `SCRATCH` entries from this index on.
+    pub const CPUS: u32 = 8;
     /// Entries in the map.
-    pub const LEN: u32 = 8;
+    pub const LEN: u32 = 9;
 }
 
 /// Byte offset of `pid` in the `task/task_newtask` tracepoint record. The verifier only allows
@@ -62,7 +140,7 @@ pub const NEWTASK_FLAGS_OFFSET: usize = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EventHeader {
-    /// [`EVENT_SAMPLE`] or [`EVENT_EXEC`].
+    /// [`EVENT_SAMPLE`], [`EVENT_EXEC`] or [`EVENT_OFF_CPU`].
     pub kind: u32,
     /// CPU the event happened on.
     pub cpu: u32,
@@ -103,6 +181,11 @@ pub struct SampleHead {
     /// ([`UNWIND_TABLES_COPY`]; the instruction pointer is then a return address, the caller of
     /// the last frame in `user_bytes`, not itself among them).
     pub user_regs: [u64; 3],
+    /// [`EVENT_OFF_CPU`]: the nanoseconds off the CPU this sample stands for; else 0.
+    pub off_cpu_ns: u64,
+    /// [`EVENT_OFF_CPU`]: `OFF_CPU_BLOCKED` or `OFF_CPU_RUNNABLE`.
+    pub off_cpu_reason: u32,
+    pub _pad: u32,
 }
 
 /// `SampleHead::user_unwind`: frame pointers (`bpf_get_stack`), or no user stack.

@@ -25,12 +25,14 @@ mod program {
 
     use amprof_abi::{
         CFA_END, CFA_MASK, CFA_PLT, CFA_RBP, CFA_RBP_DEREF, CFA_RSP, CFA_SIGNAL, EVENT_EXEC,
-        EVENT_SAMPLE, EventHeader, ExecMapping, MAX_STACK_BYTES, MAX_UNWIND_PROCESSES,
-        MAX_USER_FRAMES, MAX_USER_STACK_BYTES, MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET,
-        NEWTASK_PID_OFFSET, ProcessMappings, RBP_AT_CFA, RBP_AT_RBP, RBP_MASK, SIGCONTEXT_RBP,
-        SIGCONTEXT_RIP, SIGCONTEXT_RSP, SampleBuffer, SampleHead, UCONTEXT_MCONTEXT, UNWIND_COPY,
-        UNWIND_TABLES, UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, UnwindRow, WINDOW_SLOTS,
-        config,
+        EVENT_OFF_CPU, EVENT_SAMPLE, EventHeader, ExecMapping, MAX_OFF_CPU_THREADS,
+        MAX_STACK_BYTES, MAX_UNWIND_PROCESSES, MAX_USER_FRAMES, MAX_USER_STACK_BYTES,
+        MIN_USER_STACK_BYTES, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET, OFF_CPU_BLOCKED,
+        OFF_CPU_KERNEL_BYTES, OFF_CPU_KERNEL_BYTES_MASK, OFF_CPU_RUNNABLE, OffCpuBudget,
+        OffCpuThread, ProcessMappings, RBP_AT_CFA, RBP_AT_RBP, RBP_MASK, SIGCONTEXT_RBP,
+        SIGCONTEXT_RIP, SIGCONTEXT_RSP, SWITCH_NEXT_PID_OFFSET, SWITCH_PREV_STATE_OFFSET,
+        SWITCH_STATE_MASK, SampleBuffer, SampleHead, UCONTEXT_MCONTEXT, UNWIND_COPY, UNWIND_TABLES,
+        UNWIND_TABLES_COPY, UNWIND_TABLES_TRUNCATED, UnwindRow, WINDOW_SLOTS, config,
     };
     use aya_ebpf::{
         EbpfContext as _,
@@ -44,9 +46,9 @@ mod program {
                 bpf_task_pt_regs,
             },
         },
-        macros::{map, perf_event, tracepoint},
+        macros::{map, perf_event, raw_tracepoint, tracepoint},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-        programs::{PerfEventContext, TracePointContext},
+        programs::{PerfEventContext, RawTracePointContext, TracePointContext},
     };
 
     /// Samples and exec events for userspace. Userspace sizes it at load time (`--buffer-size`).
@@ -108,6 +110,25 @@ mod program {
     #[map]
     static FRAMES: Array<u64> = Array::with_max_entries(MAX_USER_FRAMES as u32, 0);
 
+    /// `--off-cpu`: per thread, since when it is off the CPU and the off-CPU time not yet
+    /// sent. An LRU map: threads that exit are forgotten as room is needed.
+    #[map]
+    static OFF_CPU_THREADS: LruHashMap<u32, OffCpuThread> =
+        LruHashMap::with_max_entries(MAX_OFF_CPU_THREADS, 0);
+
+    /// One zeroed entry, never written: what a thread's entry in `OFF_CPU_THREADS` starts as.
+    #[map]
+    static OFF_CPU_ZERO: Array<OffCpuThread> = Array::with_max_entries(1, 0);
+
+    /// Off-CPU samples `EVENTS` had no room for, per window slot.
+    #[map]
+    static OFF_CPU_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(WINDOW_SLOTS, 0);
+
+    /// Off-CPU samples sent per window slot, against `OFF_CPU_MAX_PER_WINDOW`: a process that
+    /// switches a million times a second cannot flood the ring buffer.
+    #[map]
+    static OFF_CPU_SENT: PerCpuArray<OffCpuBudget> = PerCpuArray::with_max_entries(1, 0);
+
     /// Samples of a new process that wake userspace up at once.
     const EAGER_SAMPLES: u32 = 8;
 
@@ -121,17 +142,44 @@ mod program {
         setting(config::FILTER_BY_TARGETS) == 0 || unsafe { TARGETS.get(&pid) }.is_some()
     }
 
+    /// The window `time_ns` falls in.
+    #[inline(always)]
+    fn window_index(time_ns: u64) -> u64 {
+        time_ns
+            .saturating_sub(setting(config::WINDOW_START_NS))
+            .checked_div(setting(config::WINDOW_LEN_NS))
+            .unwrap_or(0)
+    }
+
+    /// True, and counted, if this CPU has sent fewer than `max` off-CPU samples in the window
+    /// `time_ns` falls in.
+    #[inline(always)]
+    fn within_budget(budget: &PerCpuArray<OffCpuBudget>, time_ns: u64, max: u64) -> bool {
+        let Some(budget) = budget.get_ptr_mut(0) else {
+            return false;
+        };
+        let window = window_index(time_ns);
+        // Per-CPU, and the kprobe does not nest on one CPU: plain updates are safe.
+        unsafe {
+            if (*budget).window != window {
+                (*budget).window = window;
+                (*budget).sent = 0;
+            }
+            if (*budget).sent >= max {
+                return false;
+            }
+            (*budget).sent += 1;
+        }
+        true
+    }
+
     /// Adds one to `counter`'s slot for the window `time_ns` falls in.
     #[inline(always)]
     fn count_in_window(counter: &PerCpuArray<u64>, time_ns: u64) {
-        let start = setting(config::WINDOW_START_NS);
-        let index = time_ns
-            .saturating_sub(start)
-            .checked_div(setting(config::WINDOW_LEN_NS))
-            .unwrap_or(0);
+        let index = window_index(time_ns);
         let slot = (index % WINDOW_SLOTS as u64) as u32;
         if let Some(value) = counter.get_ptr_mut(slot) {
-            // Per-CPU slot, and perf-event programs do not nest on one CPU: a plain add is safe.
+            // Per-CPU slot, and the programs do not nest on one CPU: a plain add is safe.
             unsafe { *value += 1 };
         }
     }
@@ -172,37 +220,93 @@ mod program {
         if !is_target(pid) || u64::from(pid) == setting(config::EXCLUDE_PID) {
             return 0;
         }
+        if !unsafe { send_stack(ctx.as_ptr(), time_ns, pid_tgid, None, KernelFrames::Current) } {
+            count_in_window(&LOST, time_ns);
+        }
+        0
+    }
+
+    /// Where a sample's kernel frames come from.
+    #[derive(Clone, Copy)]
+    enum KernelFrames {
+        /// The current kernel stack, from the program's context.
+        Current,
+        /// Frames taken earlier (an off-CPU thread's, as it left the CPU).
+        Stashed(*const OffCpuThread),
+    }
+
+    /// Takes the current task's user stack, and its kernel stack (from `ctx`, a perf-event or
+    /// tracepoint context) or one stashed before, and sends them as a sample: on-CPU, or
+    /// off-CPU with `(ns, reason)`. False when the ring buffer had no room.
+    ///
+    /// Off-CPU samples are built in scratch space of their own (entries from `config::CPUS`
+    /// on): a cpu-clock sample can interrupt a syscall-exit program on the same CPU and must
+    /// not overwrite the sample it is building.
+    #[inline(always)]
+    unsafe fn send_stack(
+        ctx: *mut c_void,
+        time_ns: u64,
+        pid_tgid: u64,
+        off_cpu: Option<(u64, u32)>,
+        kernel: KernelFrames,
+    ) -> bool {
+        let pid = (pid_tgid >> 32) as u32;
         let cpu = unsafe { bpf_get_smp_processor_id() };
-        let Some(buffer) = SCRATCH.get_ptr_mut(cpu) else {
-            return 0;
+        let slot = if off_cpu.is_some() {
+            cpu.wrapping_add(setting(config::CPUS) as u32)
+        } else {
+            cpu
+        };
+        let Some(buffer) = SCRATCH.get_ptr_mut(slot) else {
+            return true;
         };
         let stack_copy = setting(config::USER_STACK_BYTES);
         unsafe {
             let data = (&raw mut (*buffer).data).cast::<u8>();
-            let ret = bpf_get_stack(
-                ctx.as_ptr(),
-                data.cast::<c_void>(),
-                MAX_STACK_BYTES as u32,
-                0,
-            );
-            let (kernel_bytes, kernel_error) = stack_bytes(ret);
+            let (kernel_bytes, kernel_error) = match kernel {
+                KernelFrames::Current => stack_bytes(bpf_get_stack(
+                    ctx,
+                    data.cast::<c_void>(),
+                    MAX_STACK_BYTES as u32,
+                    0,
+                )),
+                KernelFrames::Stashed(thread) => {
+                    let bytes = (*thread).kernel_bytes & OFF_CPU_KERNEL_BYTES_MASK;
+                    let ret = bpf_probe_read_kernel_buf(
+                        data.cast::<c_void>(),
+                        bytes,
+                        (&raw const (*thread).kernel).cast(),
+                    );
+                    if ret == 0 {
+                        (bytes, 0)
+                    } else {
+                        (0, ret as i32)
+                    }
+                }
+            };
             let rest = data.add(kernel_bytes as usize);
+            let (kind, off_cpu_ns, off_cpu_reason) = match off_cpu {
+                Some((ns, reason)) => (EVENT_OFF_CPU, ns, reason),
+                None => (EVENT_SAMPLE, 0, 0),
+            };
             let mut head = SampleHead {
-                header: header(EVENT_SAMPLE, time_ns, pid_tgid),
+                header: header(kind, time_ns, pid_tgid),
                 kernel_bytes,
                 kernel_error,
+                off_cpu_ns,
+                off_cpu_reason,
                 ..SampleHead::default()
             };
             if stack_copy == 0 {
                 let ret = bpf_get_stack(
-                    ctx.as_ptr(),
+                    ctx,
                     rest.cast::<c_void>(),
                     MAX_STACK_BYTES as u32,
                     BPF_F_USER_STACK as u64,
                 );
                 (head.user_bytes, head.user_error) = stack_bytes(ret);
             } else {
-                unwind_user(&mut head, pid, cpu, data, stack_copy);
+                unwind_user(&mut head, pid, slot, data, stack_copy);
             }
             (*buffer).head = head;
             let len = size_of::<SampleHead>()
@@ -221,11 +325,151 @@ mod program {
                     BPF_RB_FORCE_WAKEUP
                 }
             };
-            if EVENTS.output::<[u8]>(record, wakeup as u64).is_err() {
-                count_in_window(&LOST, time_ns);
+            EVENTS.output::<[u8]>(record, wakeup as u64).is_ok()
+        }
+    }
+
+    /// `sched/sched_switch` (in the context of the task leaving the CPU), with `--off-cpu`:
+    ///
+    /// - the thread leaving, if a target, notes when and why, and the kernel stack it
+    ///   blocks in (its user stack is taken later, only if a sample is due: it does not
+    ///   change while the thread is off the CPU and inside the kernel);
+    /// - the thread coming in adds the time it was off to its pending sum; once the sum
+    ///   reaches the period, a sample is due, sent from the thread's own context at its
+    ///   next syscall exit ([`off_cpu_syscall_exit`]) or, failing that, the next time it
+    ///   leaves the CPU (here).
+    ///
+    /// Short blocks thus cost two map updates and a kernel stack; the samples stand for every
+    /// nanosecond off the CPU (the sums' remainders aside).
+    #[tracepoint]
+    pub fn off_cpu_switch(ctx: TracePointContext) -> u32 {
+        let time_ns = unsafe { bpf_ktime_get_ns() };
+        let (Ok(prev_state), Ok(next_tid)) = (
+            unsafe { ctx.read_at::<u64>(SWITCH_PREV_STATE_OFFSET) },
+            unsafe { ctx.read_at::<u32>(SWITCH_NEXT_PID_OFFSET) },
+        ) else {
+            return 0;
+        };
+        leave_cpu(&ctx, time_ns, prev_state);
+        if let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(&next_tid) {
+            unsafe {
+                let since_ns = (*thread).since_ns;
+                if since_ns != 0 && since_ns <= time_ns {
+                    (*thread).since_ns = 0;
+                    let reason = (*thread).reason & 1;
+                    let pending = &mut (*thread).pending_ns[reason as usize];
+                    *pending += time_ns - since_ns;
+                    if *pending >= setting(config::OFF_CPU_PERIOD_NS) {
+                        (*thread).due = reason + 1;
+                    }
+                }
             }
         }
         0
+    }
+
+    /// The current thread leaves the CPU: a sample still due is sent now (with the current
+    /// stacks), then the block starts.
+    #[inline(always)]
+    fn leave_cpu(ctx: &TracePointContext, time_ns: u64, prev_state: u64) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let tid = pid_tgid as u32;
+        let pid = (pid_tgid >> 32) as u32;
+        if tid == 0 || !is_target(pid) || u64::from(pid) == setting(config::EXCLUDE_PID) {
+            return;
+        }
+        let thread = match OFF_CPU_THREADS.get_ptr_mut(&tid) {
+            Some(thread) => thread,
+            None => {
+                // The new entry is copied from a map (it is too big for the BPF stack).
+                let Some(zero) = OFF_CPU_ZERO.get(0) else {
+                    return;
+                };
+                let _ = OFF_CPU_THREADS.insert(&tid, zero, 0);
+                match OFF_CPU_THREADS.get_ptr_mut(&tid) {
+                    Some(thread) => thread,
+                    None => return,
+                }
+            }
+        };
+        unsafe {
+            if (*thread).due != 0 {
+                send_due(
+                    ctx.as_ptr(),
+                    time_ns,
+                    pid_tgid,
+                    thread,
+                    KernelFrames::Current,
+                );
+            }
+            // The record's state is a bit per state letter (S, D, ...), 0 for R, and
+            // TASK_REPORT_MAX (bit 8) for a preemption: R and R+ wait for a CPU.
+            (*thread).reason = if prev_state & SWITCH_STATE_MASK == 0 {
+                OFF_CPU_RUNNABLE
+            } else {
+                OFF_CPU_BLOCKED
+            };
+            let ret = bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*thread).kernel).cast::<c_void>(),
+                OFF_CPU_KERNEL_BYTES,
+                0,
+            );
+            (*thread).kernel_bytes = if ret > 0 { ret as u32 } else { 0 };
+            (*thread).since_ns = time_ns;
+        }
+    }
+
+    /// `raw_syscalls/sys_exit`, with `--off-cpu`: a thread that blocked in this syscall and
+    /// has a sample due sends it now, with the user stack the syscall was made from and the
+    /// kernel stack it blocked in.
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn off_cpu_syscall_exit(ctx: RawTracePointContext) -> i32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(&(pid_tgid as u32)) else {
+            return 0;
+        };
+        if unsafe { (*thread).due } != 0 {
+            let time_ns = unsafe { bpf_ktime_get_ns() };
+            unsafe {
+                send_due(
+                    ctx.as_ptr(),
+                    time_ns,
+                    pid_tgid,
+                    thread,
+                    KernelFrames::Stashed(thread),
+                )
+            };
+        }
+        0
+    }
+
+    /// Sends the off-CPU sample due for `thread`, if this CPU's budget allows; the sum is
+    /// cleared when sent, and kept (for a later block) when the budget is spent.
+    #[inline(always)]
+    unsafe fn send_due(
+        ctx: *mut c_void,
+        time_ns: u64,
+        pid_tgid: u64,
+        thread: *mut OffCpuThread,
+        kernel: KernelFrames,
+    ) {
+        unsafe {
+            let reason = ((*thread).due - 1) & 1;
+            (*thread).due = 0;
+            if !within_budget(
+                &OFF_CPU_SENT,
+                time_ns,
+                setting(config::OFF_CPU_MAX_PER_WINDOW),
+            ) {
+                return;
+            }
+            let ns = (*thread).pending_ns[reason as usize];
+            (*thread).pending_ns[reason as usize] = 0;
+            if !send_stack(ctx, time_ns, pid_tgid, Some((ns, reason)), kernel) {
+                count_in_window(&OFF_CPU_LOST, time_ns);
+            }
+        }
     }
 
     /// DWARF mode: finds the user frames of the current task, into `data` after the kernel
@@ -234,7 +478,7 @@ mod program {
     /// is still being built, or the whole stack when the process has none yet) the user stack
     /// is copied for userspace to unwind, as perf does.
     #[inline(always)]
-    unsafe fn unwind_user(head: &mut SampleHead, pid: u32, cpu: u32, data: *mut u8, wanted: u64) {
+    unsafe fn unwind_user(head: &mut SampleHead, pid: u32, slot: u32, data: *mut u8, wanted: u64) {
         const EFAULT: i32 = -14;
         let Some([pc, sp, bp]) = (unsafe { user_regs() }) else {
             head.user_error = EFAULT;
@@ -245,7 +489,7 @@ mod program {
             sp,
             bp,
             pid,
-            frames_base: cpu.wrapping_mul(MAX_USER_FRAMES as u32),
+            frames_base: slot.wrapping_mul(MAX_USER_FRAMES as u32),
             frames: 0,
             outcome: UNWIND_COPY,
             exact: 1,
