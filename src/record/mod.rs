@@ -295,9 +295,14 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         CallGraph::Fp => 0,
         CallGraph::Dwarf | CallGraph::DwarfCopy => options.stack_size,
     };
-    let ring_bytes = options
-        .ring_bytes
-        .unwrap_or_else(|| default_ring_bytes(cpus, options.frequency_hz, user_stack_bytes));
+    let ring_bytes = options.ring_bytes.unwrap_or_else(|| {
+        default_ring_bytes(
+            cpus,
+            options.frequency_hz,
+            user_stack_bytes,
+            options.off_cpu.is_some(),
+        )
+    });
 
     let mut meta = Meta {
         amprof_version: env!("CARGO_PKG_VERSION").into(),
@@ -644,11 +649,15 @@ pub const DEFAULT_KEEP: usize = 6;
 /// A fifth of a second of full-size samples on every CPU (four times the 50 ms between drains),
 /// as a power of two between 4 and 64 MiB. Beyond that, samples are counted lost rather than
 /// pinning more kernel memory; `--buffer-size` overrides it.
-fn default_ring_bytes(cpus: usize, frequency_hz: u64, user_stack_bytes: u32) -> u32 {
+fn default_ring_bytes(cpus: usize, frequency_hz: u64, user_stack_bytes: u32, off_cpu: bool) -> u32 {
     let full_sample = (size_of::<amprof_abi::SampleHead>()
         + 2 * amprof_abi::MAX_STACK_BYTES
         + user_stack_bytes as usize) as u64;
-    let want = (cpus as u64 * frequency_hz * full_sample / 5).next_power_of_two();
+    // Off-CPU samples come on top: each waiting thread can send as many as a CPU takes on-CPU
+    // samples (and each CPU up to 20 times that, its budget); room for four times as many
+    // keeps a busy machine's bursts.
+    let kinds = if off_cpu { 4 } else { 1 };
+    let want = (cpus as u64 * frequency_hz * full_sample * kinds / 5).next_power_of_two();
     want.clamp(4 << 20, 64 << 20) as u32
 }
 

@@ -73,6 +73,9 @@ pub struct OffCpuThread {
     /// Bytes of `kernel`.
     pub kernel_bytes: u32,
     pub _pad: u32,
+    /// Its user instruction and stack pointers when it left the CPU (zeros for a kernel
+    /// thread): while they are the same, it is still in the kernel entry it waited in.
+    pub user_entry: [u64; 2],
     /// The kernel stack it left the CPU in, leaf first.
     pub kernel: [u64; OFF_CPU_KERNEL_FRAMES],
 }
@@ -86,6 +89,7 @@ impl Default for OffCpuThread {
             due: 0,
             kernel_bytes: 0,
             _pad: 0,
+            user_entry: [0; 2],
             kernel: [0; OFF_CPU_KERNEL_FRAMES],
         }
     }

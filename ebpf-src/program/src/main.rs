@@ -220,7 +220,16 @@ mod program {
         if !is_target(pid) || u64::from(pid) == setting(config::EXCLUDE_PID) {
             return 0;
         }
-        if !unsafe { send_stack(ctx.as_ptr(), time_ns, pid_tgid, None, KernelFrames::Current) } {
+        if !unsafe {
+            send_stack(
+                ctx.as_ptr(),
+                time_ns,
+                pid_tgid,
+                None,
+                KernelFrames::Current,
+                true,
+            )
+        } {
             count_in_window(&LOST, time_ns);
         }
         0
@@ -235,9 +244,10 @@ mod program {
         Stashed(*const OffCpuThread),
     }
 
-    /// Takes the current task's user stack, and its kernel stack (from `ctx`, a perf-event or
-    /// tracepoint context) or one stashed before, and sends them as a sample: on-CPU, or
-    /// off-CPU with `(ns, reason)`. False when the ring buffer had no room.
+    /// Takes the current task's user stack (unless `user` is false), and its kernel stack
+    /// (from `ctx`, a perf-event or tracepoint context) or one stashed before, and sends them
+    /// as a sample: on-CPU, or off-CPU with `(ns, reason)`. False when the ring buffer had no
+    /// room.
     ///
     /// Off-CPU samples are built in scratch space of their own (entries from `config::CPUS`
     /// on): a cpu-clock sample can interrupt a syscall-exit program on the same CPU and must
@@ -249,7 +259,9 @@ mod program {
         pid_tgid: u64,
         off_cpu: Option<(u64, u32)>,
         kernel: KernelFrames,
+        user: bool,
     ) -> bool {
+        const ENOENT: i32 = -2;
         let pid = (pid_tgid >> 32) as u32;
         let cpu = unsafe { bpf_get_smp_processor_id() };
         let slot = if off_cpu.is_some() {
@@ -297,7 +309,10 @@ mod program {
                 off_cpu_reason,
                 ..SampleHead::default()
             };
-            if stack_copy == 0 {
+            if !user {
+                // The user stack is not the one the sample is about: none.
+                head.user_error = ENOENT;
+            } else if stack_copy == 0 {
                 let ret = bpf_get_stack(
                     ctx,
                     rest.cast::<c_void>(),
@@ -392,19 +407,55 @@ mod program {
                 }
             }
         };
+        // Where the thread is in user space: the same until it returns there, so that a
+        // sample due later can tell whether the thread is still inside this kernel entry.
+        let entry = unsafe { user_regs() }.map_or([0, 0], |[ip, sp, _]| [ip, sp]);
+        let runnable = prev_state & SWITCH_STATE_MASK == 0;
         unsafe {
-            if (*thread).due != 0 {
-                send_due(
-                    ctx.as_ptr(),
-                    time_ns,
-                    pid_tgid,
-                    thread,
-                    KernelFrames::Current,
-                );
+            let due = (*thread).due;
+            if due != 0 {
+                let same_entry = (*thread).user_entry == entry && entry != [0, 0];
+                if same_entry {
+                    // Woken and leaving again in the same syscall (or fault): its stacks now
+                    // are the ones it waited in.
+                    send_due(
+                        ctx.as_ptr(),
+                        time_ns,
+                        pid_tgid,
+                        thread,
+                        KernelFrames::Current,
+                        true,
+                    );
+                } else if due - 1 == OFF_CPU_RUNNABLE {
+                    // Time spent waiting for a CPU goes with where the thread is next
+                    // preempted (where it was preempted before cannot be read any more), and
+                    // never with a stack where it blocks.
+                    if runnable {
+                        send_due(
+                            ctx.as_ptr(),
+                            time_ns,
+                            pid_tgid,
+                            thread,
+                            KernelFrames::Current,
+                            true,
+                        );
+                    }
+                } else {
+                    // It blocked outside a syscall (a page fault) and has moved on: the kernel
+                    // stack it blocked in, without a user stack it no longer has.
+                    send_due(
+                        ctx.as_ptr(),
+                        time_ns,
+                        pid_tgid,
+                        thread,
+                        KernelFrames::Stashed(thread),
+                        false,
+                    );
+                }
             }
             // The record's state is a bit per state letter (S, D, ...), 0 for R, and
             // TASK_REPORT_MAX (bit 8) for a preemption: R and R+ wait for a CPU.
-            (*thread).reason = if prev_state & SWITCH_STATE_MASK == 0 {
+            (*thread).reason = if runnable {
                 OFF_CPU_RUNNABLE
             } else {
                 OFF_CPU_BLOCKED
@@ -416,6 +467,7 @@ mod program {
                 0,
             );
             (*thread).kernel_bytes = if ret > 0 { ret as u32 } else { 0 };
+            (*thread).user_entry = entry;
             (*thread).since_ns = time_ns;
         }
     }
@@ -429,18 +481,25 @@ mod program {
         let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(&(pid_tgid as u32)) else {
             return 0;
         };
-        if unsafe { (*thread).due } != 0 {
-            let time_ns = unsafe { bpf_ktime_get_ns() };
-            unsafe {
-                send_due(
-                    ctx.as_ptr(),
-                    time_ns,
-                    pid_tgid,
-                    thread,
-                    KernelFrames::Stashed(thread),
-                )
-            };
+        if unsafe { (*thread).due } == 0 {
+            return 0;
         }
+        // Only the syscall it waited in: the same user registers as when it left the CPU.
+        let entry = unsafe { user_regs() }.map_or([0, 0], |[ip, sp, _]| [ip, sp]);
+        if unsafe { (*thread).user_entry } != entry {
+            return 0;
+        }
+        let time_ns = unsafe { bpf_ktime_get_ns() };
+        unsafe {
+            send_due(
+                ctx.as_ptr(),
+                time_ns,
+                pid_tgid,
+                thread,
+                KernelFrames::Stashed(thread),
+                true,
+            )
+        };
         0
     }
 
@@ -453,6 +512,7 @@ mod program {
         pid_tgid: u64,
         thread: *mut OffCpuThread,
         kernel: KernelFrames,
+        user: bool,
     ) {
         unsafe {
             let reason = ((*thread).due - 1) & 1;
@@ -466,7 +526,7 @@ mod program {
             }
             let ns = (*thread).pending_ns[reason as usize];
             (*thread).pending_ns[reason as usize] = 0;
-            if !send_stack(ctx, time_ns, pid_tgid, Some((ns, reason)), kernel) {
+            if !send_stack(ctx, time_ns, pid_tgid, Some((ns, reason)), kernel, user) {
                 count_in_window(&OFF_CPU_LOST, time_ns);
             }
         }
