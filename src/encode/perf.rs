@@ -268,10 +268,11 @@ impl<'o> PerfFile<'o> {
         event: Event,
     ) -> Result<&mut PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>> {
         if self.writer.is_none() {
+            // Taken once: after a failed start the report has ended with that error.
             let file = self
                 .file
                 .take()
-                .expect("the output until the writer starts");
+                .ok_or_else(|| anyhow::anyhow!("perf.data could not be started"))?;
             self.writer = Some(PerfWriter::for_event(
                 file,
                 &self.meta,
