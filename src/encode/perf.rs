@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! header (104 bytes; rewritten at the end, once the data size is known)
-//! attrs  one cpu-clock sampling attr (PERF_ATTR_SIZE_VER5) + its ids section
-//! ids    the attr's one sample id
+//! attrs  the cpu-clock sampling attr (PERF_ATTR_SIZE_VER5) + its ids section, and/or the
+//!        offcpu-time attr + its ids section (`report --event off-cpu|wall`)
+//! ids    each attr's one sample id
 //! data   the kernel's MMAP2, FINISHED_INIT, then in time order: COMM, MMAP2, SAMPLE,
 //!        LOST_SAMPLES, FINISHED_ROUND
 //! features  HOSTNAME OSRELEASE VERSION ARCH NRCPUS CMDLINE EVENT_DESC BUILD_ID SAMPLE_TIME
@@ -32,6 +33,27 @@
 //!
 //! Windows are read one at a time ([`CaptureReader::next_window`]) and written as they come:
 //! memory grows with the number of distinct processes, threads and mappings, not with samples.
+//!
+//! # Off-CPU samples
+//!
+//! Off-CPU samples (`report --event off-cpu` or `wall`) are written as perf's own `--off-cpu`
+//! writes them (`tools/perf/util/bpf_off_cpu.c`): samples of a second event named
+//! `offcpu-time`, a software event (PERF_COUNT_SW_BPF_OUTPUT) whose sample period is the time
+//! off the CPU in nanoseconds, with the stack the thread blocked in as its call chain. `perf
+//! report` then shows it as a second event beside cpu-clock, its count in nanoseconds, and
+//! `perf script` prints each sample with its period. The event id of each sample
+//! (PERF_SAMPLE_IDENTIFIER) tells perf which event it belongs to: cpu-clock is 1, offcpu-time
+//! 2, in every file (an off-CPU file alone has only offcpu-time).
+//!
+//! A sample's time is when the thread ran again, as in the capture: that keeps the stream in
+//! time order with on-CPU samples (the blocking time, a whole block earlier, would land behind
+//! records perf already flushed), and it is the time of perf's own off-CPU samples sent as they
+//! happen (since Linux 6.16, `--off-cpu-thresh`); perf 5.19 to 6.15 put theirs, summed per
+//! stack, after every other record. When the block began is the time less the period. The
+//! samples are laid out plainly (perf since 6.16 also reads offcpu-time samples embedded in a
+//! raw BPF-output payload, but only when the attr samples PERF_SAMPLE_RAW, which this one does
+//! not), so every perf reads them. Whether the thread blocked or waited for a CPU has no place
+//! in perf's sample and is left out.
 //!
 //! # The kernel map
 //!
@@ -69,7 +91,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{Encoder, Ending};
 use crate::{
     capture::{
-        CaptureReader, Selection,
+        CaptureReader, Event, OffCpu, Selection,
         format::{Meta, Module, ModuleKind, Window},
     },
     error::usage,
@@ -89,6 +111,8 @@ mod abi {
 
     pub const PERF_TYPE_SOFTWARE: u32 = 1;
     pub const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+    /// The software event perf's `--off-cpu` names `offcpu-time`.
+    pub const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
 
     pub const SAMPLE_IP: u64 = 1 << 0;
     pub const SAMPLE_TID: u64 = 1 << 1;
@@ -157,13 +181,51 @@ mod abi {
     pub const FEAT_CLOCK_DATA: u32 = 29;
 }
 
-/// The id of amprof's one event in every sample and record.
+/// The events a file carries: on-CPU samples as `cpu-clock`, off-CPU samples as perf's own
+/// `--off-cpu` event (see the module documentation). A file has the ones its selection covers,
+/// in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PerfEvent {
+    OnCpu,
+    OffCpu,
+}
+
+impl PerfEvent {
+    /// The events of a selection of `event`.
+    fn of(event: Event) -> Vec<Self> {
+        let mut events = Vec::with_capacity(2);
+        if event.includes_on_cpu() {
+            events.push(Self::OnCpu);
+        }
+        if event.includes_off_cpu() {
+            events.push(Self::OffCpu);
+        }
+        events
+    }
+
+    /// The event's id in every sample (PERF_SAMPLE_IDENTIFIER) and in the attrs section: fixed
+    /// per event, so that a file of one event says the same as a file of both.
+    fn id(self) -> u64 {
+        match self {
+            Self::OnCpu => EVENT_ID,
+            Self::OffCpu => OFF_CPU_EVENT_ID,
+        }
+    }
+}
+
+/// The id of on-CPU samples (`cpu-clock`), the one event of a file of on-CPU samples.
 const EVENT_ID: u64 = 1;
-/// Where the data section starts: after the header, the attr and its one id.
-const DATA_OFFSET: u64 = abi::FILE_HEADER_SIZE
-    + abi::ATTR_SIZE as u64
-    + abi::FILE_SECTION_SIZE
-    + std::mem::size_of::<u64>() as u64;
+/// The id of off-CPU samples (`offcpu-time`).
+const OFF_CPU_EVENT_ID: u64 = 2;
+/// The name perf's `--off-cpu` gives its event (`OFFCPU_EVENT` in perf's `util/off_cpu.h`).
+const OFF_CPU_EVENT_NAME: &str = "offcpu-time";
+/// Where the data section starts with `events` events: after the header, the attrs, and their
+/// one id each.
+const fn data_offset(events: usize) -> u64 {
+    abi::FILE_HEADER_SIZE
+        + events as u64
+            * (abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE + std::mem::size_of::<u64>() as u64)
+}
 /// A FINISHED_ROUND at least this often, so that perf's sorting queue stays small.
 const ROUND_SAMPLES: u64 = 16_384;
 /// The running kernel's symbols, to check whether its `_text` is the capture's.
@@ -171,7 +233,11 @@ const KALLSYMS: &str = "/proc/kallsyms";
 
 /// `report --format perf`: the selected windows as perf.data, written as they come.
 pub struct PerfFile<'o> {
-    writer: PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>,
+    /// The output until the first window: which events the file has (its attrs, at its start)
+    /// depends on the selection, which comes with the windows.
+    file: Option<&'o mut std::io::BufWriter<std::fs::File>>,
+    meta: Meta,
+    writer: Option<PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>>,
     kernel: Kernel,
 }
 
@@ -189,19 +255,45 @@ impl<'o> PerfFile<'o> {
         };
         let kernel = Kernel::probe(input, Path::new(KALLSYMS))?;
         Ok(Self {
-            writer: PerfWriter::new(file, meta, &kernel)?,
+            file: Some(file),
+            meta: meta.clone(),
+            writer: None,
             kernel,
         })
+    }
+
+    /// The writer, started for `event` if it was not yet.
+    fn writer(
+        &mut self,
+        event: Event,
+    ) -> Result<&mut PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>> {
+        if self.writer.is_none() {
+            // Taken once: after a failed start the report has ended with that error.
+            let file = self
+                .file
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("perf.data could not be started"))?;
+            self.writer = Some(PerfWriter::for_event(
+                file,
+                &self.meta,
+                &self.kernel,
+                event,
+            )?);
+        }
+        Ok(self.writer.as_mut().expect("started above"))
     }
 }
 
 impl Encoder for PerfFile<'_> {
     fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
-        self.writer.window(window, selection)
+        self.writer(selection.event)?.window(window, selection)
     }
 
-    fn finish(self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
-        self.writer.finish()?;
+    fn finish(mut self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
+        // No window selected (a capture without windows): a file of the default event.
+        self.writer(Event::default())?;
+        let writer = self.writer.take().expect("started above");
+        writer.finish()?;
         Ok(match (self.kernel.has_frames, &self.kernel.map) {
             (true, Err(why)) => vec![format!(
                 "note: perf will show kernel frames as [unknown]: {why}"
@@ -257,7 +349,10 @@ impl Kernel {
 /// What a conversion wrote.
 #[derive(Clone, Debug, Default)]
 pub struct Written {
+    /// Samples of every event.
     pub samples: u64,
+    /// Of which off-CPU (`offcpu-time`) samples.
+    pub off_cpu_samples: u64,
 }
 
 /// A process image as the capture identifies it across windows: its pid and when amprof first
@@ -280,7 +375,10 @@ struct MappingKey {
 pub struct PerfWriter<W: Write + Seek> {
     out: W,
     meta: Meta,
-    /// Nanoseconds between samples: what perf sums as the event count.
+    /// The file's events, in the order of its attrs.
+    events: Vec<PerfEvent>,
+    /// Nanoseconds between on-CPU samples: what perf sums as cpu-clock's count (an off-CPU
+    /// sample's period is its time off the CPU).
     period: u64,
     data_bytes: u64,
     record: Record,
@@ -294,6 +392,7 @@ pub struct PerfWriter<W: Write + Seek> {
     /// BUILD_ID feature entries: path, build-id, kernel or not.
     build_ids: BTreeSet<(String, Vec<u8>, bool)>,
     samples: u64,
+    off_cpu_samples: u64,
     since_round: u64,
     first_time: Option<u64>,
     last_time: u64,
@@ -309,30 +408,53 @@ struct SampleId {
 }
 
 impl<W: Write + Seek> PerfWriter<W> {
-    /// Starts a perf.data file for a capture described by `meta` at the current position of
-    /// `out` (which must be 0: offsets are absolute), with the kernel map `kernel` plans.
-    pub fn new(mut out: W, meta: &Meta, kernel: &Kernel) -> Result<Self> {
-        let mut start = Vec::with_capacity(DATA_OFFSET as usize);
-        start.extend_from_slice(&file_header(0, &[]));
-        start.extend_from_slice(&attr(meta));
-        let ids_offset = DATA_OFFSET - 8;
-        put_u64(&mut start, ids_offset);
-        put_u64(&mut start, 8);
-        put_u64(&mut start, EVENT_ID);
-        debug_assert_eq!(start.len() as u64, DATA_OFFSET);
+    /// Starts a perf.data file of on-CPU samples for a capture described by `meta` at the
+    /// current position of `out` (which must be 0: offsets are absolute), with the kernel map
+    /// `kernel` plans.
+    pub fn new(out: W, meta: &Meta, kernel: &Kernel) -> Result<Self> {
+        Self::for_event(out, meta, kernel, Event::OnCpu)
+    }
+
+    /// As [`Self::new`], for the samples of `event`: on-CPU ones as `cpu-clock`, off-CPU ones
+    /// as `offcpu-time`. On-CPU alone is exactly the file [`Self::new`] writes.
+    pub fn for_event(mut out: W, meta: &Meta, kernel: &Kernel, event: Event) -> Result<Self> {
+        let events = PerfEvent::of(event);
+        let data_offset = data_offset(events.len());
+        let mut start = Vec::with_capacity(data_offset as usize);
+        start.extend_from_slice(&file_header(events.len(), 0, &[]));
+        // Each attr with its ids section, then the ids, one per event.
+        let mut ids_offset = abi::FILE_HEADER_SIZE
+            + events.len() as u64 * (abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE);
+        for (i, &e) in events.iter().enumerate() {
+            start.extend_from_slice(&attr(meta, e, i == 0));
+            put_u64(&mut start, ids_offset);
+            put_u64(&mut start, 8);
+            ids_offset += 8;
+        }
+        for e in &events {
+            put_u64(&mut start, e.id());
+        }
+        debug_assert_eq!(start.len() as u64, data_offset);
         out.write_all(&start).context("cannot write perf.data")?;
         let mut writer = Self {
             out,
             meta: meta.clone(),
+            // Non-sample records carry the first event's id, as perf's own carry their
+            // tracking event's.
+            record: Record {
+                id: events[0].id(),
+                ..Record::default()
+            },
+            events,
             period: 1_000_000_000 / meta.frequency_hz.max(1),
             data_bytes: 0,
-            record: Record::default(),
             images: FxHashSet::default(),
             pids: FxHashSet::default(),
             threads: FxHashMap::default(),
             mappings: FxHashSet::default(),
             build_ids: BTreeSet::new(),
             samples: 0,
+            off_cpu_samples: 0,
             since_round: 0,
             first_time: None,
             last_time: 0,
@@ -377,7 +499,16 @@ impl<W: Write + Seek> PerfWriter<W> {
             .iter()
             .map(|t| (t.tid, (t.process, t.name.as_str())))
             .collect();
-        for sample in selection.samples(window) {
+        // Samples of an event the file has no attr for are left out (the selection that started
+        // the file decided its events).
+        let (on_cpu, off_cpu) = (
+            self.events.contains(&PerfEvent::OnCpu),
+            self.events.contains(&PerfEvent::OffCpu),
+        );
+        let wanted = selection
+            .samples(window)
+            .filter(|s| if s.off_cpu.is_some() { off_cpu } else { on_cpu });
+        for sample in wanted {
             let (stack, process, tid) = (sample.stack, sample.process, sample.tid);
             let stack_index = sample.stack_index as usize;
             let id = SampleId {
@@ -416,18 +547,28 @@ impl<W: Write + Seek> PerfWriter<W> {
                 };
                 self.announce_thread((process.pid, process.first_seen_ns), name, id)?;
             }
-            self.sample(window, stack_index, id)?;
+            self.sample(window, stack_index, id, sample.off_cpu)?;
         }
-        if window.lost > 0 {
+        // What the kernel side lost, counted against the event it was lost from.
+        for (event, lost, included) in [
+            (PerfEvent::OnCpu, window.lost, on_cpu),
+            (PerfEvent::OffCpu, window.off_cpu_lost, off_cpu),
+        ] {
+            if lost == 0 || !included {
+                continue;
+            }
             let time = self.last_time.max(window.start_ns);
             self.record.begin(abi::RECORD_LOST_SAMPLES, abi::MISC_USER);
-            self.record.u64(window.lost);
-            self.record.sample_id(SampleId {
-                pid: 0,
-                tid: 0,
-                time,
-                cpu: 0,
-            });
+            self.record.u64(lost);
+            self.record.sample_id_of(
+                SampleId {
+                    pid: 0,
+                    tid: 0,
+                    time,
+                    cpu: 0,
+                },
+                event.id(),
+            );
             self.emit()?;
         }
         self.finished_round()
@@ -552,7 +693,14 @@ impl<W: Write + Seek> PerfWriter<W> {
         self.emit()
     }
 
-    fn sample(&mut self, window: &Window, stack: usize, id: SampleId) -> Result<()> {
+    /// A sample of `stack` of `window`: on-CPU, or off-CPU for `off_cpu`'s time.
+    fn sample(
+        &mut self,
+        window: &Window,
+        stack: usize,
+        id: SampleId,
+        off_cpu: Option<OffCpu>,
+    ) -> Result<()> {
         let stack = &window.stacks[stack];
         let kernel_frames = stack.kernel_frames as usize;
         let address = |l: u32| window.locations[l as usize].address;
@@ -561,8 +709,12 @@ impl<W: Write + Seek> PerfWriter<W> {
         } else {
             abi::MISC_USER
         };
+        let (event, period) = match off_cpu {
+            None => (PerfEvent::OnCpu, self.period),
+            Some(off) => (PerfEvent::OffCpu, off.ns),
+        };
         self.record.begin(abi::RECORD_SAMPLE, misc);
-        self.record.u64(EVENT_ID);
+        self.record.u64(event.id());
         self.record
             .u64(stack.locations.first().map_or(0, |&l| address(l)));
         self.record.u32(id.pid);
@@ -570,7 +722,7 @@ impl<W: Write + Seek> PerfWriter<W> {
         self.record.u64(id.time);
         self.record.u32(id.cpu);
         self.record.u32(0);
-        self.record.u64(self.period);
+        self.record.u64(period);
         let (kernel, user) = stack.locations.split_at(kernel_frames);
         let contexts = usize::from(!kernel.is_empty()) + usize::from(!user.is_empty());
         self.record.u64((stack.locations.len() + contexts) as u64);
@@ -584,6 +736,7 @@ impl<W: Write + Seek> PerfWriter<W> {
         }
         self.emit()?;
         self.samples += 1;
+        self.off_cpu_samples += u64::from(off_cpu.is_some());
         self.first_time.get_or_insert(id.time);
         self.last_time = id.time;
         self.since_round += 1;
@@ -613,7 +766,8 @@ impl<W: Write + Seek> PerfWriter<W> {
     pub fn finish(mut self) -> Result<Written> {
         let sections = self.features();
         let table_len = sections.len() as u64 * abi::FILE_SECTION_SIZE;
-        let mut offset = DATA_OFFSET + self.data_bytes + table_len;
+        let data_offset = data_offset(self.events.len());
+        let mut offset = data_offset + self.data_bytes + table_len;
         let mut table = Vec::with_capacity(table_len as usize);
         for (_, payload) in &sections {
             put_u64(&mut table, offset);
@@ -628,12 +782,16 @@ impl<W: Write + Seek> PerfWriter<W> {
         let features: Vec<u32> = sections.iter().map(|(bit, _)| *bit).collect();
         self.out
             .seek(SeekFrom::Start(0))
-            .and_then(|_| self.out.write_all(&file_header(self.data_bytes, &features)))
+            .and_then(|_| {
+                self.out
+                    .write_all(&file_header(self.events.len(), self.data_bytes, &features))
+            })
             .and_then(|_| self.out.seek(SeekFrom::End(0)))
             .and_then(|_| self.out.flush())
             .context("cannot write perf.data")?;
         Ok(Written {
             samples: self.samples,
+            off_cpu_samples: self.off_cpu_samples,
         })
     }
 
@@ -668,13 +826,16 @@ impl<W: Write + Seek> PerfWriter<W> {
             put_header_string(&mut cmdline, arg);
         }
         sections.push((abi::FEAT_CMDLINE, cmdline));
+        // The events' names: without them perf would call offcpu-time `bpf-output`.
         let mut desc = Vec::new();
-        put_u32(&mut desc, 1);
+        put_u32(&mut desc, self.events.len() as u32);
         put_u32(&mut desc, abi::ATTR_SIZE);
-        desc.extend_from_slice(&attr(meta));
-        put_u32(&mut desc, 1);
-        put_header_string(&mut desc, event_name(meta));
-        put_u64(&mut desc, EVENT_ID);
+        for (i, &event) in self.events.iter().enumerate() {
+            desc.extend_from_slice(&attr(meta, event, i == 0));
+            put_u32(&mut desc, 1); // ids
+            put_header_string(&mut desc, event_name(meta, event));
+            put_u64(&mut desc, event.id());
+        }
         sections.push((abi::FEAT_EVENT_DESC, desc));
         if let Some(first) = self.first_time {
             let mut times = Vec::new();
@@ -700,23 +861,28 @@ impl<W: Write + Seek> PerfWriter<W> {
 }
 
 /// The event's name as perf shows it.
-fn event_name(meta: &Meta) -> &str {
-    if meta.event.is_empty() {
-        "cpu-clock"
-    } else {
-        &meta.event
+fn event_name(meta: &Meta, event: PerfEvent) -> &str {
+    match event {
+        PerfEvent::OnCpu if meta.event.is_empty() => "cpu-clock",
+        PerfEvent::OnCpu => &meta.event,
+        PerfEvent::OffCpu => OFF_CPU_EVENT_NAME,
     }
 }
 
-/// The file header: `data_size` bytes of records, `features` set.
-fn file_header(data_size: u64, features: &[u32]) -> [u8; abi::FILE_HEADER_SIZE as usize] {
+/// The file header of a file of `events` events: `data_size` bytes of records, `features` set.
+fn file_header(
+    events: usize,
+    data_size: u64,
+    features: &[u32],
+) -> [u8; abi::FILE_HEADER_SIZE as usize] {
+    let attr_size = abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE;
     let mut h = Vec::with_capacity(abi::FILE_HEADER_SIZE as usize);
     put_u64(&mut h, abi::MAGIC);
     put_u64(&mut h, abi::FILE_HEADER_SIZE);
-    put_u64(&mut h, abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE); // attr_size
+    put_u64(&mut h, attr_size);
     put_u64(&mut h, abi::FILE_HEADER_SIZE); // attrs.offset
-    put_u64(&mut h, abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE); // attrs.size
-    put_u64(&mut h, DATA_OFFSET);
+    put_u64(&mut h, events as u64 * attr_size); // attrs.size
+    put_u64(&mut h, data_offset(events));
     put_u64(&mut h, data_size);
     put_u64(&mut h, 0); // event_types (unused since perf 3.x)
     put_u64(&mut h, 0);
@@ -732,26 +898,40 @@ fn file_header(data_size: u64, features: &[u32]) -> [u8; abi::FILE_HEADER_SIZE a
     header
 }
 
-/// The `perf_event_attr` of amprof's sampling: cpu-clock at the capture's frequency, times on
-/// CLOCK_MONOTONIC.
-fn attr(meta: &Meta) -> Vec<u8> {
+/// The `perf_event_attr` of `event`, times on CLOCK_MONOTONIC: amprof's sampling is cpu-clock
+/// at the capture's frequency; off-CPU samples are perf's `--off-cpu` event, a BPF-output
+/// software event of period 1 (one record per sample, its period the time off the CPU).
+/// `tracking`: the event the process and mapping records belong to (the first), as the
+/// tracking event of `perf record`.
+///
+/// Both events sample the same fields (the sample_type of cpu-clock, which perf's off-CPU
+/// samples have too, less the cgroup): perf needs the id at the same place in every record of
+/// a file (PERF_SAMPLE_IDENTIFIER, first in a sample, last in other records) to tell the events
+/// apart, and parses the trailing sample_id of non-sample records with one layout.
+fn attr(meta: &Meta, event: PerfEvent, tracking: bool) -> Vec<u8> {
+    let (config, period, sampling) = match event {
+        PerfEvent::OnCpu => (
+            abi::PERF_COUNT_SW_CPU_CLOCK,
+            meta.frequency_hz, // sample_freq (with `freq`)
+            abi::ATTR_EXCLUDE_IDLE | abi::ATTR_FREQ,
+        ),
+        PerfEvent::OffCpu => (abi::PERF_COUNT_SW_BPF_OUTPUT, 1, 0),
+    };
+    let tracks = if tracking {
+        abi::ATTR_MMAP | abi::ATTR_COMM | abi::ATTR_MMAP2 | abi::ATTR_COMM_EXEC
+    } else {
+        0
+    };
     let mut a = Vec::with_capacity(abi::ATTR_SIZE as usize);
     put_u32(&mut a, abi::PERF_TYPE_SOFTWARE);
     put_u32(&mut a, abi::ATTR_SIZE);
-    put_u64(&mut a, abi::PERF_COUNT_SW_CPU_CLOCK);
-    put_u64(&mut a, meta.frequency_hz); // sample_freq (with `freq`)
+    put_u64(&mut a, config);
+    put_u64(&mut a, period);
     put_u64(&mut a, abi::SAMPLE_TYPE);
     put_u64(&mut a, 0); // read_format
     put_u64(
         &mut a,
-        abi::ATTR_EXCLUDE_IDLE
-            | abi::ATTR_MMAP
-            | abi::ATTR_COMM
-            | abi::ATTR_FREQ
-            | abi::ATTR_SAMPLE_ID_ALL
-            | abi::ATTR_MMAP2
-            | abi::ATTR_COMM_EXEC
-            | abi::ATTR_USE_CLOCKID,
+        sampling | tracks | abi::ATTR_SAMPLE_ID_ALL | abi::ATTR_USE_CLOCKID,
     );
     put_u32(&mut a, 0); // wakeup_events
     put_u32(&mut a, 0); // bp_type
@@ -875,6 +1055,8 @@ fn kernel_text(window: Option<&Window>, kallsyms: &Path) -> Result<(u64, u64), S
 #[derive(Default)]
 struct Record {
     bytes: Vec<u8>,
+    /// The event id non-sample records carry.
+    id: u64,
 }
 
 impl Record {
@@ -910,12 +1092,17 @@ impl Record {
     }
 
     fn sample_id(&mut self, id: SampleId) {
+        self.sample_id_of(id, self.id);
+    }
+
+    /// The sample_id block of a record of event `event`.
+    fn sample_id_of(&mut self, id: SampleId, event: u64) {
         self.u32(id.pid);
         self.u32(id.tid);
         self.u64(id.time);
         self.u32(id.cpu);
         self.u32(0);
-        self.u64(EVENT_ID);
+        self.u64(event);
     }
 
     /// The finished record, its size set.
@@ -987,7 +1174,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::capture::format::Process;
+    use crate::capture::format::{OffCpuReason, Process};
     use crate::capture::testing::{self, WindowBuilder};
 
     const TEXT: u64 = 0xffff_ffff_8100_0000;
@@ -1079,7 +1266,7 @@ mod tests {
         let kernel = Kernel::check(with_kernel, kallsyms);
         let _ = std::fs::remove_file(kallsyms); // read once, by the check
         let mut out = Cursor::new(Vec::new());
-        let mut writer = PerfWriter::new(&mut out, &meta, &kernel).unwrap();
+        let mut writer = PerfWriter::for_event(&mut out, &meta, &kernel, selection.event).unwrap();
         for window in windows {
             writer.window(window, selection).unwrap();
         }
@@ -1341,6 +1528,152 @@ mod tests {
             ],
             "what a sample needs comes right before it"
         );
+    }
+
+    /// [`window`] with off-CPU samples too: thread `pid + 1` blocked in the kernel stack at 20
+    /// for 5 ms, thread `pid` in the JIT stack at 40 for 70 ms; 4 off-CPU samples lost.
+    fn window_with_off_cpu(index: u64, start_ns: u64) -> Window {
+        let mut w = window(index, start_ns, 100, "app", 900);
+        // The builder's columns are filled in by build(): add the samples to the built window.
+        let mut off = WindowBuilder::at(index, start_ns, start_ns + 1_000_000_000);
+        off.off_cpu_sample(20, 101, 3, 0, 5_000_000, OffCpuReason::Blocked);
+        off.off_cpu_sample(40, 100, 0, 1, 70_000_000, OffCpuReason::Runnable);
+        let off = off.build();
+        w.off_cpu_time_deltas = off.off_cpu_time_deltas;
+        w.off_cpu_tids = off.off_cpu_tids;
+        w.off_cpu_cpus = off.off_cpu_cpus;
+        w.off_cpu_stacks = off.off_cpu_stacks;
+        w.off_cpu_ns = off.off_cpu_ns;
+        w.off_cpu_reasons = off.off_cpu_reasons;
+        w.stacks[0].off_cpu_count = 1;
+        w.stacks[0].off_cpu_ns = 5_000_000;
+        w.stacks[1].off_cpu_count = 1;
+        w.stacks[1].off_cpu_ns = 70_000_000;
+        w.off_cpu_lost = 4;
+        w
+    }
+
+    /// (event id, tid, time, period) of every sample, (record type, event id) of every other
+    /// record, and the (name, ids) of every attr of `file`.
+    #[allow(clippy::type_complexity)]
+    fn events_of(
+        file: &[u8],
+    ) -> (
+        Vec<(u64, i32, u64, u64)>,
+        Vec<(u32, u64)>,
+        Vec<(String, Vec<u64>)>,
+    ) {
+        let PerfFileReader {
+            mut perf_file,
+            mut record_iter,
+        } = PerfFileReader::parse_file(Cursor::new(file)).unwrap();
+        let attrs = perf_file
+            .event_attributes()
+            .iter()
+            .map(|a| (a.name().unwrap().to_string(), a.ids().to_vec()))
+            .collect();
+        let (mut samples, mut others) = (Vec::new(), Vec::new());
+        while let Some(record) = record_iter.next_record(&mut perf_file).unwrap() {
+            let PerfFileRecord::EventRecord { record, .. } = record else {
+                continue;
+            };
+            let id = record.common_data().unwrap().id.unwrap();
+            match record.parse().unwrap() {
+                EventRecord::Sample(s) => samples.push((
+                    s.id.unwrap(),
+                    s.tid.unwrap(),
+                    s.timestamp.unwrap(),
+                    s.period.unwrap(),
+                )),
+                _ => others.push((record.record_type.0, id)),
+            }
+        }
+        (samples, others, attrs)
+    }
+
+    #[test]
+    fn off_cpu_samples_are_perfs_offcpu_time_event() {
+        let windows = [
+            window_with_off_cpu(0, 1_000),
+            window_with_off_cpu(1, 1_000_001_000),
+        ];
+        let wall = Selection {
+            event: Event::Wall,
+            ..Selection::default()
+        };
+        let (file, written, _) = convert(&windows, &wall, &this_kernel());
+        assert_eq!((written.samples, written.off_cpu_samples), (10, 4));
+        let (samples, others, attrs) = events_of(&file);
+        assert_eq!(
+            attrs,
+            [
+                ("cpu-clock".to_string(), vec![EVENT_ID]),
+                ("offcpu-time".to_string(), vec![OFF_CPU_EVENT_ID])
+            ]
+        );
+        let (on, off) = (EVENT_ID, OFF_CPU_EVENT_ID);
+        let mut expected = Vec::new();
+        for start in [1_000, 1_000_001_000] {
+            expected.extend([
+                (on, 100, start + 10, 10_000_000),
+                (off, 101, start + 20, 5_000_000),
+                (on, 101, start + 30, 10_000_000),
+                (off, 100, start + 40, 70_000_000),
+                (on, 100, start + 60, 10_000_000),
+            ]);
+        }
+        assert_eq!(samples, expected, "one time order, each sample its event's");
+        // Side records carry cpu-clock's id; what was lost, the id of the event it was lost from.
+        let lost: Vec<(u32, u64)> = others
+            .iter()
+            .filter(|r| r.0 == abi::RECORD_LOST_SAMPLES)
+            .copied()
+            .collect();
+        assert_eq!(
+            lost,
+            [
+                (abi::RECORD_LOST_SAMPLES, on),
+                (abi::RECORD_LOST_SAMPLES, off)
+            ]
+            .repeat(2)
+        );
+        assert!(
+            others
+                .iter()
+                .all(|&(kind, id)| kind == abi::RECORD_LOST_SAMPLES || id == on),
+            "{others:?}"
+        );
+
+        // Off-CPU alone: one event, offcpu-time, whose id every record carries.
+        let off_cpu = Selection {
+            event: Event::OffCpu,
+            ..Selection::default()
+        };
+        let (file, written, _) = convert(&windows, &off_cpu, &this_kernel());
+        assert_eq!((written.samples, written.off_cpu_samples), (4, 4));
+        let (samples, others, attrs) = events_of(&file);
+        assert_eq!(attrs, [("offcpu-time".to_string(), vec![OFF_CPU_EVENT_ID])]);
+        let periods: Vec<(u64, u64)> = samples.iter().map(|s| (s.0, s.3)).collect();
+        assert_eq!(periods, [(off, 5_000_000), (off, 70_000_000)].repeat(2));
+        assert!(others.iter().all(|&(_, id)| id == off), "{others:?}");
+        assert_eq!(
+            others
+                .iter()
+                .filter(|r| r.0 == abi::RECORD_LOST_SAMPLES)
+                .count(),
+            2,
+            "only the off-CPU losses"
+        );
+
+        // On-CPU (the default) leaves them out: the file of a capture without them.
+        let (with, written, _) = convert(&windows, &Selection::default(), &this_kernel());
+        assert_eq!((written.samples, written.off_cpu_samples), (6, 0));
+        let plain = [
+            window(0, 1_000, 100, "app", 900),
+            window(1, 1_000_001_000, 100, "app", 900),
+        ];
+        let (without, _, _) = convert(&plain, &Selection::default(), &this_kernel());
+        assert_eq!(with, without);
     }
 
     #[test]

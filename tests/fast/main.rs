@@ -1,7 +1,8 @@
-//! The fast tier: runs in seconds, without root, eBPF or anything `.ci/setup` installs. It
-//! reads the committed captures of `tests/data/` and captures built by the tests themselves,
-//! and checks every format against golden outputs, the capture format's round trip, hostile
-//! captures, and the generated documentation.
+//! The fast tier: runs in seconds, without root or eBPF. It reads the committed captures of
+//! `tests/data/` and captures built by the tests themselves, and checks every format against
+//! golden outputs, the capture format's round trip, hostile captures, and the generated
+//! documentation. One tool of `.ci/setup` is needed: Linux perf, which reads the perf.data of
+//! off-CPU samples (`perf_offcpu`); without it those tests fail.
 //!
 //!     cargo test --lib --test fast
 //!
@@ -15,4 +16,5 @@ mod util;
 mod captures;
 mod docs;
 mod golden;
+mod perf_offcpu;
 mod roundtrip;
