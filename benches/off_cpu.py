@@ -362,9 +362,19 @@ def why_not(tool, amprof, work):
     if run.returncode != 0:
         errors = [l.strip() for l in (run.stderr + run.stdout).splitlines()
                   if re.search(r"error|unable|no such|not found|exception", l, re.I)]
-        return f"{command} cannot run here: " + ("; ".join(errors[:3]) or
-                                                  f"exit code {run.returncode}")
+        why = f"{command} cannot run here: " + ("; ".join(errors[:3]) or
+                                                 f"exit code {run.returncode}")
+        if tool == "bcc" and not kprobes():
+            why += " (and this kernel has no kprobes, which offcputime attaches)"
+        return why
     return None
+
+
+def kprobes():
+    """Whether the kernel can attach kprobes (perf's kprobe PMU or tracefs kprobe_events)."""
+    return (os.path.exists("/sys/bus/event_source/devices/kprobe")
+            or os.path.exists("/sys/kernel/tracing/kprobe_events")
+            or os.path.exists("/sys/kernel/debug/tracing/kprobe_events"))
 
 
 def perf_version():
