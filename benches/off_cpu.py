@@ -31,11 +31,15 @@ BPF program that has run, from /proc/PID/fdinfo with BPF run-time stats enabled;
     run time and runs.
 Then the tool is stopped with SIGINT (as Ctrl-C): its total CPU (wait4, start-up and output
 included) and how long it took to exit are reported, with what it saw: amprof's `record --json`
-summary (samples, lost, and every off-CPU key it has), and the off-CPU seconds each tool
+summary (on- and off-CPU samples and lost, and every off-CPU key it has; "lost" in the tables
+is off-CPU samples lost), BCC's stack traces it could not store, perf's LOST records (bpftrace
+sums in maps and counts nothing it drops: n/a), and the off-CPU seconds each tool
 reports for the workload against the workload's own (3 threads' wall time less their CPU from
-the tool's attaching to its detaching, its BPF programs gone: seen_share, ~1.0 when nothing is
-lost; both moments are polled, every 50 and 20 ms, so over a ~7 s span it is good to about
-1%; bpftrace reads its maps before it detaches, so its share is a little low).
+the tool's attaching to its detaching, its BPF programs gone; for amprof, over the length it
+says it recorded: seen_share, ~1.0 when nothing is lost; the moments are polled, every 50 and
+20 ms, so over a ~7 s span it is good to about 1%; bpftrace reads its maps before it detaches,
+so its share is a little low). amprof is attached when it has written its capture's header
+(it loads and runs its programs a second or two before it records).
 
 Slowdowns are against the median of the workload alone in the same run; ratios compare amprof
 with each peer's medians in the same run. Every trial is a JSON line, then medians, then
@@ -184,21 +188,30 @@ def parse_output(tool, stdout, stderr, out, amprof, pid):
     seen = {}
     if tool == "amprof":
         summary = json.loads(stdout)
-        seen["samples"] = summary.get("samples")
-        seen["lost"] = summary.get("lost")
-        # Whatever off-CPU counts this build reports (samples, lost, aggregated), by name.
+        seen["on_cpu_samples"] = summary.get("samples")
+        seen["on_cpu_lost"] = summary.get("lost")
+        # Whatever off-CPU counts this build reports ({"off_cpu": {"samples", "seconds",
+        # "lost"}} at the time of writing), flattened: off_cpu_samples, off_cpu_lost...
         for key, value in summary.items():
             if "off_cpu" in key or "offcpu" in key:
-                seen[key] = value
+                if isinstance(value, dict):
+                    seen.update({f"off_cpu_{k}": v for k, v in value.items()})
+                else:
+                    seen[key] = value
+        seen["samples"] = seen.get("off_cpu_samples")
+        seen["lost"] = seen.get("off_cpu_lost")
+        seen["off_cpu_s"] = seen.get("off_cpu_seconds")
+        seen["recorded_s"] = summary.get("seconds")
         folded = subprocess.run([amprof, "report", "--event", "off-cpu", "--format", "folded",
                                  "-i", out], capture_output=True, text=True)
         if folded.returncode == 0:
-            # Off-CPU stacks are weighted in microseconds.
+            # Off-CPU stacks are weighted in microseconds (in builds whose folded export knows
+            # off-CPU samples: 0 before).
             weights = [int(l.rsplit(" ", 1)[1]) for l in folded.stdout.splitlines() if l.strip()]
             seen["stacks"] = len(weights)
-            seen["off_cpu_s"] = sum(weights) / 1e6
+            seen["report_off_cpu_s"] = sum(weights) / 1e6
         else:
-            seen["report_error"] = folded.stderr.strip().splitlines()[:1]
+            seen["report_error"] = " ".join(folded.stderr.split())[:200]
         seen["capture_bytes"] = os.path.getsize(out) if os.path.exists(out) else None
     elif tool == "bcc":
         weights = [int(l.rsplit(" ", 1)[1]) for l in stdout.splitlines()
@@ -248,7 +261,11 @@ def trial(tool, rate, args, binary, work, amprof):
                     raise RuntimeError(f"{tool} exited ({proc.returncode}) before attaching: "
                                        + " ".join(se.read().split())[:300])
                 progs = tree_bpf(proc.pid)
-                if progs and (args.no_bpf_stats or any(n for _, n in progs.values())):
+                # amprof loads and runs its programs well before it records (kernel symbols,
+                # unwind tables): it writes the capture's header when it starts.
+                if (progs and (args.no_bpf_stats or any(n for _, n in progs.values()))
+                        and (tool != "amprof" or os.path.exists(out)
+                             and os.path.getsize(out) > 0)):
                     break
                 if time.monotonic() - started > args.attach_timeout:
                     raise RuntimeError(f"{tool} did not attach within {args.attach_timeout} s")
@@ -312,8 +329,10 @@ def trial(tool, rate, args, binary, work, amprof):
         try:
             # Its rate over the reports inside the span, times the span (reports are 100 ms
             # apart: the first and last are up to that far inside).
+            # amprof says how long it recorded (from its start to the signal).
             own = workload.span(attached, detached)
-            own_off = (WORKLOAD_THREADS - own["cpu_s"] / own["t"]) * (detached - attached)
+            length = seen.get("recorded_s") or (detached - attached)
+            own_off = (WORKLOAD_THREADS - own["cpu_s"] / own["t"]) * length
             if seen.get("off_cpu_s") is not None and own_off > 0:
                 seen["seen_share"] = round(seen["off_cpu_s"] / own_off, 4)
         except RuntimeError:
@@ -430,7 +449,8 @@ def markdown(meds, tools, skipped):
         lines += ["Not measured: " + "; ".join(f"{t}: {why}" for t, why in skipped), ""]
     lines += ["| rate (aimed) | tool | switches/s | round trips/s (× alone) "
               "| workload CPU µs/round trip (× alone) | tool CPU % of a core "
-              "| tool CPU s in all | BPF ns/run | off-CPU seen | stacks | samples | lost |",
+              "| tool CPU s in all | BPF ns/run | off-CPU seen | stacks | off-CPU samples "
+              "| off-CPU lost |",
               "| --- |" + " --- |" * 11]
     for rate in rates:
         for tool in tools:
