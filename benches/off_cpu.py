@@ -288,6 +288,9 @@ def trial(tool, rate, args, binary, work, amprof):
             # Detached: its BPF programs are gone (or it has exited: WNOWAIT leaves it to wait4).
             while (os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
                    and tree_bpf(proc.pid)):
+                if time.monotonic() - stopping > args.stop_timeout:
+                    # Seen once: bpftrace 0.17 asleep in epoll_wait, SIGINT caught, for minutes.
+                    raise RuntimeError(f"{tool} still attached {args.stop_timeout} s after SIGINT")
                 time.sleep(0.02)
             detached = time.monotonic()
             _, status, usage = os.wait4(proc.pid, 0)
@@ -321,6 +324,7 @@ def trial(tool, rate, args, binary, work, amprof):
                 "voluntary_per_s": round(w["voluntary"] / w["t"]),
                 "round_trips_per_s": round(w["round_trips"] / w["t"]),
                 "workload_cpu_per_s": round(w["cpu_s"] / w["t"], 4),
+                "loadavg": os.getloadavg()[0],  # others' work on a shared machine shows here
                 "workload_cpu_us_per_round_trip": round(w["cpu_s"] * 1e6 / w["round_trips"], 3)
                 if w["round_trips"] else None})
     if proc:
@@ -502,6 +506,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--settle", type=float, default=1)
     parser.add_argument("--attach-timeout", type=float, default=60)
+    parser.add_argument("--stop-timeout", type=float, default=60)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-bpf-stats", action="store_true",
                         help="leave BPF run-time stats off (no BPF ns/run; attach = a program "
