@@ -327,16 +327,27 @@ pub fn check_summary(summary: &PushSummary) -> Result<()> {
 }
 
 /// Drops the stacks (and their samples) that the process selection excludes, so that a
-/// destination encodes every sample of the windows it gets.
+/// destination encodes every sample of the windows it gets. On-CPU and off-CPU samples stay in
+/// their own columns: a destination tells them apart by where they are.
 fn filter_window(mut window: Window, selection: &Selection) -> Window {
     if selection.pids.is_empty() && selection.comms.is_empty() {
         return window;
     }
-    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut previous = window.start_ns;
+    let mut on_cpu = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut off_cpu = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut off_cpu_values = (Vec::new(), Vec::new());
+    let (mut previous_on, mut previous_off) = (window.start_ns, window.start_ns);
     for sample in selection.samples(&window) {
-        columns.0.push(sample.time_ns - previous);
-        previous = sample.time_ns;
+        let (columns, previous) = match sample.off_cpu {
+            None => (&mut on_cpu, &mut previous_on),
+            Some(off) => {
+                off_cpu_values.0.push(off.ns);
+                off_cpu_values.1.push(off.reason as i32);
+                (&mut off_cpu, &mut previous_off)
+            }
+        };
+        columns.0.push(sample.time_ns - *previous);
+        *previous = sample.time_ns;
         columns.1.push(sample.tid);
         columns.2.push(sample.cpu);
         columns.3.push(sample.stack_index);
@@ -345,6 +356,8 @@ fn filter_window(mut window: Window, selection: &Selection) -> Window {
     for (stack, kept) in window.stacks.iter_mut().zip(kept) {
         if !kept {
             stack.count = 0;
+            stack.off_cpu_count = 0;
+            stack.off_cpu_ns = 0;
         }
     }
     (
@@ -352,7 +365,14 @@ fn filter_window(mut window: Window, selection: &Selection) -> Window {
         window.sample_tids,
         window.sample_cpus,
         window.sample_stacks,
-    ) = columns;
+    ) = on_cpu;
+    (
+        window.off_cpu_time_deltas,
+        window.off_cpu_tids,
+        window.off_cpu_cpus,
+        window.off_cpu_stacks,
+    ) = off_cpu;
+    (window.off_cpu_ns, window.off_cpu_reasons) = off_cpu_values;
     window
 }
 
@@ -477,6 +497,47 @@ fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::{
+        Event, format::OffCpuReason, off_cpu_samples, samples, testing::WindowBuilder,
+    };
+
+    #[test]
+    fn filtering_by_process_keeps_off_cpu_samples_apart() {
+        let mut w = WindowBuilder::new(0);
+        let a = w.process(10, "a");
+        let b = w.process(20, "b");
+        let f = w.function("f");
+        let l = w.location(0x10, &[f]);
+        let (sa, sb) = (w.stack(a, &[l], 0), w.stack(b, &[l], 0));
+        w.sample(5, 10, 0, sa);
+        w.off_cpu_sample(6, 10, 1, sa, 300, OffCpuReason::Runnable);
+        w.sample(7, 20, 0, sb);
+        w.off_cpu_sample(8, 20, 0, sb, 400, OffCpuReason::Blocked);
+        w.off_cpu_sample(9, 10, 0, sa, 500, OffCpuReason::Blocked);
+        let window = w.build();
+        let selection = Selection {
+            pids: vec![10],
+            event: Event::Wall,
+            ..Selection::default()
+        };
+        let kept = filter_window(window.clone(), &selection);
+        let on: Vec<(u64, u32)> = samples(&kept).map(|s| (s.time_ns, s.tid)).collect();
+        assert_eq!(on, [(window.start_ns + 5, 10)]);
+        let off: Vec<(u64, u32, u32, Option<crate::capture::OffCpu>)> = off_cpu_samples(&kept)
+            .map(|s| (s.time_ns - window.start_ns, s.tid, s.cpu, s.off_cpu))
+            .collect();
+        let off_cpu = |ns, reason| Some(crate::capture::OffCpu { ns, reason });
+        assert_eq!(
+            off,
+            [
+                (6, 10, 1, off_cpu(300, OffCpuReason::Runnable)),
+                (9, 10, 0, off_cpu(500, OffCpuReason::Blocked)),
+            ]
+        );
+        assert_eq!(kept.off_cpu_ns.len(), kept.off_cpu_reasons.len());
+        assert_eq!((kept.stacks[1].count, kept.stacks[1].off_cpu_ns), (0, 0));
+        assert_eq!(kept.stacks[0].off_cpu_ns, 800);
+    }
 
     #[test]
     fn backs_off_exponentially_with_caps() {
