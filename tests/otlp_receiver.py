@@ -140,9 +140,16 @@ def resolve(request):
         for sp in rp.scope_profiles:
             for p in sp.profiles:
                 samples = []
+                sample_type = [string(p.sample_type.type_strindex, "type"),
+                               string(p.sample_type.unit_strindex, "unit")]
                 for s in p.samples:
                     check(len(s.timestamps_unix_nano) > 0, "a sample without timestamps")
-                    check(len(s.values) == 0, "a sample with values (the CPU shape has none)")
+                    if sample_type == ["samples", "count"]:
+                        check(len(s.values) == 0, "a sample with values (the CPU shape has none)")
+                    else:
+                        # Off-CPU time: one value per timestamp, the same event at each index.
+                        check(len(s.values) == len(s.timestamps_unix_nano),
+                              "a sample whose values and timestamps differ in number")
                     for t in s.timestamps_unix_nano:
                         check(p.time_unix_nano <= t < p.time_unix_nano + p.duration_nano,
                               "a timestamp outside its profile")
@@ -150,14 +157,14 @@ def resolve(request):
                         "frames": frames(s.stack_index),
                         "attributes": attributes(s.attribute_indices, "sample"),
                         "timestamps": list(s.timestamps_unix_nano),
+                        "values": list(s.values),
                     })
                 profiles.append({
                     "resource": resource,
                     "scope": {"name": sp.scope.name, "version": sp.scope.version},
                     "time_unix_nano": p.time_unix_nano,
                     "duration_nano": p.duration_nano,
-                    "sample_type": [string(p.sample_type.type_strindex, "type"),
-                                    string(p.sample_type.unit_strindex, "unit")],
+                    "sample_type": sample_type,
                     "period_type": [string(p.period_type.type_strindex, "type"),
                                     string(p.period_type.unit_strindex, "unit")],
                     "period": p.period,

@@ -10,6 +10,15 @@
 //! - sample type `samples`/`count`, period type `cpu`/`nanoseconds`, period 1e9 / frequency;
 //! - one `Sample` per distinct (stack, thread, CPU), carrying the time of every sample it stands
 //!   for in `timestamps_unix_nano` and no `values` (each timestamp counts one);
+//! - off-CPU samples (`record --off-cpu`) in a profile of their own beside it (never values of
+//!   the same profile: a count of samples and nanoseconds off the CPU do not add up), as the eBPF
+//!   profiler sends its off-CPU profiles and as the proto's own comment names them: sample type
+//!   `off_cpu`/`nanoseconds`, no period type, one `Sample` per distinct (stack, thread, CPU,
+//!   reason) with one value per event (the nanoseconds that thread spent off the CPU) beside its
+//!   timestamp (when the thread ran again). Why it was off the CPU is the sample attribute
+//!   `amprof.off_cpu.reason`, `blocked` (it waited: a sleep, a lock, I/O) or `runnable`
+//!   (preempted, waiting for a CPU): no semantic convention names this yet, hence amprof's own
+//!   namespace rather than a name a future convention could mean otherwise;
 //! - sample attributes `thread.id`, `thread.name`, `cpu.logical_number`; location attribute
 //!   `profile.frame.type` (`kernel` or `native`); mapping attribute
 //!   `process.executable.build_id.gnu` (hex); resource attributes `service.name`, `host.name`,
@@ -40,7 +49,11 @@ use rustc_hash::FxHashMap;
 
 use super::frames;
 use crate::{
-    capture::{Meta, Window, format::ModuleKind, samples},
+    capture::{
+        Meta, Window,
+        format::{ModuleKind, OffCpuReason},
+        off_cpu_samples, samples,
+    },
     error::bad_input,
 };
 
@@ -140,41 +153,79 @@ impl Encoder {
 /// Samples grouped by (stack index, tid, cpu): their Unix-epoch times, in order.
 type SampleGroups = IndexMap<(u32, u32, u32), Vec<u64>>;
 
+/// Off-CPU samples grouped by (stack index, tid, cpu, reason): their Unix-epoch times and, at
+/// the same positions, the nanoseconds off the CPU each stands for.
+type OffCpuGroups = IndexMap<(u32, u32, u32, OffCpuReason), (Vec<u64>, Vec<i64>)>;
+
 /// The samples of one process in a window.
+#[derive(Default)]
 struct ProcessSamples {
     process: usize,
     samples: SampleGroups,
+    off_cpu: OffCpuGroups,
 }
 
 /// Groups the samples of `window` by process. A window the reader did not validate is checked
 /// here: a sample of nothing is an error, not a sample dropped from a request.
 fn group_samples(meta: &Meta, window: &Window) -> Result<Vec<ProcessSamples>> {
     let n = window.sample_stacks.len();
+    let off = window.off_cpu_stacks.len();
     let columns_agree = [
         window.sample_time_deltas.len(),
         window.sample_tids.len(),
         window.sample_cpus.len(),
     ]
     .iter()
-    .all(|&len| len == n);
+    .all(|&len| len == n)
+        && [
+            window.off_cpu_time_deltas.len(),
+            window.off_cpu_tids.len(),
+            window.off_cpu_cpus.len(),
+            window.off_cpu_ns.len(),
+            window.off_cpu_reasons.len(),
+        ]
+        .iter()
+        .all(|&len| len == off);
     if !columns_agree || samples(window).count() != n {
         return Err(bad_input(format!(
             "window {} is corrupt: samples that refer to no stack or process",
             window.index
         )));
     }
-    let mut by_process: IndexMap<usize, SampleGroups> = IndexMap::new();
+    // (`off_cpu_samples` also skips a reason it does not know: that is corruption too.)
+    if off_cpu_samples(window).count() != off {
+        return Err(bad_input(format!(
+            "window {} is corrupt: off-CPU samples that refer to no stack or process, or of no \
+             known reason",
+            window.index
+        )));
+    }
+    let mut by_process: IndexMap<usize, ProcessSamples> = IndexMap::new();
     for sample in samples(window) {
         by_process
             .entry(sample.process_index as usize)
             .or_default()
+            .samples
             .entry((sample.stack_index, sample.tid, sample.cpu))
             .or_default()
             .push(unix_ns(meta, sample.time_ns));
     }
+    for sample in off_cpu_samples(window) {
+        let Some(off_cpu) = sample.off_cpu else {
+            continue;
+        };
+        let (times, values) = by_process
+            .entry(sample.process_index as usize)
+            .or_default()
+            .off_cpu
+            .entry((sample.stack_index, sample.tid, sample.cpu, off_cpu.reason))
+            .or_default();
+        times.push(unix_ns(meta, sample.time_ns));
+        values.push(i64::try_from(off_cpu.ns).unwrap_or(i64::MAX));
+    }
     let mut groups: Vec<ProcessSamples> = by_process
         .into_iter()
-        .map(|(process, samples)| ProcessSamples { process, samples })
+        .map(|(process, samples)| ProcessSamples { process, ..samples })
         .collect();
     groups.sort_by_key(|g| g.process);
     Ok(groups)
@@ -260,6 +311,18 @@ struct Batch {
     windows: Vec<u64>,
     profiles: usize,
     bytes: usize,
+}
+
+/// The sample attribute that says why a thread was off the CPU: `blocked` or `runnable`
+/// ([`OffCpuReason::name`]).
+pub const OFF_CPU_REASON_ATTRIBUTE: &str = "amprof.off_cpu.reason";
+
+/// What the samples of one window share while [`Batch::add`] encodes them.
+struct SampleContext<'w, 'c> {
+    window: &'w Window,
+    location_cache: &'c mut FxHashMap<(u32, bool), i32>,
+    stack_cache: &'c mut FxHashMap<u32, i32>,
+    thread_names: &'c FxHashMap<(u32, Option<u32>), &'w str>,
 }
 
 /// Where a [`Batch`] was, to roll back to.
@@ -377,7 +440,8 @@ impl Batch {
         )
     }
 
-    /// Adds the profiles of `groups[which]` of `window`.
+    /// Adds the profiles of `groups[which]` of `window`: per process, a profile of its on-CPU
+    /// samples and one of its off-CPU samples, each if it has any.
     fn add(
         &mut self,
         settings: &EncodeSettings,
@@ -394,72 +458,137 @@ impl Batch {
             thread_names.insert((t.tid, Some(t.process)), &t.name);
             thread_names.entry((t.tid, None)).or_insert(&t.name);
         }
+        let mut sample_context = SampleContext {
+            window,
+            location_cache: &mut location_cache,
+            stack_cache: &mut stack_cache,
+            thread_names: &thread_names,
+        };
         let period = 1_000_000_000u64
             .checked_div(meta.frequency_hz)
             .map_or(0, |p| p as i64);
         for &g in which {
             let group = &groups[g];
             let process = &window.processes[group.process];
-            let mut samples = Vec::with_capacity(group.samples.len());
-            for (&(stack, tid, cpu), times) in &group.samples {
-                let stack_index = match stack_cache.get(&stack) {
-                    Some(&index) => index,
-                    None => {
-                        let index = self.stack(window, stack, &mut location_cache)?;
-                        stack_cache.insert(stack, index);
-                        index
-                    }
-                };
-                let mut attribute_indices =
-                    vec![self.attribute("thread.id", Value::Int(tid.into()))];
-                let name = thread_names
-                    .get(&(tid, Some(group.process as u32)))
-                    .or_else(|| thread_names.get(&(tid, None)));
-                if let Some(name) = name.filter(|n| !n.is_empty()) {
-                    attribute_indices
-                        .push(self.attribute("thread.name", Value::Str((*name).into())));
+            let id = profile_id(meta, window, process.pid, process.first_seen_ns);
+            if !group.samples.is_empty() {
+                let mut samples = Vec::with_capacity(group.samples.len());
+                for (&(stack, tid, cpu), times) in &group.samples {
+                    let (stack_index, attribute_indices) =
+                        self.sample_key(&mut sample_context, group.process, stack, tid, cpu)?;
+                    samples.push(otlp::Sample {
+                        stack_index,
+                        attribute_indices,
+                        link_index: 0,
+                        values: vec![],
+                        timestamps_unix_nano: times.clone(),
+                    });
                 }
-                attribute_indices
-                    .push(self.attribute("cpu.logical_number", Value::Int(cpu.into())));
-                samples.push(otlp::Sample {
-                    stack_index,
-                    attribute_indices,
-                    link_index: 0,
-                    values: vec![],
-                    timestamps_unix_nano: times.clone(),
-                });
+                let sample_type = otlp::ValueType {
+                    type_strindex: self.string("samples"),
+                    unit_strindex: self.string("count"),
+                };
+                let period_type = otlp::ValueType {
+                    type_strindex: self.string("cpu"),
+                    unit_strindex: self.string("nanoseconds"),
+                };
+                let profile = otlp::Profile {
+                    sample_type: Some(sample_type),
+                    samples,
+                    time_unix_nano: unix_ns(meta, window.start_ns),
+                    duration_nano: window.end_ns.saturating_sub(window.start_ns),
+                    period_type: Some(period_type),
+                    period,
+                    profile_id: id.clone(),
+                    ..Default::default()
+                };
+                self.add_profile(settings, meta, process, profile);
             }
-            let sample_type = otlp::ValueType {
-                type_strindex: self.string("samples"),
-                unit_strindex: self.string("count"),
-            };
-            let period_type = otlp::ValueType {
-                type_strindex: self.string("cpu"),
-                unit_strindex: self.string("nanoseconds"),
-            };
-            let profile = otlp::Profile {
-                sample_type: Some(sample_type),
-                samples,
-                time_unix_nano: unix_ns(meta, window.start_ns),
-                duration_nano: window.end_ns.saturating_sub(window.start_ns),
-                period_type: Some(period_type),
-                period,
-                profile_id: profile_id(meta, window, process.pid, process.first_seen_ns),
-                ..Default::default()
-            };
-            let resource = resource_attributes(settings, meta, process);
-            let entry = self.resources.entry(resource);
-            let index = entry.index();
-            if let indexmap::map::Entry::Vacant(_) = entry {
-                let empty = resource_profiles(entry.key().clone(), vec![]);
-                self.bytes += 1 + MAX_PREFIX + empty.encoded_len() + 2 * MAX_PREFIX;
+            if !group.off_cpu.is_empty() {
+                let mut samples = Vec::with_capacity(group.off_cpu.len());
+                for (&(stack, tid, cpu, reason), (times, values)) in &group.off_cpu {
+                    let (stack_index, mut attribute_indices) =
+                        self.sample_key(&mut sample_context, group.process, stack, tid, cpu)?;
+                    attribute_indices.push(
+                        self.attribute(OFF_CPU_REASON_ATTRIBUTE, Value::Str(reason.name().into())),
+                    );
+                    samples.push(otlp::Sample {
+                        stack_index,
+                        attribute_indices,
+                        link_index: 0,
+                        values: values.clone(),
+                        timestamps_unix_nano: times.clone(),
+                    });
+                }
+                let sample_type = otlp::ValueType {
+                    type_strindex: self.string("off_cpu"),
+                    unit_strindex: self.string("nanoseconds"),
+                };
+                // No period: an off-CPU sample stands for its own duration, not for a period
+                // (the eBPF profiler sends none either).
+                let profile = otlp::Profile {
+                    sample_type: Some(sample_type),
+                    samples,
+                    time_unix_nano: unix_ns(meta, window.start_ns),
+                    duration_nano: window.end_ns.saturating_sub(window.start_ns),
+                    profile_id: off_cpu_profile_id(&id),
+                    ..Default::default()
+                };
+                self.add_profile(settings, meta, process, profile);
             }
-            self.bytes += field_len(profile.encoded_len());
-            entry.or_default().push(profile);
-            self.pushed.push(index);
-            self.profiles += 1;
         }
         Ok(())
+    }
+
+    /// The stack and the thread and CPU attributes of a sample of `process` (an index into
+    /// `window.processes`).
+    fn sample_key(
+        &mut self,
+        context: &mut SampleContext<'_, '_>,
+        process: usize,
+        stack: u32,
+        tid: u32,
+        cpu: u32,
+    ) -> Result<(i32, Vec<i32>)> {
+        let stack_index = match context.stack_cache.get(&stack) {
+            Some(&index) => index,
+            None => {
+                let index = self.stack(context.window, stack, context.location_cache)?;
+                context.stack_cache.insert(stack, index);
+                index
+            }
+        };
+        let mut attribute_indices = vec![self.attribute("thread.id", Value::Int(tid.into()))];
+        let name = context
+            .thread_names
+            .get(&(tid, Some(process as u32)))
+            .or_else(|| context.thread_names.get(&(tid, None)));
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            attribute_indices.push(self.attribute("thread.name", Value::Str((*name).into())));
+        }
+        attribute_indices.push(self.attribute("cpu.logical_number", Value::Int(cpu.into())));
+        Ok((stack_index, attribute_indices))
+    }
+
+    /// Adds `profile` under the resource of `process`, counting its size.
+    fn add_profile(
+        &mut self,
+        settings: &EncodeSettings,
+        meta: &Meta,
+        process: &crate::capture::format::Process,
+        profile: otlp::Profile,
+    ) {
+        let resource = resource_attributes(settings, meta, process);
+        let entry = self.resources.entry(resource);
+        let index = entry.index();
+        if let indexmap::map::Entry::Vacant(_) = entry {
+            let empty = resource_profiles(entry.key().clone(), vec![]);
+            self.bytes += 1 + MAX_PREFIX + empty.encoded_len() + 2 * MAX_PREFIX;
+        }
+        self.bytes += field_len(profile.encoded_len());
+        entry.or_default().push(profile);
+        self.pushed.push(index);
+        self.profiles += 1;
     }
 
     /// The dictionary stack of `window.stacks[stack]`.
@@ -758,6 +887,18 @@ fn profile_id(meta: &Meta, window: &Window, pid: u32, first_seen_ns: u64) -> Vec
     hash.max(1).to_be_bytes().to_vec()
 }
 
+/// The id of the off-CPU profile of the window and process whose on-CPU profile has `on_cpu`:
+/// as stable, and distinct from it (both are sent with the same resource and times).
+fn off_cpu_profile_id(on_cpu: &[u8]) -> Vec<u8> {
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut hash = u128::from_be_bytes(on_cpu.try_into().unwrap_or([0; 16]));
+    for &byte in b"off_cpu" {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash.max(1).to_be_bytes().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,11 +1049,267 @@ mod tests {
         assert!(encoder(usize::MAX).push(&meta(), &w).is_err());
     }
 
+    /// `window(index, processes, samples)` with off-CPU samples in every process: per process
+    /// `p`, 3 ms blocked and 2 ms runnable in its stack on thread `100 + p`, and 1 ms blocked on
+    /// the same stack on CPU 1, at 2, 4 and 6 ns past `10·p` ns into the window.
+    fn window_with_off_cpu(index: u64, processes: u32, samples: u32) -> Window {
+        let on_cpu = window(index, processes, samples);
+        let mut w = WindowBuilder::at(index, on_cpu.start_ns, on_cpu.end_ns);
+        *w.window_mut() = on_cpu;
+        for p in 0..processes {
+            let (stack, at) = (p, 10 * u64::from(p));
+            w.off_cpu_sample(at + 2, 100 + p, 0, stack, 3_000_000, OffCpuReason::Blocked);
+            w.off_cpu_sample(at + 4, 100 + p, 0, stack, 2_000_000, OffCpuReason::Runnable);
+            w.off_cpu_sample(at + 6, 100 + p, 1, stack, 1_000_000, OffCpuReason::Blocked);
+        }
+        w.build()
+    }
+
+    fn encode_one(w: &Window) -> ExportProfilesServiceRequest {
+        let mut e = encoder(usize::MAX);
+        assert!(e.push(&meta(), w).unwrap().is_empty());
+        let message = e.finish().unwrap().message;
+        // What a receiver sees: the official types decode what amprof encoded.
+        ExportProfilesServiceRequest::decode(message.encode_to_vec().as_slice()).unwrap()
+    }
+
+    fn value_type(m: &ExportProfilesServiceRequest, t: Option<&otlp::ValueType>) -> String {
+        let s = &m.dictionary.as_ref().unwrap().string_table;
+        t.map_or("none".into(), |t| {
+            format!(
+                "{}/{}",
+                s[t.type_strindex as usize], s[t.unit_strindex as usize]
+            )
+        })
+    }
+
+    /// A sample's attributes as `key=value` strings.
+    fn attributes(m: &ExportProfilesServiceRequest, sample: &otlp::Sample) -> Vec<String> {
+        let d = m.dictionary.as_ref().unwrap();
+        sample
+            .attribute_indices
+            .iter()
+            .map(|&i| {
+                let a = &d.attribute_table[i as usize];
+                let value = match a.value.as_ref().and_then(|v| v.value.clone()) {
+                    Some(any_value::Value::StringValue(s)) => s,
+                    Some(any_value::Value::IntValue(i)) => i.to_string(),
+                    other => format!("{other:?}"),
+                };
+                format!("{}={value}", d.string_table[a.key_strindex as usize])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn off_cpu_samples_get_a_profile_of_their_own_per_process() {
+        let w = window_with_off_cpu(0, 2, 3);
+        let m = encode_one(&w);
+        assert_eq!(m.resource_profiles.len(), 2);
+        for (p, resource) in m.resource_profiles.iter().enumerate() {
+            let profiles = &resource.scope_profiles[0].profiles;
+            assert_eq!(profiles.len(), 2, "an on-CPU and an off-CPU profile");
+            let (on, off) = (&profiles[0], &profiles[1]);
+            assert_eq!(value_type(&m, on.sample_type.as_ref()), "samples/count");
+            assert_eq!(value_type(&m, on.period_type.as_ref()), "cpu/nanoseconds");
+            assert_eq!(on.period, 1_000_000_000 / 99);
+            // The on-CPU profile holds the on-CPU samples only: 3, no values.
+            let on_count: usize = on
+                .samples
+                .iter()
+                .map(|s| {
+                    assert!(s.values.is_empty());
+                    s.timestamps_unix_nano.len()
+                })
+                .sum();
+            assert_eq!(on_count, 3);
+
+            assert_eq!(
+                value_type(&m, off.sample_type.as_ref()),
+                "off_cpu/nanoseconds"
+            );
+            assert_eq!(off.period_type, None);
+            assert_eq!(off.period, 0);
+            assert_eq!(off.time_unix_nano, on.time_unix_nano);
+            assert_eq!(off.duration_nano, on.duration_nano);
+            assert_eq!(off.profile_id.len(), 16);
+            assert_ne!(off.profile_id, on.profile_id);
+            // Every event has its value beside its timestamp, and the values are the stack's
+            // off-CPU time.
+            let mut total = 0;
+            for s in &off.samples {
+                assert_eq!(s.values.len(), s.timestamps_unix_nano.len());
+                assert_eq!(s.stack_index, on.samples[0].stack_index);
+                total += s.values.iter().sum::<i64>();
+            }
+            assert_eq!(total as u64, w.stacks[p].off_cpu_ns);
+            assert_eq!(total, 6_000_000);
+            // One sample per (stack, thread, CPU, reason), with the times the thread ran again.
+            let start = 1_700_000_000_000_001_000 + w.start_ns - 1_000;
+            let mut seen: Vec<(Vec<String>, Vec<u64>, Vec<i64>)> = off
+                .samples
+                .iter()
+                .map(|s| {
+                    (
+                        attributes(&m, s),
+                        s.timestamps_unix_nano.iter().map(|t| t - start).collect(),
+                        s.values.clone(),
+                    )
+                })
+                .collect();
+            seen.sort();
+            let at = 10 * p as u64;
+            let tid = format!("thread.id={}", 100 + p);
+            let name = format!("thread.name=t{p}");
+            let attrs = |cpu: u32, reason: &str| {
+                vec![
+                    tid.clone(),
+                    name.clone(),
+                    format!("cpu.logical_number={cpu}"),
+                    format!("amprof.off_cpu.reason={reason}"),
+                ]
+            };
+            let mut expected = vec![
+                (attrs(0, "blocked"), vec![at + 2], vec![3_000_000]),
+                (attrs(0, "runnable"), vec![at + 4], vec![2_000_000]),
+                (attrs(1, "blocked"), vec![at + 6], vec![1_000_000]),
+            ];
+            expected.sort();
+            assert_eq!(seen, expected);
+        }
+    }
+
+    /// A profile with every index of the dictionary followed.
+    fn resolved(m: &ExportProfilesServiceRequest, p: &otlp::Profile) -> String {
+        let samples: Vec<String> = p
+            .samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?} {:?} {:?} {:?} {}",
+                    resolve(m, s.stack_index),
+                    attributes(m, s),
+                    s.timestamps_unix_nano,
+                    s.values,
+                    s.link_index
+                )
+            })
+            .collect();
+        format!(
+            "{} {} {} {} {} {:?} {:?} {:?}",
+            value_type(m, p.sample_type.as_ref()),
+            value_type(m, p.period_type.as_ref()),
+            p.period,
+            p.time_unix_nano,
+            p.duration_nano,
+            p.profile_id,
+            p.attribute_indices,
+            samples
+        )
+    }
+
+    #[test]
+    fn on_cpu_profiles_do_not_change_beside_off_cpu_ones() {
+        let alone = encode_one(&window(3, 2, 4));
+        let beside = encode_one(&window_with_off_cpu(3, 2, 4));
+        assert_eq!(alone.resource_profiles.len(), 2);
+        assert_eq!(beside.resource_profiles.len(), 2);
+        for (a, b) in alone
+            .resource_profiles
+            .iter()
+            .zip(&beside.resource_profiles)
+        {
+            assert_eq!(a.resource, b.resource);
+            assert_eq!(a.scope_profiles[0].profiles.len(), 1);
+            assert_eq!(
+                resolved(&alone, &a.scope_profiles[0].profiles[0]),
+                resolved(&beside, &b.scope_profiles[0].profiles[0])
+            );
+        }
+        // The first process's on-CPU profile comes before any off-CPU string or attribute: the
+        // very same message.
+        assert_eq!(
+            alone.resource_profiles[0].scope_profiles[0].profiles[0],
+            beside.resource_profiles[0].scope_profiles[0].profiles[0]
+        );
+    }
+
+    #[test]
+    fn a_process_only_off_the_cpu_has_only_an_off_cpu_profile() {
+        let mut w = WindowBuilder::new(0);
+        let p = w.process(7, "sleeper");
+        let f = w.function("nanosleep");
+        let l = w.location(0x10, &[f]);
+        let s = w.stack(p, &[l], 0);
+        w.off_cpu_sample(5, 7, 0, s, 40_000_000, OffCpuReason::Blocked);
+        let m = encode_one(&w.build());
+        assert_eq!(m.resource_profiles.len(), 1);
+        let profiles = &m.resource_profiles[0].scope_profiles[0].profiles;
+        assert_eq!(profiles.len(), 1);
+        assert_eq!(
+            value_type(&m, profiles[0].sample_type.as_ref()),
+            "off_cpu/nanoseconds"
+        );
+        assert_eq!(profiles[0].samples[0].values, vec![40_000_000]);
+        assert_eq!(
+            resolve(&m, profiles[0].samples[0].stack_index),
+            ["nanosleep"]
+        );
+    }
+
+    #[test]
+    fn corrupt_off_cpu_columns_are_errors_not_panics() {
+        let mut w = window_with_off_cpu(0, 1, 2);
+        w.off_cpu_stacks[1] = 9;
+        assert!(encoder(usize::MAX).push(&meta(), &w).is_err());
+        let mut w = window_with_off_cpu(0, 1, 2);
+        w.off_cpu_ns.pop();
+        assert!(encoder(usize::MAX).push(&meta(), &w).is_err());
+        let mut w = window_with_off_cpu(0, 1, 2);
+        w.off_cpu_reasons[0] = 7;
+        assert!(encoder(usize::MAX).push(&meta(), &w).is_err());
+        let mut w = window_with_off_cpu(0, 1, 2);
+        w.off_cpu_ns[0] = u64::MAX;
+        let m = encode_one(&w);
+        let off = &m.resource_profiles[0].scope_profiles[0].profiles[1];
+        assert!(off.samples.iter().any(|s| s.values == [i64::MAX]));
+    }
+
+    #[test]
+    fn the_size_estimate_bounds_off_cpu_profiles_too() {
+        let one = encode_one(&window_with_off_cpu(0, 3, 50)).encoded_len();
+        let mut e = encoder(one + one / 2);
+        let mut requests = Vec::new();
+        for index in 0..4 {
+            requests.extend(e.push(&meta(), &window_with_off_cpu(index, 3, 50)).unwrap());
+        }
+        requests.extend(e.finish());
+        assert!(requests.len() >= 2);
+        let windows: Vec<u64> = requests.iter().flat_map(|r| r.windows.clone()).collect();
+        assert_eq!(windows, [0, 1, 2, 3]);
+        for r in &requests {
+            assert!(r.message.encoded_len() <= one + one / 2);
+        }
+        // Split by process, a process's two profiles stay together.
+        let mut e = encoder(one / 2);
+        let mut requests = e.push(&meta(), &window_with_off_cpu(9, 3, 50)).unwrap();
+        requests.extend(e.finish());
+        assert!(requests.len() > 1);
+        for r in &requests {
+            for resource in &r.message.resource_profiles {
+                assert_eq!(resource.scope_profiles[0].profiles.len(), 2);
+            }
+        }
+    }
+
     #[test]
     fn profile_ids_are_stable_and_distinct() {
         let (m, w) = (meta(), window(0, 1, 1));
         assert_eq!(profile_id(&m, &w, 1, 2), profile_id(&m, &w, 1, 2));
         assert_ne!(profile_id(&m, &w, 1, 2), profile_id(&m, &w, 2, 2));
         assert_eq!(profile_id(&m, &w, 1, 2).len(), 16);
+        let on = profile_id(&m, &w, 1, 2);
+        assert_eq!(off_cpu_profile_id(&on), off_cpu_profile_id(&on));
+        assert_ne!(off_cpu_profile_id(&on), on);
     }
 }

@@ -17,4 +17,5 @@ mod captures;
 mod docs;
 mod golden;
 mod perf_offcpu;
+mod push_otlp;
 mod roundtrip;

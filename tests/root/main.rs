@@ -24,6 +24,7 @@ mod pprof_export;
 mod push_datadog;
 mod push_faults;
 mod push_otlp;
+mod push_otlp_off_cpu;
 mod push_stream;
 mod record;
 mod reliability;
