@@ -12,7 +12,11 @@
 #[path = "../support/util.rs"]
 mod util;
 
+#[path = "../support/pprof_reader.rs"]
+mod pprof_reader;
+
 mod captures;
 mod docs;
 mod golden;
+mod off_cpu;
 mod roundtrip;
