@@ -278,7 +278,8 @@ fn capture(c: &mut Criterion) {
     group.bench_function("pprof", |b| {
         let meta = meta();
         b.iter(|| {
-            let mut builder = pprof::ProfileBuilder::new(&meta).expect("builder");
+            let mut builder =
+                pprof::ProfileBuilder::new(&meta, pprof::Values::OnCpu).expect("builder");
             for window in &windows {
                 builder
                     .add_window(window, &selection, &|_| true)

@@ -66,7 +66,8 @@ fn read(data: &[u8]) {
         }
         let _ = writer.finish();
     }
-    if let Ok(mut builder) = pprof::ProfileBuilder::new(&meta) {
+    // Wall: every sample of both kinds goes through the builder.
+    if let Ok(mut builder) = pprof::ProfileBuilder::new(&meta, pprof::Values::Wall) {
         for window in &windows {
             let _ = builder.add_window(window, &selection, &|_| true);
         }

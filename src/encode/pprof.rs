@@ -4,13 +4,16 @@
 //! that what we upload is built the way Datadog's profilers build it.
 //!
 //! What a profile holds:
-//! - sample types `cpu-samples`/`count` and `cpu-time`/`nanoseconds` (what Datadog's native
-//!   profiler sends: its UI then shows a CPU profile), period type `cpu-time`/`nanoseconds` with
-//!   the sampling period (1 s / frequency);
+//! - the sample types of its [`Values`]: for on-CPU samples `cpu-samples`/`count` and
+//!   `cpu-time`/`nanoseconds` (what Datadog's native profiler sends: its UI then shows a CPU
+//!   profile), period type `cpu-time`/`nanoseconds` with the sampling period (1 s / frequency);
+//!   off-CPU samples (`record --off-cpu`) get types of their own, never added to on-CPU ones;
 //! - time and duration: the start of the first window added and the end of the last one, on the
 //!   Unix epoch clock;
-//! - one sample per captured sample, with the labels [`labels`] (process, thread, CPU) and the
-//!   numeric label `end_timestamp_ns` (its time; Datadog's timeline view reads it);
+//! - one sample per captured sample, with the labels [`labels`] (process, thread, CPU, and why
+//!   an off-CPU sample was off the CPU) and the numeric label `end_timestamp_ns` (its time; for
+//!   an off-CPU sample the moment it ran again, which ends the time it stands for; Datadog's
+//!   timeline view reads it);
 //! - mappings with the module's path and GNU build-id (hex), locations with their address, and
 //!   functions named exactly as every other format names them ([`super::frames`]), with the
 //!   source file and line when debug info gave them.
@@ -37,7 +40,7 @@ use rustc_hash::FxHashMap;
 use super::{Encoder, Ending, frames};
 use crate::{
     capture::{
-        Meta, Selection,
+        Event, Meta, Selection,
         format::{Location, Stack, Window},
     },
     error::{bad_input, usage},
@@ -57,16 +60,112 @@ pub mod labels {
     pub const THREAD_ID: &str = "thread id";
     /// The thread's `comm`.
     pub const THREAD_NAME: &str = "thread name";
-    /// The CPU the sample was taken on.
+    /// The CPU the sample was taken on (for an off-CPU sample: the one it ran again on).
     pub const CPU: &str = "cpu";
+    /// Why an off-CPU sample was off the CPU: `blocked` (it waited: a sleep, a lock, I/O) or
+    /// `runnable` (preempted, it waited for a CPU). On-CPU samples have none.
+    pub const OFF_CPU_REASON: &str = "off_cpu_reason";
     /// The sample's time in ns since the Unix epoch (numeric; added by libdd-profiling).
     pub const END_TIMESTAMP_NS: &str = "end_timestamp_ns";
 }
 
-/// `(type, unit)` of each sample value, in order.
-pub const SAMPLE_TYPES: [(&str, &str); 2] = [("cpu-samples", "count"), ("cpu-time", "nanoseconds")];
-/// `(type, unit)` of the period.
-pub const PERIOD_TYPE: (&str, &str) = ("cpu-time", "nanoseconds");
+/// On-CPU samples, and the time they stand for (one sampling period each).
+const CPU_SAMPLES: (&str, &str) = ("cpu-samples", "count");
+const CPU_TIME: (&str, &str) = ("cpu-time", "nanoseconds");
+/// Off-CPU samples, and the time off the CPU they stand for.
+const OFF_CPU_SAMPLES: (&str, &str) = ("off-cpu-samples", "count");
+const OFF_CPU_TIME: (&str, &str) = ("off-cpu-time", "nanoseconds");
+/// Datadog's names for where a thread's time went, on the CPU or off it: dd-trace-py and
+/// dd-trace-rb send `wall-time` with `wall-samples` beside `cpu-time`, and Datadog's UI shows
+/// them as the wall time profile. `report --event wall` names its sum `wall-time` too.
+const WALL_SAMPLES: (&str, &str) = ("wall-samples", "count");
+const WALL_TIME: (&str, &str) = ("wall-time", "nanoseconds");
+
+/// `(type, unit)` of the period, when the profile has on-CPU samples.
+pub const PERIOD_TYPE: (&str, &str) = CPU_TIME;
+
+/// What a profile's samples measure: which samples it takes, and the values each one carries.
+/// A value counts one kind of sample only, except the wall ones, which are by definition the sum
+/// of both (a thread's time, on the CPU or off it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Values {
+    /// On-CPU samples: `cpu-samples`/`count`, `cpu-time`/`nanoseconds` (a sampling period
+    /// each). `report --event on-cpu`, and every Datadog upload of a capture without off-CPU
+    /// samples.
+    OnCpu,
+    /// Off-CPU samples: `off-cpu-samples`/`count`, `off-cpu-time`/`nanoseconds` (the time off
+    /// the CPU each stands for). `report --event off-cpu`.
+    OffCpu,
+    /// Both, on one axis of time (`report --event wall`): the two pairs above, each counting its
+    /// own kind only (0 for the other), then `wall-time`/`nanoseconds`, each sample's time
+    /// whatever its kind (the default type of pprof readers, which show the last one).
+    Wall,
+    /// Both, as Datadog's profilers send wall time (the Datadog uploads of a capture recorded
+    /// with `--off-cpu`): `cpu-samples`, `cpu-time` (on-CPU samples only, as without off-CPU),
+    /// then `wall-samples`/`count` and `wall-time`/`nanoseconds` (every sample, and its time).
+    DatadogWall,
+}
+
+impl Values {
+    /// The values of `report --event EVENT`.
+    pub fn of_event(event: Event) -> Self {
+        match event {
+            Event::OnCpu => Self::OnCpu,
+            Event::OffCpu => Self::OffCpu,
+            Event::Wall => Self::Wall,
+        }
+    }
+
+    /// The values of Datadog uploads of the capture `meta` describes: wall time if it was
+    /// recorded with off-CPU samples; without, exactly the CPU profile as before.
+    pub fn datadog(meta: &Meta) -> Self {
+        if meta.off_cpu_period_ns != 0 {
+            Self::DatadogWall
+        } else {
+            Self::OnCpu
+        }
+    }
+
+    /// `(type, unit)` of each value, in order.
+    pub fn sample_types(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::OnCpu => &[CPU_SAMPLES, CPU_TIME],
+            Self::OffCpu => &[OFF_CPU_SAMPLES, OFF_CPU_TIME],
+            Self::Wall => &[
+                CPU_SAMPLES,
+                CPU_TIME,
+                OFF_CPU_SAMPLES,
+                OFF_CPU_TIME,
+                WALL_TIME,
+            ],
+            Self::DatadogWall => &[CPU_SAMPLES, CPU_TIME, WALL_SAMPLES, WALL_TIME],
+        }
+    }
+
+    /// The samples it takes.
+    pub fn event(self) -> Event {
+        match self {
+            Self::OnCpu => Event::OnCpu,
+            Self::OffCpu => Event::OffCpu,
+            Self::Wall | Self::DatadogWall => Event::Wall,
+        }
+    }
+
+    /// The values of one sample: on the CPU (`off_cpu_ns` `None`) it stands for `period_ns`;
+    /// off it, for `off_cpu_ns`. Only the first `sample_types().len()` are meaningful.
+    fn of_sample(self, off_cpu_ns: Option<i64>, period_ns: i64) -> [i64; 5] {
+        match (self, off_cpu_ns) {
+            (Self::OnCpu, None) => [1, period_ns, 0, 0, 0],
+            (Self::OffCpu, Some(ns)) => [1, ns, 0, 0, 0],
+            (Self::Wall, None) => [1, period_ns, 0, 0, period_ns],
+            (Self::Wall, Some(ns)) => [0, 0, 1, ns, ns],
+            (Self::DatadogWall, None) => [1, period_ns, 1, period_ns, 0],
+            (Self::DatadogWall, Some(ns)) => [0, 0, 1, ns, 0],
+            // A kind of sample the profile does not take is never given one (see `event`).
+            (Self::OnCpu, Some(_)) | (Self::OffCpu, None) => [0; 5],
+        }
+    }
+}
 
 /// The largest compressed profile libdd-profiling writes (it fails beyond).
 const MAX_PROFILE_MIB: usize = 16;
@@ -74,6 +173,7 @@ const MAX_PROFILE_MIB: usize = 16;
 /// Builds one pprof profile from the samples of one or more windows.
 pub struct ProfileBuilder {
     profile: Profile,
+    values: Values,
     period_ns: i64,
     realtime_offset_ns: i64,
     /// Monotonic start of the first window added and end of the last one.
@@ -81,11 +181,12 @@ pub struct ProfileBuilder {
     /// Where the profile starts when no window is added.
     capture_start_ns: u64,
     samples: u64,
+    off_cpu_samples: u64,
 }
 
 impl ProfileBuilder {
-    /// An empty profile for a capture described by `meta`.
-    pub fn new(meta: &Meta) -> Result<Self> {
+    /// An empty profile of `values` for a capture described by `meta`.
+    pub fn new(meta: &Meta, values: Values) -> Result<Self> {
         if meta.frequency_hz == 0 || meta.frequency_hz > 1_000_000_000 {
             return Err(bad_input(format!(
                 "the capture's sampling frequency ({} Hz) is not usable",
@@ -93,36 +194,56 @@ impl ProfileBuilder {
             )));
         }
         let period_ns = (1_000_000_000 / meta.frequency_hz) as i64;
-        let sample_types = SAMPLE_TYPES.map(|(t, u)| api::ValueType::new(t, u));
-        let period = api::Period {
+        let sample_types: Vec<api::ValueType> = values
+            .sample_types()
+            .iter()
+            .map(|&(t, u)| api::ValueType::new(t, u))
+            .collect();
+        // The period is the on-CPU sampling period. Off-CPU samples have none: each stands for
+        // the time it carries (the kernel side's `off_cpu_period_ns` only bounds how short
+        // blocks are summed), so an off-CPU profile has no period.
+        let period = values.event().includes_on_cpu().then(|| api::Period {
             r#type: api::ValueType::new(PERIOD_TYPE.0, PERIOD_TYPE.1),
             value: period_ns,
-        };
-        let profile = Profile::try_new(&sample_types, Some(period))
-            .context("cannot start a pprof profile")?;
+        });
+        let profile =
+            Profile::try_new(&sample_types, period).context("cannot start a pprof profile")?;
         Ok(Self {
             profile,
+            values,
             period_ns,
             realtime_offset_ns: meta.realtime_offset_ns,
             span: None,
             capture_start_ns: meta.start_ns,
             samples: 0,
+            off_cpu_samples: 0,
         })
     }
 
-    /// Samples added so far.
+    /// Samples added so far, of both kinds.
     pub fn samples(&self) -> u64 {
         self.samples
     }
 
-    /// Adds the samples of `window` that `selection` keeps and whose stack `keep` accepts; the
-    /// profile's time span grows to cover the window even if none is.
+    /// Off-CPU samples added so far.
+    pub fn off_cpu_samples(&self) -> u64 {
+        self.off_cpu_samples
+    }
+
+    /// Adds the samples of `window` that `selection` keeps and whose stack `keep` accepts, of
+    /// the kinds the profile's [`Values`] take (whatever `selection.event` says: a sample is
+    /// never given values meant for the other kind); the profile's time span grows to cover the
+    /// window even if none is.
     pub fn add_window(
         &mut self,
         window: &Window,
         selection: &Selection,
         keep: &dyn Fn(&Stack) -> bool,
     ) -> Result<()> {
+        let selection = Selection {
+            event: self.values.event(),
+            ..selection.clone()
+        };
         self.span = Some(match self.span {
             None => (window.start_ns, window.end_ns),
             Some((start, end)) => (start.min(window.start_ns), end.max(window.end_ns)),
@@ -160,15 +281,25 @@ impl ProfileBuilder {
         // Label values, formatted once per window.
         let pids: Vec<String> = window.processes.iter().map(|p| p.pid.to_string()).collect();
         let mut numbers: FxHashMap<u32, String> = FxHashMap::default();
-        for &n in window.sample_tids.iter().chain(&window.sample_cpus) {
+        for &n in window
+            .sample_tids
+            .iter()
+            .chain(&window.sample_cpus)
+            .chain(&window.off_cpu_tids)
+            .chain(&window.off_cpu_cpus)
+        {
             numbers.entry(n).or_insert_with(|| n.to_string());
         }
-        let values = [1, self.period_ns];
-        for sample in crate::capture::samples(window) {
+        let types = self.values.sample_types().len();
+        for sample in selection.samples(window) {
             let Some(Some(locations)) = stacks.get(sample.stack_index as usize) else {
                 continue;
             };
-            let mut sample_labels = Vec::with_capacity(5);
+            let off_cpu_ns = sample
+                .off_cpu
+                .map(|off| i64::try_from(off.ns).unwrap_or(i64::MAX));
+            let values = self.values.of_sample(off_cpu_ns, self.period_ns);
+            let mut sample_labels = Vec::with_capacity(6);
             sample_labels.push(label(
                 labels::PROCESS_ID,
                 &pids[sample.process_index as usize],
@@ -181,9 +312,12 @@ impl ProfileBuilder {
                 sample_labels.push(label(labels::THREAD_NAME, name));
             }
             sample_labels.push(label(labels::CPU, &numbers[&sample.cpu]));
+            if let Some(off) = sample.off_cpu {
+                sample_labels.push(label(labels::OFF_CPU_REASON, off.reason.name()));
+            }
             let profile_sample = api::Sample {
                 locations: locations.clone(),
-                values: &values,
+                values: &values[..types],
                 labels: sample_labels,
             };
             let timestamp = NonZeroI64::new(self.unix_ns(sample.time_ns).max(1));
@@ -191,6 +325,7 @@ impl ProfileBuilder {
                 .try_add_sample(profile_sample, timestamp)
                 .with_context(|| format!("cannot add a sample of window {}", window.index))?;
             self.samples += 1;
+            self.off_cpu_samples += u64::from(sample.off_cpu.is_some());
         }
         Ok(())
     }
@@ -350,14 +485,15 @@ pub struct PprofFile<'o> {
 }
 
 impl<'o> PprofFile<'o> {
-    pub fn new(meta: &Meta, out: &'o mut Output) -> Result<Self> {
+    /// A profile of the samples of `event` (`report --event`).
+    pub fn new(meta: &Meta, event: Event, out: &'o mut Output) -> Result<Self> {
         if out.is_terminal() {
             return Err(usage(
                 "pprof is binary: give -o FILE or redirect standard output",
             ));
         }
         Ok(Self {
-            builder: ProfileBuilder::new(meta)?,
+            builder: ProfileBuilder::new(meta, Values::of_event(event))?,
             out,
         })
     }
@@ -409,4 +545,329 @@ pub fn mark_symbolized(pprof: &[u8]) -> Result<Vec<u8>> {
         mapping.has_line_numbers = lines;
     }
     Ok(profile.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use libdd_profiling_protobuf::prost_impls::{Message as _, Profile as Pprof, Sample};
+
+    use super::*;
+    use crate::capture::{
+        format::OffCpuReason,
+        testing::{START_NS, WindowBuilder, meta},
+    };
+
+    /// The period of [`meta`]'s 99 Hz.
+    const PERIOD: i64 = 1_000_000_000 / 99;
+
+    fn off_cpu_meta() -> Meta {
+        Meta {
+            off_cpu_period_ns: 1_000_000,
+            ..meta()
+        }
+    }
+
+    /// Window 0 of process 10 (threads 10 and 11): stack `run` (leaf) on the CPU twice, stack
+    /// `wait` off it twice (blocked 3 ms on thread 11, then runnable 2 ms on thread 10), and
+    /// stack `sleep`, off the CPU only (40 ms blocked, thread 11).
+    fn window() -> Window {
+        let mut w = WindowBuilder::new(0);
+        let p = w.process(10, "app");
+        w.thread(11, p, "worker");
+        let [main, run, wait, sleep] = ["main", "run", "wait", "sleep"].map(|f| w.function(f));
+        let l_main = w.location(0x100, &[main]);
+        let l_run = w.location(0x200, &[run]);
+        let l_wait = w.location(0x300, &[wait]);
+        let l_sleep = w.location(0x400, &[sleep]);
+        let s_run = w.stack(p, &[l_run, l_main], 0);
+        let s_wait = w.stack(p, &[l_wait, l_main], 0);
+        let s_sleep = w.stack(p, &[l_sleep, l_main], 0);
+        w.sample(1_000, 10, 0, s_run);
+        w.off_cpu_sample(2_000, 11, 1, s_wait, 3_000_000, OffCpuReason::Blocked);
+        w.sample(3_000, 11, 1, s_run);
+        w.off_cpu_sample(4_000, 10, 0, s_wait, 2_000_000, OffCpuReason::Runnable);
+        w.off_cpu_sample(5_000, 11, 0, s_sleep, 40_000_000, OffCpuReason::Blocked);
+        w.build()
+    }
+
+    fn profile(meta: &Meta, values: Values, window: &Window) -> Pprof {
+        let mut builder = ProfileBuilder::new(meta, values).unwrap();
+        builder
+            .add_window(window, &Selection::default(), &|_| true)
+            .unwrap();
+        let encoded = builder.finish().unwrap();
+        let raw = zstd::decode_all(encoded.buffer.as_slice()).unwrap();
+        Pprof::decode(raw.as_slice()).unwrap()
+    }
+
+    fn s(p: &Pprof, i: i64) -> &str {
+        &p.string_table[i as usize]
+    }
+
+    fn types(p: &Pprof) -> Vec<(&str, &str)> {
+        p.sample_types
+            .iter()
+            .map(|t| (s(p, t.r#type), s(p, t.unit)))
+            .collect()
+    }
+
+    /// What a sample says: its frames (function names, leaf first), values, string labels
+    /// and time (ns since the window's start).
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Seen {
+        offset_ns: i64,
+        frames: Vec<String>,
+        values: Vec<i64>,
+        labels: Vec<String>,
+    }
+
+    fn seen(p: &Pprof) -> Vec<Seen> {
+        let unix_start = START_NS as i64 + meta().realtime_offset_ns;
+        let function = |id: u64| {
+            let f = p.functions.iter().find(|f| f.id == id).unwrap();
+            s(p, f.name).to_string()
+        };
+        let mut all: Vec<Seen> = p
+            .samples
+            .iter()
+            .map(|sample: &Sample| {
+                let frames = sample
+                    .location_ids
+                    .iter()
+                    .map(|id| {
+                        let l = p.locations.iter().find(|l| l.id == *id).unwrap();
+                        function(l.lines[0].function_id)
+                    })
+                    .collect();
+                let time = sample
+                    .labels
+                    .iter()
+                    .find(|l| s(p, l.key) == labels::END_TIMESTAMP_NS)
+                    .map(|l| l.num)
+                    .unwrap();
+                let labels = sample
+                    .labels
+                    .iter()
+                    .filter(|l| l.str != 0)
+                    .map(|l| format!("{}={}", s(p, l.key), s(p, l.str)))
+                    .collect();
+                Seen {
+                    offset_ns: time - unix_start,
+                    frames,
+                    values: sample.values.clone(),
+                    labels,
+                }
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn sample(offset_ns: i64, leaf: &str, values: &[i64], labels: &[&str]) -> Seen {
+        Seen {
+            offset_ns,
+            frames: vec![leaf.into(), "main".into()],
+            values: values.to_vec(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    const T10: [&str; 5] = [
+        "process_id=10",
+        "process_name=app",
+        "thread id=10",
+        "thread name=app",
+        "cpu=0",
+    ];
+
+    fn labels_of(thread: u32, cpu: u32, reason: Option<&str>) -> Vec<String> {
+        let name = if thread == 10 { "app" } else { "worker" };
+        let mut labels = vec![
+            "process_id=10".to_string(),
+            "process_name=app".into(),
+            format!("thread id={thread}"),
+            format!("thread name={name}"),
+            format!("cpu={cpu}"),
+        ];
+        labels.extend(reason.map(|r| format!("off_cpu_reason={r}")));
+        labels
+    }
+
+    fn with_labels(mut seen: Seen, thread: u32, cpu: u32, reason: Option<&str>) -> Seen {
+        seen.labels = labels_of(thread, cpu, reason);
+        seen
+    }
+
+    #[test]
+    fn on_cpu_profiles_leave_off_cpu_samples_out() {
+        let p = profile(&off_cpu_meta(), Values::OnCpu, &window());
+        assert_eq!(
+            types(&p),
+            [("cpu-samples", "count"), ("cpu-time", "nanoseconds")]
+        );
+        let period = p.period_type.as_ref().unwrap();
+        assert_eq!(
+            (s(&p, period.r#type), s(&p, period.unit), p.period),
+            ("cpu-time", "nanoseconds", PERIOD)
+        );
+        assert_eq!(
+            seen(&p),
+            [
+                sample(1_000, "run", &[1, PERIOD], &T10),
+                with_labels(sample(3_000, "run", &[1, PERIOD], &[]), 11, 1, None),
+            ]
+        );
+        // Functions only on off-CPU stacks are not in the profile.
+        assert!(
+            !p.functions
+                .iter()
+                .any(|f| ["wait", "sleep"].contains(&s(&p, f.name)))
+        );
+    }
+
+    #[test]
+    fn off_cpu_profiles_hold_off_cpu_time_and_why() {
+        let p = profile(&off_cpu_meta(), Values::OffCpu, &window());
+        assert_eq!(
+            types(&p),
+            [
+                ("off-cpu-samples", "count"),
+                ("off-cpu-time", "nanoseconds")
+            ]
+        );
+        // No sampling period: each sample carries its own time.
+        assert_eq!((p.period_type, p.period), (None, 0));
+        assert_eq!(
+            seen(&p),
+            [
+                with_labels(
+                    sample(2_000, "wait", &[1, 3_000_000], &[]),
+                    11,
+                    1,
+                    Some("blocked")
+                ),
+                with_labels(
+                    sample(4_000, "wait", &[1, 2_000_000], &[]),
+                    10,
+                    0,
+                    Some("runnable")
+                ),
+                with_labels(
+                    sample(5_000, "sleep", &[1, 40_000_000], &[]),
+                    11,
+                    0,
+                    Some("blocked")
+                ),
+            ]
+        );
+        assert!(!p.functions.iter().any(|f| s(&p, f.name) == "run"));
+    }
+
+    #[test]
+    fn wall_profiles_keep_each_kind_apart_and_sum_them() {
+        let p = profile(&off_cpu_meta(), Values::Wall, &window());
+        assert_eq!(
+            types(&p),
+            [
+                ("cpu-samples", "count"),
+                ("cpu-time", "nanoseconds"),
+                ("off-cpu-samples", "count"),
+                ("off-cpu-time", "nanoseconds"),
+                ("wall-time", "nanoseconds"),
+            ]
+        );
+        assert_eq!(p.period, PERIOD);
+        let on = |at, thread, cpu| {
+            with_labels(
+                sample(at, "run", &[1, PERIOD, 0, 0, PERIOD], &[]),
+                thread,
+                cpu,
+                None,
+            )
+        };
+        let off = |at, leaf, ns, thread, cpu, reason| {
+            with_labels(
+                sample(at, leaf, &[0, 0, 1, ns, ns], &[]),
+                thread,
+                cpu,
+                Some(reason),
+            )
+        };
+        assert_eq!(
+            seen(&p),
+            [
+                on(1_000, 10, 0),
+                off(2_000, "wait", 3_000_000, 11, 1, "blocked"),
+                on(3_000, 11, 1),
+                off(4_000, "wait", 2_000_000, 10, 0, "runnable"),
+                off(5_000, "sleep", 40_000_000, 11, 0, "blocked"),
+            ]
+        );
+    }
+
+    #[test]
+    fn datadog_wall_time_is_cpu_and_off_cpu_time() {
+        assert_eq!(Values::datadog(&off_cpu_meta()), Values::DatadogWall);
+        assert_eq!(Values::datadog(&meta()), Values::OnCpu);
+        let p = profile(&off_cpu_meta(), Values::DatadogWall, &window());
+        assert_eq!(
+            types(&p),
+            [
+                ("cpu-samples", "count"),
+                ("cpu-time", "nanoseconds"),
+                ("wall-samples", "count"),
+                ("wall-time", "nanoseconds"),
+            ]
+        );
+        let period = p.period_type.as_ref().unwrap();
+        assert_eq!((s(&p, period.r#type), p.period), ("cpu-time", PERIOD));
+        let seen = seen(&p);
+        assert_eq!(
+            seen.iter().map(|s| s.values.clone()).collect::<Vec<_>>(),
+            [
+                vec![1, PERIOD, 1, PERIOD],
+                vec![0, 0, 1, 3_000_000],
+                vec![1, PERIOD, 1, PERIOD],
+                vec![0, 0, 1, 2_000_000],
+                vec![0, 0, 1, 40_000_000],
+            ]
+        );
+        assert_eq!(seen[1].labels, labels_of(11, 1, Some("blocked")));
+        assert_eq!(seen[2].labels, labels_of(11, 1, None));
+        // Per thread, wall time is its CPU time plus its time off the CPU.
+        let total = |i: usize| seen.iter().map(|s| s.values[i]).sum::<i64>();
+        assert_eq!(total(1), 2 * PERIOD);
+        assert_eq!(total(3), 2 * PERIOD + 45_000_000);
+    }
+
+    #[test]
+    fn report_event_picks_the_values() {
+        for (event, values) in [
+            (Event::OnCpu, Values::OnCpu),
+            (Event::OffCpu, Values::OffCpu),
+            (Event::Wall, Values::Wall),
+        ] {
+            assert_eq!(Values::of_event(event), values);
+            assert_eq!(values.event(), event);
+        }
+        assert_eq!(Values::DatadogWall.event(), Event::Wall);
+    }
+
+    #[test]
+    fn a_capture_without_off_cpu_gives_the_same_profile_whatever_the_selection_event() {
+        let mut w = WindowBuilder::new(0);
+        let p = w.process(10, "app");
+        let f = w.function("f");
+        let l = w.location(0x10, &[f]);
+        let st = w.stack(p, &[l], 0);
+        w.sample(5, 10, 0, st);
+        let window = w.build();
+        let mut builder = ProfileBuilder::new(&meta(), Values::OnCpu).unwrap();
+        let wall = Selection {
+            event: Event::Wall,
+            ..Selection::default()
+        };
+        builder.add_window(&window, &wall, &|_| true).unwrap();
+        assert_eq!((builder.samples(), builder.off_cpu_samples()), (1, 0));
+    }
 }

@@ -77,7 +77,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         )),
         Format::Folded => Box::new(Folded::new(&mut output)),
         Format::Flamegraph => Box::new(Flamegraph::new(&meta, &mut output)),
-        Format::Pprof => Box::new(PprofFile::new(&meta, &mut output)?),
+        Format::Pprof => Box::new(PprofFile::new(&meta, options.selection.event, &mut output)?),
         Format::Perf => Box::new(PerfFile::new(&options.input, &meta, &mut output)?),
     };
     let mut selected = 0;

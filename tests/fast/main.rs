@@ -13,9 +13,13 @@
 #[path = "../support/util.rs"]
 mod util;
 
+#[path = "../support/pprof_reader.rs"]
+mod pprof_reader;
+
 mod captures;
 mod docs;
 mod golden;
+mod off_cpu;
 mod perf_offcpu;
 mod push_otlp;
 mod roundtrip;

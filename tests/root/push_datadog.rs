@@ -1293,3 +1293,68 @@ fn record_push_to_an_agent_that_refuses_warns_once_and_records_on() {
     assert_eq!(summary(&capture, &[])["capture"]["state"], "finalized");
     assert!(!server.received().is_empty());
 }
+
+/// Off-CPU samples (a capture built here, as `record --off-cpu` writes them) reach Datadog's test
+/// agent as Datadog's profilers send wall time: `wall-samples` and `wall-time` beside the CPU
+/// types, where every sample counts its time on the CPU or off it, and `cpu-time` stays on-CPU.
+#[test]
+fn off_cpu_time_arrives_as_wall_time() {
+    use amprof::capture::{
+        format::OffCpuReason,
+        testing::{WindowBuilder, meta, write_capture},
+    };
+    let dir = scratch("push-datadog-off-cpu");
+    let capture = dir.join("off-cpu.data");
+    let mut w = WindowBuilder::new(0);
+    let p = w.process(10, "app");
+    let [main, run, wait] = ["main", "run", "wait"].map(|f| w.function(f));
+    let (l_main, l_run, l_wait) = (
+        w.location(0x100, &[main]),
+        w.location(0x200, &[run]),
+        w.location(0x300, &[wait]),
+    );
+    let s_run = w.stack(p, &[l_run, l_main], 0);
+    let s_wait = w.stack(p, &[l_wait, l_main], 0);
+    w.sample(1_000, 10, 0, s_run);
+    w.off_cpu_sample(2_000, 10, 1, s_wait, 30_000_000, OffCpuReason::Blocked);
+    w.off_cpu_sample(3_000, 10, 1, s_wait, 5_000_000, OffCpuReason::Runnable);
+    let meta = amprof::capture::Meta {
+        off_cpu_period_ns: 1_000_000,
+        ..meta()
+    };
+    write_capture(&capture, &meta, [w.build()]).unwrap();
+    let agent = TestAgent::start(&dir, &[], false);
+    let output = push(
+        &["-i", capture.to_str().unwrap(), "--agent-url", &agent.url()],
+        &[],
+    );
+    assert_ok(&output);
+    let uploads: Vec<Upload> = agent.requests().iter().map(upload).collect();
+    assert_eq!(uploads.len(), 1);
+    let profile = &uploads[0].profile;
+    assert_eq!(
+        pprof::sample_types(profile),
+        [
+            ("cpu-samples".into(), "count".into()),
+            ("cpu-time".into(), "nanoseconds".into()),
+            ("wall-samples".into(), "count".into()),
+            ("wall-time".into(), "nanoseconds".into()),
+        ]
+    );
+    let period = 1_000_000_000 / 99;
+    let mut values: Vec<(Option<&str>, Vec<i64>)> = profile
+        .samples
+        .iter()
+        .map(|s| (pprof::label(profile, s, "off_cpu_reason"), s.values.clone()))
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            (None, vec![1, period, 1, period]),
+            (Some("blocked"), vec![0, 0, 1, 30_000_000]),
+            (Some("runnable"), vec![0, 0, 1, 5_000_000]),
+        ]
+    );
+    assert_eq!(uploads[0].event["internal"]["amprof"]["off_cpu_samples"], 2);
+}

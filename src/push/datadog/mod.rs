@@ -7,6 +7,13 @@
 //! ([`crate::encode::pprof`]) and the request: `multipart/form-data` with the `event` part
 //! (`event.json`: version "4", family `native`, start and end of the window, `tags_profiler`,
 //! `internal`, `info`) and the zstd-compressed `profile.pprof`, and the `DD-EVP-ORIGIN` headers.
+//!
+//! The profile is a CPU profile (`cpu-samples`, `cpu-time`). A capture recorded with
+//! `--off-cpu` adds wall time as Datadog's own profilers send it (dd-trace-py, dd-trace-rb):
+//! `wall-samples` and `wall-time`, where each on-CPU sample counts its sampling period and each
+//! off-CPU sample the time it was off the CPU, so that Datadog shows where the threads' time
+//! went, on the CPU or not ([`Values::DatadogWall`]); `cpu-time` stays on-CPU samples only, and
+//! off-CPU samples carry the label `off_cpu_reason`. A capture without is uploaded as before.
 //! Requests are built once and kept as bytes, so that a retry or `--dry-run` sends or writes
 //! exactly what was built; libdd-common's HTTP client (TCP, TLS, unix sockets) sends them from a
 //! runtime of ours, because libdd-profiling's exporter would not let us read response bodies
@@ -68,8 +75,8 @@ use super::{
     http::{Secrets, retry_after, url_credentials},
 };
 use crate::{
-    capture::{Meta, Selection, Window},
-    encode::pprof::ProfileBuilder,
+    capture::{Event, Meta, Selection, Window},
+    encode::pprof::{ProfileBuilder, Values},
     error::usage,
 };
 
@@ -150,7 +157,12 @@ impl Datadog {
             .collect();
         let mut groups: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (window, services) in windows.iter().zip(&services) {
-            for stack in window.stacks.iter().filter(|s| s.count > 0) {
+            // Stacks with samples of either kind (a capture without off-CPU has only on-CPU).
+            for stack in window
+                .stacks
+                .iter()
+                .filter(|s| Event::Wall.samples_of(s) > 0)
+            {
                 let process = stack.process as usize;
                 groups
                     .entry(&services[process])
@@ -187,18 +199,24 @@ impl Datadog {
         names: &BTreeSet<&str>,
         label: String,
     ) -> Result<Request> {
-        let mut builder = ProfileBuilder::new(meta)?;
+        let values = Values::datadog(meta);
+        let mut builder = ProfileBuilder::new(meta, values)?;
+        let selection = Selection {
+            event: values.event(),
+            ..Selection::default()
+        };
         for (window, services) in windows.iter().zip(services) {
-            builder.add_window(window, &Selection::default(), &|stack| {
+            builder.add_window(window, &selection, &|stack| {
                 services[stack.process as usize].as_str() == service
             })?;
         }
         let samples = builder.samples();
+        let off_cpu_samples = builder.off_cpu_samples();
         let encoded = builder.finish()?;
         let tags = profile_tags(meta, service, names)?;
         let indices: Vec<u64> = windows.iter().map(|w| w.index).collect();
         // Free-form metadata the intake keeps with the profile.
-        let internal = json!({
+        let mut internal = json!({
             "amprof": {
                 "windows": indices,
                 "samples": samples,
@@ -206,7 +224,7 @@ impl Datadog {
                 "idle": windows.iter().map(|w| w.idle).sum::<u64>(),
             },
         });
-        let info = json!({
+        let mut info = json!({
             "profiler": {
                 "name": "amprof",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -224,6 +242,14 @@ impl Datadog {
                 "cpus": meta.cpus,
             },
         });
+        // Only for captures with off-CPU samples: the others upload exactly as before.
+        if values == Values::DatadogWall {
+            let amprof = &mut internal["amprof"];
+            // `samples` counts both kinds.
+            amprof["off_cpu_samples"] = json!(off_cpu_samples);
+            amprof["off_cpu_lost"] = json!(windows.iter().map(|w| w.off_cpu_lost).sum::<u64>());
+            info["profiler"]["settings"]["off_cpu_period_ns"] = json!(meta.off_cpu_period_ns);
+        }
         let built = self
             .exporter
             .build(encoded, &[], &[], Some(&tags), Some(internal), Some(info))
