@@ -15,4 +15,5 @@ mod util;
 mod captures;
 mod docs;
 mod golden;
+mod off_cpu;
 mod roundtrip;
