@@ -12,6 +12,7 @@ use crate::{
     encode::{
         Encoder, Ending, flamegraph::Flamegraph, folded::Folded, perf::PerfFile, pprof::PprofFile,
     },
+    error::usage,
     output::Output,
 };
 
@@ -66,6 +67,14 @@ pub fn report(options: &ReportOptions) -> Result<()> {
     drop(check);
     let mut reader = CaptureReader::open(&options.input)?;
     let meta = reader.meta().clone();
+    let event = options.selection.event;
+    if event.includes_off_cpu() && meta.off_cpu_period_ns == 0 {
+        // An empty off-CPU profile would read as "never blocked": say what is missing instead.
+        return Err(usage(format!(
+            "--event {}: the capture has no off-CPU samples: record with --off-cpu",
+            event.name()
+        )));
+    }
     // Nothing appears at the output path unless the whole report is written.
     let mut output = Output::open(options.output.as_deref(), options.format.default_output())?;
     let mut encoder: Box<dyn Encoder + '_> = match options.format {
@@ -75,9 +84,9 @@ pub fn report(options: &ReportOptions) -> Result<()> {
             options.json,
             &mut output,
         )),
-        Format::Folded => Box::new(Folded::new(&mut output)),
-        Format::Flamegraph => Box::new(Flamegraph::new(&meta, &mut output)),
-        Format::Pprof => Box::new(PprofFile::new(&meta, options.selection.event, &mut output)?),
+        Format::Folded => Box::new(Folded::new(event, meta.sample_period_ns(), &mut output)),
+        Format::Flamegraph => Box::new(Flamegraph::new(&meta, event, &mut output)),
+        Format::Pprof => Box::new(PprofFile::new(&meta, event, &mut output)?),
         Format::Perf => Box::new(PerfFile::new(&options.input, &meta, &mut output)?),
     };
     let mut selected = 0;

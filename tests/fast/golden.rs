@@ -33,7 +33,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 /// Compares `actual` with the golden file `name`, or rewrites it under `AMPROF_UPDATE`.
-fn golden(name: &str, actual: &str) {
+pub fn golden(name: &str, actual: &str) {
     let path = data("golden").join(name);
     if std::env::var_os("AMPROF_UPDATE").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
