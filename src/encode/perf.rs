@@ -280,7 +280,9 @@ impl<'o> PerfFile<'o> {
                 event,
             )?);
         }
-        Ok(self.writer.as_mut().expect("started above"))
+        self.writer
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("perf.data could not be started"))
     }
 }
 
@@ -292,7 +294,10 @@ impl Encoder for PerfFile<'_> {
     fn finish(mut self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
         // No window selected (a capture without windows): a file of the default event.
         self.writer(Event::default())?;
-        let writer = self.writer.take().expect("started above");
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("perf.data could not be started"))?;
         writer.finish()?;
         Ok(match (self.kernel.has_frames, &self.kernel.map) {
             (true, Err(why)) => vec![format!(

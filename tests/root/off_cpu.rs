@@ -54,8 +54,13 @@ fn record_fixture(
         .unwrap();
     assert_ok(&output);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("record --json");
+    (capture, json, measured(&report))
+}
+
+/// What the fixture wrote to `report`, summed over its threads.
+fn measured(report: &Path) -> Measured {
     let measured: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("the fixture's JSON");
+        serde_json::from_slice(&std::fs::read(report).unwrap()).expect("the fixture's JSON");
     let mut blocked_in = BTreeMap::new();
     let mut off_cpu_s = 0.0;
     for thread in measured["threads"].as_array().unwrap() {
@@ -64,14 +69,10 @@ fn record_fixture(
             *blocked_in.entry(function.clone()).or_default() += seconds.as_f64().unwrap();
         }
     }
-    (
-        capture,
-        json,
-        Measured {
-            blocked_in,
-            off_cpu_s,
-        },
-    )
+    Measured {
+        blocked_in,
+        off_cpu_s,
+    }
 }
 
 /// Off-CPU seconds of the capture's `offcpu` (or `offcpu-fp`) process: per blocking function (the innermost
@@ -316,14 +317,7 @@ fn every_target_mode_records_off_cpu_time() {
         assert_ok(&record.output().unwrap());
         assert!(workload.wait().unwrap().success());
         let (recorded, _) = off_cpu_by_function(&capture);
-        let measured: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("measured.json")).unwrap()).unwrap();
-        let mut blocked_in = BTreeMap::new();
-        for thread in measured["threads"].as_array().unwrap() {
-            for (function, seconds) in thread["blocked_in"].as_object().unwrap() {
-                *blocked_in.entry(function.clone()).or_default() += seconds.as_f64().unwrap();
-            }
-        }
+        let blocked_in = measured(&dir.join("measured.json")).blocked_in;
         let reachable: &[&str] = if call_graph == "fp" {
             &["block_in_sleep", "block_in_pipe_read", "pace_writer"]
         } else {
