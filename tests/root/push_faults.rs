@@ -655,7 +655,9 @@ fn parts(to: To, request: &Received) -> Vec<(u64, String)> {
             other => panic!("process.pid is {other:?}"),
         };
         // A pid is not a process: the shell's fork runs as `sh`, then execs the program, so
-        // one window can hold two processes under one pid.
+        // one window can hold two process images under one pid (and both can name the
+        // program, when amprof read /proc/PID/exe after the exec): each image's profile has
+        // its own id.
         let name = attributes
             .iter()
             .find(|a| a.key == "process.executable.name")
@@ -664,9 +666,16 @@ fn parts(to: To, request: &Received) -> Vec<(u64, String)> {
             Some(any_value::Value::StringValue(name)) => name,
             other => panic!("process.executable.name is {other:?}"),
         };
-        let pid = format!("pid {pid} {name}");
         for profile in resource.scope_profiles.iter().flat_map(|s| &s.profiles) {
-            parts.push((window_at(profile.time_unix_nano), pid.clone()));
+            let id: String = profile
+                .profile_id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            parts.push((
+                window_at(profile.time_unix_nano),
+                format!("pid {pid} {name} {id}"),
+            ));
         }
     }
     parts
