@@ -19,6 +19,7 @@ use crate::{
   amprof report --format folded --pid 1234 > out.folded
   amprof report --format perf -o perf.data          for perf report, perf script, hotspot
   amprof report --format pprof -o cpu.pprof         for go tool pprof
+  amprof report --format firefox -o profile.json.gz timeline for the Firefox Profiler
   amprof report --window 2..4 --comm python3 --json  JSON summary of windows 2 to 4
 
 Exit codes: see amprof --help.")]
@@ -31,8 +32,9 @@ pub struct ReportArgs {
     #[arg(short, long, value_enum, default_value_t = FormatArg::Summary)]
     pub format: FormatArg,
 
-    /// Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data and
-    /// profile.pb.gz for those formats; standard output for summary and folded.
+    /// Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data,
+    /// profile.pb.gz (pprof) and profile.json.gz (firefox) for those formats; standard output
+    /// for summary and folded.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
@@ -79,6 +81,9 @@ pub enum FormatArg {
     Perf,
     /// Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends.
     Pprof,
+    /// The Firefox Profiler (profiler.firefox.com, or `samply load`): a timeline per thread,
+    /// markers for CPUs, windows and off-CPU waits; gzipped when the name ends in .gz.
+    Firefox,
 }
 
 /// `--event` values.
@@ -113,6 +118,7 @@ impl ReportArgs {
                 FormatArg::Folded => Format::Folded,
                 FormatArg::Perf => Format::Perf,
                 FormatArg::Pprof => Format::Pprof,
+                FormatArg::Firefox => Format::Firefox,
             },
             output: self.output,
             selection: Selection {

@@ -11,8 +11,10 @@
 //! - [`flamegraph`]: an SVG drawn by inferno from the folded stacks;
 //! - [`pprof`]: Google's profile.proto, built by Datadog's libdd-profiling;
 //! - [`perf`]: perf.data, for Linux perf;
+//! - [`firefox`]: the Firefox Profiler's processed profile (a timeline per thread);
 //! - [`otlp`]: OpenTelemetry profiles requests.
 
+pub mod firefox;
 pub mod flamegraph;
 pub mod folded;
 pub mod frames;

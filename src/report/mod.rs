@@ -10,7 +10,8 @@ use anyhow::Result;
 use crate::{
     capture::{CaptureReader, Selection},
     encode::{
-        Encoder, Ending, flamegraph::Flamegraph, folded::Folded, perf::PerfFile, pprof::PprofFile,
+        Encoder, Ending, firefox::Firefox, flamegraph::Flamegraph, folded::Folded, perf::PerfFile,
+        pprof::PprofFile,
     },
     error::usage,
     output::Output,
@@ -29,6 +30,9 @@ pub enum Format {
     Perf,
     /// Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends.
     Pprof,
+    /// The Firefox Profiler's processed profile: a timeline per thread (gzipped if the name
+    /// ends in `.gz`).
+    Firefox,
 }
 
 impl Format {
@@ -39,6 +43,7 @@ impl Format {
             Format::Flamegraph => Some("flamegraph.svg"),
             Format::Perf => Some("perf.data"),
             Format::Pprof => Some("profile.pb.gz"),
+            Format::Firefox => Some("profile.json.gz"),
         }
     }
 }
@@ -77,6 +82,13 @@ pub fn report(options: &ReportOptions) -> Result<()> {
     }
     // Nothing appears at the output path unless the whole report is written.
     let mut output = Output::open(options.output.as_deref(), options.format.default_output())?;
+    // Gzip goes with the name, as for the Firefox Profiler's own files; standard output stays
+    // plain JSON (for jq, or a pipe into gzip).
+    let gzip = options
+        .output
+        .as_deref()
+        .map_or(options.format.default_output(), |path| path.to_str())
+        .is_some_and(|name| name != "-" && name.ends_with(".gz"));
     let mut encoder: Box<dyn Encoder + '_> = match options.format {
         Format::Summary => Box::new(summary::SummaryReport::new(
             &meta,
@@ -88,6 +100,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         Format::Flamegraph => Box::new(Flamegraph::new(&meta, event, &mut output)),
         Format::Pprof => Box::new(PprofFile::new(&meta, event, &mut output)?),
         Format::Perf => Box::new(PerfFile::new(&options.input, &meta, &mut output)?),
+        Format::Firefox => Box::new(Firefox::new(&meta, event, gzip, &mut output)),
     };
     let mut selected = 0;
     while let Some(window) = reader.next_window()? {

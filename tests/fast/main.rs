@@ -13,11 +13,15 @@
 #[path = "../support/util.rs"]
 mod util;
 
+#[path = "../support/firefox_reader.rs"]
+mod firefox_reader;
+
 #[path = "../support/pprof_reader.rs"]
 mod pprof_reader;
 
 mod captures;
 mod docs;
+mod firefox;
 mod golden;
 mod off_cpu_pprof;
 mod off_cpu_text;

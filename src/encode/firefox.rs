@@ -1,0 +1,686 @@
+//! The Firefox Profiler's processed profile (`report --format firefox`), written by
+//! `fxprof-processed-profile`, the crate samply writes it with. The file opens as it is in the
+//! Firefox Profiler (<https://profiler.firefox.com>, "Load a profile from file") or with
+//! `samply load`.
+//!
+//! What the profile holds, and why so:
+//! - **One track per thread, grouped by process** (by pid; a process that exec'd keeps one
+//!   track group, named after its latest image). Threads are named by their `comm`.
+//! - **Every sample at its own time, with its stack**, root first. Kernel frames are in the
+//!   `Kernel` category (orange), user frames in `User` (yellow): the profiler colours the
+//!   activity graph and the call tree by category, so time in the kernel stands apart. Every
+//!   on-CPU sample stands for one sampling period of CPU time (the thread's CPU delta), which
+//!   is what the activity graph draws.
+//! - **The CPU a thread ran on**: `CPU n` interval markers, one per run of consecutive
+//!   on-CPU samples of the thread on CPU n (a run ends when the thread moves, leaves the CPU,
+//!   or goes unsampled for two periods). Samples have no CPU column in this format; markers
+//!   are what the marker chart and table show, and what a search finds.
+//! - **Windows**: a track of its own (`amprof windows`, pid 0) with one `Window N` interval
+//!   marker per window (its samples, and the lost, idle, late and truncated counts), and a
+//!   `Lost samples` or `Truncated stacks` marker over every window that has some, so that the
+//!   parts of the timeline with missing data are visible at a glance.
+//! - **Off-CPU time** (captures recorded with `--off-cpu`): every off-CPU sample is a
+//!   `Blocked` or `Runnable` interval marker on its thread's track, over the time it stands
+//!   for, with its stack, whatever `--event` says: a timeline should show when a thread was not
+//!   running. With `--event off-cpu` or `wall` they are samples too, placed at the start of
+//!   the wait with its stack and a leaf frame `[off-cpu: blocked|runnable]` (category
+//!   `Off-CPU`, blue), weighted in sampling periods (the remainder carried to the thread's
+//!   next one, so that no time is lost to rounding) with no CPU delta: the call tree then
+//!   counts waits in the same unit as CPU time, and the activity graph stays a CPU graph.
+//!
+//! Names from the capture (functions, processes, threads) are made printable the way every
+//! other output makes them ([`printable`]): the profiler shows them in a browser, where bidi
+//! and invisible characters mislead as much as on a terminal.
+
+use std::io::Write;
+
+use anyhow::{Context as _, Result};
+use flate2::{Compression, write::GzEncoder};
+use fxprof_processed_profile::{
+    CategoryColor, CategoryHandle, CpuDelta, Frame, FrameFlags, FrameInfo, MarkerFieldFlags,
+    MarkerFieldFormat, MarkerLocations, MarkerTiming, ProcessHandle, Profile, ReferenceTimestamp,
+    SamplingInterval, StackHandle, StaticSchemaMarker, StaticSchemaMarkerField, StringHandle,
+    ThreadHandle, Timestamp,
+};
+use rustc_hash::FxHashMap;
+
+use super::{Encoder, Ending, folded::off_cpu_frame, frames};
+use crate::{
+    capture::{Event, Meta, Sample, Selection, Window, format::OffCpuReason},
+    text::printable,
+};
+
+/// Threads the profile shows when it opens (the heaviest; the others are one click away in the
+/// track menu): the profiler is slow to draw hundreds of tracks, and a system-wide capture has
+/// them.
+const VISIBLE_THREADS: usize = 20;
+
+/// A run of samples ends when its thread goes unsampled for this many periods.
+const RUN_GAP_PERIODS: u64 = 2;
+
+/// `report --format firefox`.
+pub struct Firefox<'o, W: Write> {
+    profile: Profile,
+    out: &'o mut W,
+    /// Gzip the JSON (the output's name ends in `.gz`).
+    gzip: bool,
+    event: Event,
+    /// The capture's clock at the profile's zero (the start of window 0).
+    start_ns: u64,
+    period_ns: u64,
+    categories: Categories,
+    /// The track of window markers.
+    windows_track: ThreadHandle,
+    processes: FxHashMap<u32, ProcessTrack>,
+    threads: Vec<ThreadTrack>,
+    /// `(pid, tid)` to an index into `threads`.
+    thread_index: FxHashMap<(u32, u32), usize>,
+}
+
+struct Categories {
+    user: CategoryHandle,
+    kernel: CategoryHandle,
+    off_cpu: CategoryHandle,
+    capture: CategoryHandle,
+}
+
+struct ProcessTrack {
+    handle: ProcessHandle,
+    /// The name it has in the profile (the latest image's).
+    name: String,
+    first_ns: u64,
+}
+
+struct ThreadTrack {
+    handle: ThreadHandle,
+    pid: u32,
+    first_ns: u64,
+    /// The latest sample's time (an off-CPU wait starts no earlier: the kernel sums short
+    /// waits into one sample, whose start is then an estimate).
+    last_ns: u64,
+    /// Consecutive on-CPU samples on one CPU, not yet written as a marker.
+    run: Option<CpuRun>,
+    /// Off-CPU nanoseconds not yet given as weight (less than a period).
+    carry_ns: u64,
+    /// Sampling periods of samples and waits: which threads the profile shows first.
+    periods: u64,
+    /// Off-CPU markers shown in the track itself.
+    has_markers: bool,
+}
+
+#[derive(Clone, Copy)]
+struct CpuRun {
+    cpu: u32,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl<'o, W: Write> Firefox<'o, W> {
+    /// A profile of `event`'s samples (off-CPU waits are markers whatever the event: see the
+    /// module documentation); `gzip`: compress the JSON.
+    pub fn new(meta: &Meta, event: Event, gzip: bool, out: &'o mut W) -> Self {
+        let period_ns = meta.sample_period_ns().max(1);
+        let unix_ms = (meta.start_ns as i128 + meta.realtime_offset_ns as i128) as f64 / 1e6;
+        let mut profile = Profile::new(
+            &format!("amprof · {}", printable(&meta.hostname)),
+            ReferenceTimestamp::from_millis_since_unix_epoch(unix_ms),
+            SamplingInterval::from_nanos(period_ns),
+        );
+        profile.set_os_name(&format!("Linux {}", printable(&meta.kernel_release)));
+        // Frames are names already: nothing for the profiler to look up.
+        profile.set_symbolicated(true);
+        let categories = Categories {
+            user: profile.add_category("User", CategoryColor::Yellow),
+            kernel: profile.add_category("Kernel", CategoryColor::Orange),
+            off_cpu: profile.add_category("Off-CPU", CategoryColor::Blue),
+            capture: profile.add_category("Capture", CategoryColor::Gray),
+        };
+        // A main thread's track is named after its process.
+        let amprof = profile.add_process(
+            "amprof windows",
+            0,
+            Timestamp::from_nanos_since_reference(0),
+        );
+        let windows_track =
+            profile.add_thread(amprof, 0, Timestamp::from_nanos_since_reference(0), true);
+        profile.set_thread_show_markers_in_timeline(windows_track, true);
+        Self {
+            profile,
+            out,
+            gzip,
+            event,
+            start_ns: meta.start_ns,
+            period_ns,
+            categories,
+            windows_track,
+            processes: FxHashMap::default(),
+            threads: Vec::new(),
+            thread_index: FxHashMap::default(),
+        }
+    }
+
+    /// A capture time (monotonic ns) as a profile time.
+    fn timestamp(&self, ns: u64) -> Timestamp {
+        Timestamp::from_nanos_since_reference(ns.saturating_sub(self.start_ns))
+    }
+
+    /// The window's markers on the windows track.
+    fn add_window_markers(&mut self, window: &Window) {
+        let timing = MarkerTiming::Interval(
+            self.timestamp(window.start_ns),
+            self.timestamp(window.end_ns),
+        );
+        let marker = WindowMarker {
+            name: self
+                .profile
+                .intern_string(&format!("Window {}", window.index)),
+            category: self.categories.capture,
+            counts: [
+                window.index as f64,
+                window.sample_stacks.len() as f64,
+                window.lost as f64,
+                window.idle as f64,
+                window.late as f64,
+                window.truncated as f64,
+                window.off_cpu_stacks.len() as f64,
+                window.off_cpu_lost as f64,
+            ],
+        };
+        self.profile
+            .add_marker(self.windows_track, timing.clone(), marker);
+        let lost = window.lost.saturating_add(window.off_cpu_lost);
+        for (name, count) in [
+            ("Lost samples", lost),
+            ("Truncated stacks", window.truncated),
+        ] {
+            if count > 0 {
+                let marker = CountMarker {
+                    name: self.profile.intern_string(name),
+                    category: self.categories.capture,
+                    count: count as f64,
+                };
+                self.profile
+                    .add_marker(self.windows_track, timing.clone(), marker);
+            }
+        }
+    }
+
+    /// The track of `sample`'s thread (made at its first sample, in its process's group).
+    fn thread_track(&mut self, window: &Window, sample: &Sample<'_>, names: &ThreadNames) -> usize {
+        let pid = sample.process.pid;
+        let process_name = printable(&sample.process.name).into_owned();
+        let time = sample.time_ns;
+        let first = self.timestamp(time);
+        let process = match self.processes.get_mut(&pid) {
+            Some(process) => {
+                if process.name != process_name {
+                    // An exec: the group takes the name of the image that runs now.
+                    self.profile.set_process_name(process.handle, &process_name);
+                    process.name = process_name;
+                }
+                process.handle
+            }
+            None => {
+                let handle = self.profile.add_process(&process_name, pid, first);
+                self.processes.insert(
+                    pid,
+                    ProcessTrack {
+                        handle,
+                        name: process_name,
+                        first_ns: time,
+                    },
+                );
+                handle
+            }
+        };
+        if let Some(&index) = self.thread_index.get(&(pid, sample.tid)) {
+            return index;
+        }
+        let handle = self
+            .profile
+            .add_thread(process, sample.tid, first, sample.tid == pid);
+        let name = names
+            .get(window, sample.tid)
+            .unwrap_or(&sample.process.name);
+        self.profile.set_thread_name(handle, &printable(name));
+        self.threads.push(ThreadTrack {
+            handle,
+            pid,
+            first_ns: time,
+            last_ns: time,
+            run: None,
+            carry_ns: 0,
+            periods: 0,
+            has_markers: false,
+        });
+        self.thread_index
+            .insert((pid, sample.tid), self.threads.len() - 1);
+        self.threads.len() - 1
+    }
+
+    /// Writes the thread's CPU run, if any, as a marker.
+    fn end_run(&mut self, track: usize) {
+        let Some(run) = self.threads[track].run.take() else {
+            return;
+        };
+        let marker = CpuMarker {
+            name: self.profile.intern_string(&format!("CPU {}", run.cpu)),
+            category: self.categories.capture,
+            cpu: run.cpu,
+        };
+        // A cpu-clock sample stands for the period before it.
+        let timing = MarkerTiming::Interval(
+            self.timestamp(run.start_ns.saturating_sub(self.period_ns)),
+            self.timestamp(run.end_ns),
+        );
+        let handle = self.threads[track].handle;
+        self.profile.add_marker(handle, timing, marker);
+    }
+
+    fn add_on_cpu(&mut self, track: usize, sample: &Sample<'_>, stack: Option<StackHandle>) {
+        let time = sample.time_ns;
+        let continues = self.threads[track].run.is_some_and(|run| {
+            run.cpu == sample.cpu
+                && time.saturating_sub(run.end_ns) <= RUN_GAP_PERIODS * self.period_ns
+        });
+        if continues {
+            if let Some(run) = &mut self.threads[track].run {
+                run.end_ns = time;
+            }
+        } else {
+            self.end_run(track);
+            self.threads[track].run = Some(CpuRun {
+                cpu: sample.cpu,
+                start_ns: time,
+                end_ns: time,
+            });
+        }
+        let thread = &mut self.threads[track];
+        thread.last_ns = thread.last_ns.max(time);
+        thread.periods += 1;
+        let handle = thread.handle;
+        let timestamp = self.timestamp(time);
+        self.profile.add_sample(
+            handle,
+            timestamp,
+            stack,
+            CpuDelta::from_nanos(self.period_ns),
+            1,
+        );
+    }
+}
+
+impl<W: Write> Encoder for Firefox<'_, W> {
+    fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
+        self.add_window_markers(window);
+        let names = ThreadNames::new(window);
+        let mut stacks = StackCache::new(window);
+        // Off-CPU samples are markers whatever the event: go through both kinds.
+        let both = Selection {
+            event: Event::Wall,
+            ..selection.clone()
+        };
+        for sample in both.samples(window) {
+            let track = self.thread_track(window, &sample, &names);
+            let thread = self.threads[track].handle;
+            match sample.off_cpu {
+                None if self.event.includes_on_cpu() => {
+                    let stack =
+                        stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
+                    self.add_on_cpu(track, &sample, stack);
+                }
+                None => {}
+                Some(off) => {
+                    self.end_run(track);
+                    let end = sample.time_ns;
+                    let start = end
+                        .saturating_sub(off.ns)
+                        .max(self.threads[track].last_ns.min(end));
+                    let stack =
+                        stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
+                    let marker = OffCpuMarker {
+                        name: self.profile.intern_string(match off.reason {
+                            OffCpuReason::Blocked => "Blocked",
+                            OffCpuReason::Runnable => "Runnable",
+                        }),
+                        category: self.categories.off_cpu,
+                        cpu: sample.cpu,
+                    };
+                    let timing = MarkerTiming::Interval(self.timestamp(start), self.timestamp(end));
+                    let handle = self.profile.add_marker(thread, timing, marker);
+                    self.profile.set_marker_stack(thread, handle, stack);
+                    let track_state = &mut self.threads[track];
+                    track_state.has_markers = true;
+                    track_state.last_ns = track_state.last_ns.max(end);
+                    if self.event.includes_off_cpu() {
+                        let ns = track_state.carry_ns.saturating_add(off.ns);
+                        let periods = ns / self.period_ns;
+                        track_state.carry_ns = ns % self.period_ns;
+                        track_state.periods = track_state.periods.saturating_add(periods);
+                        let leaf = stacks.stack(
+                            &mut self.profile,
+                            &self.categories,
+                            thread,
+                            &sample,
+                            Some(off.reason),
+                        );
+                        let timestamp = self.timestamp(start);
+                        self.profile.add_sample(
+                            thread,
+                            timestamp,
+                            leaf,
+                            CpuDelta::ZERO,
+                            i32::try_from(periods).unwrap_or(i32::MAX),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
+        for track in 0..self.threads.len() {
+            self.end_run(track);
+        }
+        // Tracks start at their first sample (the first seen may not be the earliest: a wait's
+        // marker starts before the sample that reports it).
+        for thread in &self.threads {
+            let first = self.timestamp(thread.first_ns);
+            self.profile.set_thread_start_time(thread.handle, first);
+            if thread.has_markers {
+                self.profile
+                    .set_thread_show_markers_in_timeline(thread.handle, true);
+            }
+        }
+        for process in self.processes.values() {
+            let first = self.timestamp(process.first_ns);
+            self.profile.set_process_start_time(process.handle, first);
+        }
+        let mut heaviest: Vec<&ThreadTrack> =
+            self.threads.iter().filter(|t| t.periods > 0).collect();
+        heaviest.sort_by(|a, b| b.periods.cmp(&a.periods).then(a.pid.cmp(&b.pid)));
+        if let Some(first) = heaviest.first() {
+            self.profile.add_initial_selected_thread(first.handle);
+            self.profile.add_initial_visible_thread(self.windows_track);
+            for thread in heaviest.iter().take(VISIBLE_THREADS) {
+                self.profile.add_initial_visible_thread(thread.handle);
+            }
+        }
+        let this = *self;
+        if this.gzip {
+            let mut gzip = GzEncoder::new(this.out, Compression::default());
+            serde_json::to_writer(&mut gzip, &this.profile)
+                .context("cannot write the Firefox profile")?;
+            gzip.finish().context("cannot write the Firefox profile")?;
+        } else {
+            serde_json::to_writer(this.out, &this.profile)
+                .context("cannot write the Firefox profile")?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Thread names of a window (`comm`, by tid).
+struct ThreadNames(FxHashMap<u32, u32>);
+
+impl ThreadNames {
+    fn new(window: &Window) -> Self {
+        Self(
+            window
+                .threads
+                .iter()
+                .enumerate()
+                .map(|(index, thread)| (thread.tid, index as u32))
+                .collect(),
+        )
+    }
+
+    fn get<'w>(&self, window: &'w Window, tid: u32) -> Option<&'w String> {
+        let thread = window.threads.get(*self.0.get(&tid)? as usize)?;
+        (!thread.name.is_empty()).then_some(&thread.name)
+    }
+}
+
+/// A window's stacks as profile stacks, made once per thread and leaf (the profile keeps
+/// stacks per thread), and its locations' frame names, made once.
+struct StackCache<'w> {
+    window: &'w Window,
+    /// Per location: its frames' names, innermost first.
+    names: Vec<Option<Vec<StringHandle>>>,
+    stacks: FxHashMap<(ThreadHandle, u32, Option<OffCpuReason>), Option<StackHandle>>,
+}
+
+impl<'w> StackCache<'w> {
+    fn new(window: &'w Window) -> Self {
+        Self {
+            window,
+            names: vec![None; window.locations.len()],
+            stacks: FxHashMap::default(),
+        }
+    }
+
+    /// The stack of `sample` in `thread`, root first, with an off-CPU leaf frame for `leaf`.
+    fn stack(
+        &mut self,
+        profile: &mut Profile,
+        categories: &Categories,
+        thread: ThreadHandle,
+        sample: &Sample<'w>,
+        leaf: Option<OffCpuReason>,
+    ) -> Option<StackHandle> {
+        let key = (thread, sample.stack_index, leaf);
+        if let Some(&stack) = self.stacks.get(&key) {
+            return stack;
+        }
+        let window = self.window;
+        let stack = sample.stack;
+        let kernel = stack.kernel_frames as usize;
+        let mut frames = Vec::new();
+        // Locations are leaf first, the kernel's before the user's: walk them backwards.
+        for (depth, &id) in stack.locations.iter().enumerate().rev() {
+            let Some(location) = window.locations.get(id as usize) else {
+                continue;
+            };
+            let category = if depth < kernel {
+                categories.kernel
+            } else {
+                categories.user
+            };
+            let names = self.names[id as usize].get_or_insert_with(|| {
+                let mut names = Vec::new();
+                frames::for_each_frame(window, location, |frame| {
+                    names.push(profile.intern_string(&printable(&frame.to_string())));
+                });
+                names
+            });
+            // Innermost (most inlined) first in the location; callers first in the stack.
+            for &name in names.iter().rev() {
+                frames.push(FrameInfo {
+                    frame: Frame::Label(name),
+                    category_pair: category.into(),
+                    flags: FrameFlags::empty(),
+                });
+            }
+        }
+        if let Some(reason) = leaf {
+            frames.push(FrameInfo {
+                frame: Frame::Label(profile.intern_string(off_cpu_frame(reason))),
+                category_pair: categories.off_cpu.into(),
+                flags: FrameFlags::empty(),
+            });
+        }
+        let handle = profile.intern_stack_frames(thread, frames.into_iter());
+        self.stacks.insert(key, handle);
+        handle
+    }
+}
+
+/// `Window N`: a window's interval and counts.
+struct WindowMarker {
+    name: StringHandle,
+    category: CategoryHandle,
+    /// In the order of [`WindowMarker::FIELDS`].
+    counts: [f64; 8],
+}
+
+impl StaticSchemaMarker for WindowMarker {
+    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofWindow";
+    const DESCRIPTION: Option<&'static str> =
+        Some("A window of the capture: amprof records and writes samples window by window.");
+    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
+        .union(MarkerLocations::MARKER_TABLE)
+        .union(MarkerLocations::TIMELINE_OVERVIEW);
+    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
+    const TOOLTIP_LABEL: Option<&'static str> =
+        Some("{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost");
+    const TABLE_LABEL: Option<&'static str> = Some(
+        "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost, {marker.data.truncated} truncated",
+    );
+    const FIELDS: &'static [StaticSchemaMarkerField] = &[
+        count_field("index", "Window"),
+        count_field("samples", "On-CPU samples (all processes)"),
+        count_field("lost", "Samples lost (ring buffer full)"),
+        count_field("idle", "Samples of an idle CPU"),
+        count_field("late", "Samples that came after the window was written"),
+        count_field("truncated", "Stacks cut short (DWARF unwinding)"),
+        count_field("offCpuSamples", "Off-CPU samples (all processes)"),
+        count_field("offCpuLost", "Off-CPU samples lost"),
+    ];
+
+    fn name(&self, _: &mut Profile) -> StringHandle {
+        self.name
+    }
+
+    fn category(&self, _: &mut Profile) -> CategoryHandle {
+        self.category
+    }
+
+    /// No string fields: never called.
+    fn string_field_value(&self, _: u32) -> StringHandle {
+        self.name
+    }
+
+    fn number_field_value(&self, field_index: u32) -> f64 {
+        self.counts
+            .get(field_index as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// `Lost samples`, `Truncated stacks`: a count over a window.
+struct CountMarker {
+    name: StringHandle,
+    category: CategoryHandle,
+    count: f64,
+}
+
+impl StaticSchemaMarker for CountMarker {
+    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofCount";
+    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
+        .union(MarkerLocations::MARKER_TABLE)
+        .union(MarkerLocations::TIMELINE_OVERVIEW);
+    const CHART_LABEL: Option<&'static str> = Some("{marker.data.count}");
+    const TOOLTIP_LABEL: Option<&'static str> = Some("{marker.name}: {marker.data.count}");
+    const TABLE_LABEL: Option<&'static str> = Some("{marker.name}: {marker.data.count}");
+    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("count", "Count")];
+
+    fn name(&self, _: &mut Profile) -> StringHandle {
+        self.name
+    }
+
+    fn category(&self, _: &mut Profile) -> CategoryHandle {
+        self.category
+    }
+
+    /// No string fields: never called.
+    fn string_field_value(&self, _: u32) -> StringHandle {
+        self.name
+    }
+
+    fn number_field_value(&self, _: u32) -> f64 {
+        self.count
+    }
+}
+
+/// `CPU n`: a thread running on CPU n.
+struct CpuMarker {
+    name: StringHandle,
+    category: CategoryHandle,
+    cpu: u32,
+}
+
+impl StaticSchemaMarker for CpuMarker {
+    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofCpu";
+    const DESCRIPTION: Option<&'static str> =
+        Some("The CPU the thread's consecutive on-CPU samples were taken on.");
+    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
+    const TABLE_LABEL: Option<&'static str> = Some("on {marker.name}");
+    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("cpu", "CPU")];
+
+    fn name(&self, _: &mut Profile) -> StringHandle {
+        self.name
+    }
+
+    fn category(&self, _: &mut Profile) -> CategoryHandle {
+        self.category
+    }
+
+    /// No string fields: never called.
+    fn string_field_value(&self, _: u32) -> StringHandle {
+        self.name
+    }
+
+    fn number_field_value(&self, _: u32) -> f64 {
+        f64::from(self.cpu)
+    }
+}
+
+/// `Blocked`, `Runnable`: a thread off the CPU, with the stack it waited in.
+struct OffCpuMarker {
+    name: StringHandle,
+    category: CategoryHandle,
+    /// The CPU it ran again on.
+    cpu: u32,
+}
+
+impl StaticSchemaMarker for OffCpuMarker {
+    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofOffCpu";
+    const DESCRIPTION: Option<&'static str> = Some(
+        "Time the thread spent off the CPU: blocked (a sleep, a lock, I/O) or runnable (waiting for a CPU).",
+    );
+    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
+        .union(MarkerLocations::MARKER_TABLE)
+        .union(MarkerLocations::TIMELINE_OVERVIEW);
+    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
+    const TOOLTIP_LABEL: Option<&'static str> = Some("Off-CPU: {marker.name}");
+    const TABLE_LABEL: Option<&'static str> = Some("off-CPU, {marker.name}");
+    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("cpu", "Ran again on CPU")];
+
+    fn name(&self, _: &mut Profile) -> StringHandle {
+        self.name
+    }
+
+    fn category(&self, _: &mut Profile) -> CategoryHandle {
+        self.category
+    }
+
+    /// No string fields: never called.
+    fn string_field_value(&self, _: u32) -> StringHandle {
+        self.name
+    }
+
+    fn number_field_value(&self, _: u32) -> f64 {
+        f64::from(self.cpu)
+    }
+}
+
+const fn count_field(key: &'static str, label: &'static str) -> StaticSchemaMarkerField {
+    StaticSchemaMarkerField {
+        key,
+        label,
+        format: MarkerFieldFormat::Integer,
+        flags: MarkerFieldFlags::empty(),
+    }
+}

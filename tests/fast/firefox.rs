@@ -1,0 +1,337 @@
+//! `report --format firefox` on a capture built here, with times chosen so that every track,
+//! sample and marker can be worked out by hand, read back by the format's tables
+//! (`support/firefox_reader.rs`). The Firefox Profiler's own loader checks real captures in the
+//! root tier (`tests/root/firefox.rs`).
+
+use std::path::{Path, PathBuf};
+
+use amprof::capture::{
+    Window,
+    format::{Meta, OffCpuReason},
+    testing::{START_NS, WindowBuilder, meta, write_capture},
+};
+
+use crate::{
+    firefox_reader::{Profile, Thread},
+    util::{assert_ok, run, scratch},
+};
+
+const MS: u64 = 1_000_000;
+
+/// 1000 Hz (a 1 ms period), off-CPU samples every 1 ms off the CPU.
+fn ms_meta() -> Meta {
+    Meta {
+        frequency_hz: 1000,
+        off_cpu_period_ns: MS,
+        ..meta()
+    }
+}
+
+/// Window 0: `app` (pid 100; threads `app` 100 and `worker` 101) and `db` (pid 200, named with
+/// a right-to-left override). `worker` runs `main;work;copy_user_[k]` at 10, 11, 12 ms on CPU 0
+/// and 13 ms on CPU 1, blocks in `main;lock;futex_wait_[k];schedule_[k]` for 5 ms until 20 ms,
+/// and waits 2.5 ms for a CPU in `main;work` until 40 ms; `app` runs `main` at 20 ms, `db`
+/// runs `db_main` at 30 ms. 3 samples lost, 2 truncated.
+/// Window 1: `worker` waits 2.5 ms for a CPU again, until 1010 ms, and runs at 1011 ms.
+fn windows() -> [Window; 2] {
+    let mut w = WindowBuilder::new(0);
+    let app = w.process(100, "app");
+    w.thread(101, app, "worker");
+    let db = w.process(200, "db\u{202e}evil");
+    let k = w.kernel_module();
+    let [main, work, lock, db_main] = ["main", "work", "lock", "db_main"].map(|f| w.function(f));
+    let [copy, sched, futex] = ["copy_user", "schedule", "futex_wait"].map(|f| w.function(f));
+    let [l_main, l_work, l_lock, l_db] = [
+        (0x1100, main),
+        (0x1200, work),
+        (0x1300, lock),
+        (0x5000, db_main),
+    ]
+    .map(|(a, f)| w.location(a, &[f]));
+    let [k_copy, k_sched, k_futex] =
+        [copy, sched, futex].map(|f| w.kernel_location(k, 0xffff_0000 + u64::from(f), &[f]));
+    let working = w.stack(app, &[k_copy, l_work, l_main], 1);
+    let in_main = w.stack(app, &[l_main], 0);
+    let locked = w.stack(app, &[k_sched, k_futex, l_lock, l_main], 2);
+    let preempted = w.stack(app, &[l_work, l_main], 0);
+    let db_working = w.stack(db, &[l_db], 0);
+    for (t, cpu) in [(10, 0), (11, 0), (12, 0), (13, 1)] {
+        w.sample(t * MS, 101, cpu, working);
+    }
+    w.sample(20 * MS, 100, 1, in_main);
+    w.sample(30 * MS, 200, 0, db_working);
+    w.off_cpu_sample(20 * MS, 101, 0, locked, 5 * MS, OffCpuReason::Blocked);
+    w.off_cpu_sample(
+        40 * MS,
+        101,
+        1,
+        preempted,
+        2_500_000,
+        OffCpuReason::Runnable,
+    );
+    w.window_mut().lost = 3;
+    w.window_mut().truncated = 2;
+    let first = w.build();
+
+    let mut w = WindowBuilder::new(1);
+    let app = w.process(100, "app");
+    w.thread(101, app, "worker");
+    let [main, work] = ["main", "work"].map(|f| w.function(f));
+    let [l_main, l_work] = [(0x1100, main), (0x1200, work)].map(|(a, f)| w.location(a, &[f]));
+    let preempted = w.stack(app, &[l_work, l_main], 0);
+    w.off_cpu_sample(
+        10 * MS,
+        101,
+        0,
+        preempted,
+        2_500_000,
+        OffCpuReason::Runnable,
+    );
+    w.sample(11 * MS, 101, 0, preempted);
+    [first, w.build()]
+}
+
+fn capture(dir: &Path) -> PathBuf {
+    let path = dir.join("firefox.data");
+    write_capture(&path, &ms_meta(), windows()).unwrap();
+    path
+}
+
+fn report(capture: &Path, output: &Path, extra: &[&str]) -> Profile {
+    let mut args = vec![
+        "report",
+        "-i",
+        capture.to_str().unwrap(),
+        "-f",
+        "firefox",
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    assert_ok(&run(&args));
+    Profile::read(output)
+}
+
+fn names(frames: &[crate::firefox_reader::Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| format!("{}:{}", f.name, f.category))
+        .collect()
+}
+
+/// `(start, end)` of the markers of `thread` named `name`, in ms.
+fn spans(thread: &Thread, name: &str) -> Vec<(f64, f64)> {
+    thread
+        .markers_named(name)
+        .map(|m| (round(m.start), round(m.end.unwrap())))
+        .collect()
+}
+
+fn round(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+#[test]
+fn tracks_samples_and_markers() {
+    let dir = scratch("firefox-tracks");
+    let capture = capture(&dir);
+    let output = dir.join("profile.json.gz");
+    let profile = report(&capture, &output, &[]);
+    assert!(
+        std::fs::read(&output).unwrap().starts_with(&[0x1f, 0x8b]),
+        "a .gz name gives gzip"
+    );
+    assert_eq!(profile.interval_ms, 1.0);
+    assert!(
+        profile.categories.iter().any(|c| c == "Kernel")
+            && profile.categories.iter().any(|c| c == "User")
+    );
+
+    // One track per thread, grouped by process.
+    let app = profile.process_threads(100);
+    let mut app_threads: Vec<_> = app
+        .iter()
+        .map(|t| (t.tid.as_str(), t.name.as_str()))
+        .collect();
+    app_threads.sort();
+    assert_eq!(app_threads, [("100", "app"), ("101", "worker")]);
+    assert!(app.iter().all(|t| t.process_name == "app"));
+    assert!(profile.thread(100, 100).is_main && !profile.thread(100, 101).is_main);
+    let db = profile.thread(200, 200);
+    assert!(
+        !db.name.contains('\u{202e}') && !db.process_name.contains('\u{202e}'),
+        "names are made printable: {:?}",
+        db.name
+    );
+
+    // Each sample at its own time, with its stack root first and kernel frames marked.
+    let worker = profile.thread(100, 101);
+    let times: Vec<f64> = worker.samples.iter().map(|s| round(s.time)).collect();
+    assert_eq!(times, [10.0, 11.0, 12.0, 13.0, 1011.0]);
+    assert_eq!(
+        names(&worker.samples[0].stack),
+        ["main:User", "work:User", "copy_user:Kernel"]
+    );
+    assert!(
+        worker
+            .samples
+            .iter()
+            .all(|s| s.weight == 1 && s.cpu_delta == 1000)
+    );
+
+    // CPU numbers: a marker per run on one CPU (a sample stands for the period before it).
+    assert_eq!(spans(worker, "CPU 0"), [(9.0, 12.0), (1010.0, 1011.0)]);
+    assert_eq!(spans(worker, "CPU 1"), [(12.0, 13.0)]);
+
+    // Off-CPU waits: markers with their stacks, even with on-CPU samples only.
+    assert_eq!(spans(worker, "Blocked"), [(15.0, 20.0)]);
+    assert_eq!(spans(worker, "Runnable"), [(37.5, 40.0), (1007.5, 1010.0)]);
+    let blocked = worker.markers_named("Blocked").next().unwrap();
+    assert_eq!(
+        names(&blocked.stack),
+        [
+            "main:User",
+            "lock:User",
+            "futex_wait:Kernel",
+            "schedule:Kernel"
+        ]
+    );
+    assert!(
+        worker
+            .samples
+            .iter()
+            .all(|s| s.stack.iter().all(|f| !f.name.starts_with("[off-cpu"))),
+        "--event on-cpu: no off-CPU samples"
+    );
+
+    // Windows, and the lost and truncated counts, on a track of their own.
+    let windows = &profile
+        .threads
+        .iter()
+        .find(|t| t.name == "amprof windows")
+        .unwrap();
+    assert_eq!(spans(windows, "Window 0"), [(0.0, 1000.0)]);
+    assert_eq!(spans(windows, "Window 1"), [(1000.0, 2000.0)]);
+    let window0 = &windows.markers_named("Window 0").next().unwrap().data;
+    assert_eq!(window0["samples"], 6.0);
+    assert_eq!(window0["lost"], 3.0);
+    assert_eq!(window0["truncated"], 2.0);
+    assert_eq!(window0["offCpuSamples"], 2.0);
+    assert_eq!(spans(windows, "Lost samples"), [(0.0, 1000.0)]);
+    assert_eq!(spans(windows, "Truncated stacks"), [(0.0, 1000.0)]);
+    assert_eq!(
+        windows.markers_named("Lost samples").next().unwrap().data["count"],
+        3.0
+    );
+
+    // The profile starts at the capture's start, on the wall clock.
+    let start = profile.json["meta"]["startTime"].as_f64().unwrap();
+    let expected = (START_NS as i64 + ms_meta().realtime_offset_ns) as f64 / 1e6;
+    assert!((start - expected).abs() < 1.0, "{start} vs {expected}");
+}
+
+#[test]
+fn off_cpu_and_wall_samples_weigh_their_time_in_periods() {
+    let dir = scratch("firefox-wall");
+    let capture = capture(&dir);
+    let wall = report(&capture, &dir.join("wall.json"), &["--event", "wall"]);
+    let worker = wall.thread(100, 101);
+    // 5 ms blocked = 5 periods; 2.5 ms runnable twice = 2 then 3 (the half carried).
+    let off: Vec<(f64, i64, u64, String)> = worker
+        .samples
+        .iter()
+        .filter(|s| s.cpu_delta == 0)
+        .map(|s| {
+            let leaf = s.stack.last().unwrap();
+            (
+                round(s.time),
+                s.weight,
+                s.cpu_delta,
+                format!("{}:{}", leaf.name, leaf.category),
+            )
+        })
+        .collect();
+    assert_eq!(
+        off,
+        [
+            (15.0, 5, 0, "[off-cpu: blocked]:Off-CPU".into()),
+            (37.5, 2, 0, "[off-cpu: runnable]:Off-CPU".into()),
+            (1007.5, 3, 0, "[off-cpu: runnable]:Off-CPU".into()),
+        ]
+    );
+    assert_eq!(worker.samples.len(), 8, "5 on-CPU samples and 3 waits");
+    assert_eq!(
+        worker.leaf_weights().get("[off-cpu: blocked]"),
+        Some(&5),
+        "{:?}",
+        worker.leaf_weights()
+    );
+
+    let off_cpu = report(&capture, &dir.join("off.json"), &["--event", "off-cpu"]);
+    let worker = off_cpu.thread(100, 101);
+    assert_eq!(worker.samples.len(), 3, "waits only");
+    assert_eq!(worker.samples.iter().map(|s| s.weight).sum::<i64>(), 10);
+    assert_eq!(worker.markers_named("Blocked").count(), 1);
+}
+
+#[test]
+fn selection_plain_json_and_a_capture_without_off_cpu() {
+    let dir = scratch("firefox-select");
+    let capture = capture(&dir);
+    // Standard output is plain JSON; --pid keeps one process (and the windows track).
+    let out = run(&[
+        "report",
+        "-i",
+        capture.to_str().unwrap(),
+        "-f",
+        "firefox",
+        "-o",
+        "-",
+        "--pid",
+        "200",
+        "--window",
+        "0",
+    ]);
+    assert_ok(&out);
+    let profile = Profile::parse(serde_json::from_slice(&out.stdout).unwrap());
+    let mut pids: Vec<&str> = profile.threads.iter().map(|t| t.pid.as_str()).collect();
+    pids.sort();
+    assert_eq!(pids, ["0", "200"]);
+    let windows = profile.threads.iter().find(|t| t.pid == "0").unwrap();
+    assert_eq!(windows.markers_named("Window 1").count(), 0);
+
+    // --event off-cpu on a capture recorded without --off-cpu is a usage error, as elsewhere.
+    let plain = dir.join("plain.data");
+    let mut no_off_cpu = windows_without_off_cpu();
+    no_off_cpu[0].off_cpu_lost = 0;
+    write_capture(&plain, &meta(), no_off_cpu).unwrap();
+    let out = run(&[
+        "report",
+        "-i",
+        plain.to_str().unwrap(),
+        "-f",
+        "firefox",
+        "-o",
+        dir.join("x.json").to_str().unwrap(),
+        "--event",
+        "off-cpu",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!dir.join("x.json").exists());
+}
+
+fn windows_without_off_cpu() -> [Window; 2] {
+    windows().map(|mut w| {
+        w.off_cpu_time_deltas.clear();
+        w.off_cpu_tids.clear();
+        w.off_cpu_cpus.clear();
+        w.off_cpu_stacks.clear();
+        w.off_cpu_ns.clear();
+        w.off_cpu_reasons.clear();
+        for stack in &mut w.stacks {
+            stack.off_cpu_count = 0;
+            stack.off_cpu_ns = 0;
+        }
+        w
+    })
+}
