@@ -1,7 +1,7 @@
 //! `report --format firefox` on a capture built here, with times chosen so that every track,
 //! sample and marker can be worked out by hand, read back by the format's tables
-//! (`support/firefox_reader.rs`). The Firefox Profiler's own loader checks real captures in the
-//! root tier (`tests/root/firefox.rs`).
+//! (`support/firefox_reader.rs`), and loaded by the Firefox Profiler's own code
+//! (`tests/firefox/load.mjs`, installed by `.ci/setup`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,9 @@ use amprof::capture::{
 };
 
 use crate::{
-    firefox_reader::{Profile, Thread},
+    firefox_reader::{
+        Profile, Thread, firefox_profiler_load, load_in_the_firefox_profiler, profiler_functions,
+    },
     util::{assert_ok, run, scratch},
 };
 
@@ -137,6 +139,12 @@ fn tracks_samples_and_markers() {
     let capture = capture(&dir);
     let output = dir.join("profile.json.gz");
     let profile = report(&capture, &output, &[]);
+    // The Firefox Profiler's own code loads it, and finds the functions.
+    let loaded = load_in_the_firefox_profiler(&output);
+    assert_eq!(
+        profiler_functions(&loaded, "worker"),
+        ["copy_user", "main", "work"]
+    );
     assert!(
         std::fs::read(&output).unwrap().starts_with(&[0x1f, 0x8b]),
         "a .gz name gives gzip"
@@ -334,4 +342,38 @@ fn windows_without_off_cpu() -> [Window; 2] {
         }
         w
     })
+}
+
+/// The check by the Firefox Profiler's code can fail: a format version from the future, a file
+/// cut short, and markers the profiler does not count as the file does are refused.
+#[test]
+fn the_firefox_profiler_check_refuses_broken_profiles() {
+    let dir = scratch("firefox-broken");
+    let capture = capture(&dir);
+    let good = dir.join("good.json");
+    report(&capture, &good, &[]);
+    let text = std::fs::read_to_string(&good).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut future = json.clone();
+    future["meta"]["preprocessedProfileVersion"] = 9999.into();
+    let mut short = json.clone();
+    let markers = &mut short["threads"][0]["markers"];
+    markers["endTime"].as_array_mut().unwrap().pop();
+    let cases = [
+        ("future.json", future.to_string()),
+        ("cut.json", text[..text.len() / 2].to_string()),
+        ("short-column.json", short.to_string()),
+    ];
+    for (name, broken) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, broken).unwrap();
+        let (loaded, report) = firefox_profiler_load(&path);
+        assert!(!loaded, "{name} loaded: {report}");
+        assert!(
+            report["errors"]
+                .to_string()
+                .contains("the Firefox Profiler rejected it"),
+            "{name}: refused by the profiler itself: {report}"
+        );
+    }
 }

