@@ -1,8 +1,9 @@
 //! The fast tier: runs in seconds, without root or eBPF. It reads the committed captures of
 //! `tests/data/` and captures built by the tests themselves, and checks every format against
 //! golden outputs, the capture format's round trip, hostile captures, and the generated
-//! documentation. One tool of `.ci/setup` is needed: Linux perf, which reads the perf.data of
-//! off-CPU samples (`perf_offcpu`); without it those tests fail.
+//! documentation. Two tools of `.ci/setup` are needed: Linux perf, which reads the perf.data of
+//! off-CPU samples (`perf_offcpu`), and the Firefox Profiler's loader (`firefox`); without
+//! them those tests fail.
 //!
 //!     cargo test --lib --test fast
 //!
