@@ -155,9 +155,15 @@ pub fn draw(
     out: impl Write,
 ) -> Result<()> {
     if lines.is_empty() {
-        // inferno refuses empty input; an empty profile is still a valid answer.
+        // inferno refuses input without weight (a line of weight 0 too); an empty profile is
+        // still a valid answer: one frame that says so.
         options.notes = "no samples".into();
-        return flamegraph::from_lines(options, ["[no samples] 0"], out)
+        let subtitle = options.subtitle.take();
+        options.subtitle = Some(match subtitle {
+            Some(subtitle) => format!("{subtitle} · no samples selected"),
+            None => "no samples selected".into(),
+        });
+        return flamegraph::from_lines(options, ["[no samples] 1"], out)
             .context("cannot draw the flamegraph");
     }
     flamegraph::from_lines(options, lines.iter().map(String::as_str), out)

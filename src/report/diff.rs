@@ -259,7 +259,14 @@ impl FoldedDiff {
         options.count_name = unit.into();
         // Colours are the differential's; the hash only picks among equal ones.
         options.deterministic = true;
-        draw(&mut options, &self.lines, out)
+        // Widths are the new's: with no new samples there is nothing to draw (inferno would
+        // refuse lines whose every width is 0).
+        let lines: &[String] = if self.new_total == 0 {
+            &[]
+        } else {
+            &self.lines
+        };
+        draw(&mut options, lines, out)
     }
 }
 
@@ -514,4 +521,89 @@ fn share_changes(
     });
     changes.truncate(top);
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(lines: &[(&str, u64)]) -> Vec<(String, u64)> {
+        lines.iter().map(|&(l, w)| (l.to_string(), w)).collect()
+    }
+
+    #[test]
+    fn the_base_is_scaled_to_the_new_total_rounding_to_nearest() {
+        // Base 30:10 of 40, new 20:60 of 80: the base doubles. `app;main` (a frame with a space
+        // in it sorts by stack, not by line) is only in the new; `app;gone` only in the base.
+        let base = lines(&[
+            ("app;main;hot_a", 30),
+            ("app;main;hot_b", 9),
+            ("app;gone", 1),
+        ]);
+        let new = lines(&[
+            ("app;main;hot_a", 20),
+            ("app;main;hot_b", 59),
+            ("app;main x", 1),
+        ]);
+        assert_eq!(
+            differential_lines(&base, &new, true).unwrap(),
+            [
+                "app;gone 2 0",
+                "app;main x 0 1",
+                "app;main;hot_a 60 20",
+                "app;main;hot_b 18 59",
+            ]
+        );
+        assert_eq!(
+            differential_lines(&base, &new, false).unwrap()[2],
+            "app;main;hot_a 30 20"
+        );
+        // 1 of 3 scaled to 2: 0.67 rounds to 1 (inferno's own normalize says 0).
+        let base = lines(&[("a", 1), ("b", 2)]);
+        let new = lines(&[("a", 1), ("b", 1)]);
+        assert_eq!(
+            differential_lines(&base, &new, true).unwrap(),
+            ["a 1 1", "b 1 1"]
+        );
+        assert!(differential_lines(&[], &[], true).unwrap().is_empty());
+    }
+
+    fn weights(list: &[(&str, u64)]) -> FxHashMap<(String, String), u64> {
+        list.iter()
+            .map(|&(f, w)| ((f.to_string(), "app".to_string()), w))
+            .collect()
+    }
+
+    #[test]
+    fn share_changes_rank_the_largest_either_way_first() {
+        let base = weights(&[("hot_a", 75), ("hot_b", 25), ("gone", 0)]);
+        let new = weights(&[("hot_a", 50), ("hot_b", 20), ("new", 30)]);
+        let changes = share_changes(&base, 100, &new, 100, 10);
+        let summary: Vec<(&str, f64, f64, f64)> = changes
+            .iter()
+            .map(|c| (c.function.as_str(), c.base_percent, c.new_percent, c.change))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("new", 0.0, 30.0, 30.0),
+                ("hot_a", 75.0, 50.0, -25.0),
+                ("hot_b", 25.0, 20.0, -5.0),
+                ("gone", 0.0, 0.0, 0.0),
+            ]
+        );
+        assert_eq!(share_changes(&base, 100, &new, 100, 1).len(), 1);
+        // An empty side: shares of 0, not a division by zero.
+        let empty = share_changes(&base, 100, &FxHashMap::default(), 0, 10);
+        assert_eq!(empty[0].function, "hot_a");
+        assert_eq!((empty[0].new_percent, empty[0].change), (0.0, -75.0));
+    }
+
+    #[test]
+    fn window_labels() {
+        assert_eq!(windows_label(&[]), "no windows");
+        assert_eq!(windows_label(&[2]), "window 2");
+        assert_eq!(windows_label(&[0, 1, 2]), "windows 0..2");
+        assert_eq!(windows_label(&[0, 5]), "2 windows in 0..5");
+    }
 }

@@ -17,6 +17,7 @@ mod util;
 mod pprof_reader;
 
 mod captures;
+mod diff;
 mod docs;
 mod golden;
 mod off_cpu_pprof;
