@@ -16,6 +16,7 @@ mod pprof_reader;
 #[path = "../support/util.rs"]
 mod util;
 
+mod diff;
 mod hostile;
 mod kernel_unwind;
 mod off_cpu;
