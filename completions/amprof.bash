@@ -587,7 +587,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__report)
-            opts="-i -f -o -p -c -e -q -h --input --format --output --window --pid --comm --event --json --top --quiet --help"
+            opts="-i -f -o -p -c -e -q -h --input --diff --base-window --base-pid --base-comm --format --output --window --pid --comm --event --json --top --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +598,22 @@ _amprof() {
                     return 0
                     ;;
                 -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --diff)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-comm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
