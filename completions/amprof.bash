@@ -587,7 +587,7 @@ _amprof() {
             return 0
             ;;
         amprof__subcmd__report)
-            opts="-i -f -o -p -c -e -q -h --input --format --output --window --pid --comm --event --json --top --quiet --help"
+            opts="-i -f -o -p -c -e -q -h --input --diff --base-window --base-pid --base-comm --format --output --window --pid --comm --event --json --top --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,12 +601,28 @@ _amprof() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --diff)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-comm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
-                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof firefox" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "summary flamegraph folded perf pprof firefox" -- "${cur}"))
                     return 0
                     ;;
                 --output)

@@ -27,7 +27,7 @@ end
 complete -c amprof -n "__fish_amprof_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c amprof -n "__fish_amprof_needs_command" -s V -l version -d 'Print version'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
-complete -c amprof -n "__fish_amprof_needs_command" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof'
+complete -c amprof -n "__fish_amprof_needs_command" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof; or compare two captures (--diff)'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
 complete -c amprof -n "__fish_amprof_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s F -l frequency -d 'Samples per second on each CPU' -r
@@ -71,20 +71,25 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -l off-cpu -d 'Als
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l agentless -d 'Send straight to Datadog\'s intake, with the API key in DD_API_KEY (never a flag). This is the default when DD_API_KEY is set and no Agent is configured'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -l insecure -d 'gRPC without TLS for an endpoint given as host:port (an http:// or https:// endpoint says it itself). Else $OTEL_EXPORTER_OTLP_PROFILES_INSECURE or $OTEL_EXPORTER_OTLP_INSECURE'
 complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read (with --diff: the new capture, "after")' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l diff -d 'Compare with this capture, the base ("before"): as a summary of the functions whose share changed most, a differential flamegraph (red: grew, blue: shrank; normalised by each side\'s total), or folded `stack base new` lines (the base column normalised). --window, --pid and --comm select in the new capture, --base-* in this one' -r -F
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-window -d 'With --diff: windows of the base capture (default: --window)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-pid -d 'With --diff: processes of the base capture (default: --pid)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-comm -d 'With --diff: process names of the base capture (default: --comm)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'
 flamegraph\t'An interactive SVG flamegraph (inferno)'
 folded\t'Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope)'
 perf\t'perf.data, for `perf report`, `perf script`, hotspot and other perf tools'
-pprof\t'Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends'"
-complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data and profile.pb.gz for those formats; standard output for summary and folded' -r -F
+pprof\t'Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends'
+firefox\t'The Firefox Profiler (profiler.firefox.com, or `samply load`): a timeline per thread, markers for CPUs, windows and off-CPU waits; gzipped when the name ends in .gz'"
+complete -c amprof -n "__fish_amprof_using_subcommand report" -s o -l output -d 'Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data, profile.pb.gz (pprof) and profile.json.gz (firefox) for those formats; standard output for summary and folded' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l window -d 'Only window N, or windows A..B (inclusive), by the index the summary shows' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s p -l pid -d 'Only these processes (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s c -l comm -d 'Only processes with these names (comma-separated or repeated)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s e -l event -d 'Which samples: on-CPU, off-CPU (time blocked or waiting for a CPU; needs a capture recorded with --off-cpu), or wall (both, as time)' -r -f -a "on-cpu\t'Samples of threads running on a CPU'
 off-cpu\t'Time threads spent off the CPU: blocked (sleeps, locks, I/O) or waiting for a CPU'
 wall\t'Both, as time: where the threads\' wall-clock time went'"
-complete -c amprof -n "__fish_amprof_using_subcommand report" -l top -d 'Functions and processes listed in the summary' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l top -d 'Functions and processes listed in the summary (with --diff: functions in each list)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l json -d 'The summary as JSON'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s q -l quiet -d 'No notes on standard error'
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -139,7 +144,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subc
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from help" -f -a "otlp" -d 'To an OpenTelemetry (OTLP) profiles endpoint, over HTTP or gRPC'
 complete -c amprof -n "__fish_amprof_using_subcommand push; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "record" -d 'Sample on-CPU stacks of the whole system, some processes, or a command'
-complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof'
+complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "report" -d 'Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof; or compare two captures (--diff)'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "push" -d 'Send a capture\'s windows as profiles to Datadog or an OTLP endpoint'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and not __fish_seen_subcommand_from record report push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c amprof -n "__fish_amprof_using_subcommand help; and __fish_seen_subcommand_from push" -f -a "datadog" -d 'To a Datadog Agent, or Datadog\'s intake with DD_API_KEY'

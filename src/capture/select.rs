@@ -133,8 +133,9 @@ impl Selection {
     }
 
     /// The usage error for a capture none of whose windows the selection keeps (only when
-    /// windows were asked for: a capture without windows is not an error).
-    pub fn no_window_error(&self) -> Option<Error> {
+    /// windows were asked for: a capture without windows is not an error). `capture` names it
+    /// in the message (`the capture`, `the base capture`).
+    pub fn no_window_error(&self, capture: &str) -> Option<Error> {
         if self.windows.is_empty() {
             return None;
         }
@@ -144,7 +145,7 @@ impl Selection {
             .map(|r| format!("{}..{}", r.start(), r.end()))
             .collect();
         Some(usage(format!(
-            "the capture has no window in {}",
+            "{capture} has no window in {}",
             ranges.join(",")
         )))
     }
@@ -309,10 +310,13 @@ mod tests {
         };
         assert!(!elsewhere.includes_window(&w));
         assert_eq!(
-            elsewhere.no_window_error().unwrap().to_string(),
+            elsewhere
+                .no_window_error("the capture")
+                .unwrap()
+                .to_string(),
             "the capture has no window in 0..1,5..5"
         );
-        assert!(all.no_window_error().is_none());
+        assert!(all.no_window_error("the capture").is_none());
     }
 
     #[test]

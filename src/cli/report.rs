@@ -11,7 +11,8 @@ use crate::{
     report::{self, Format, ReportOptions},
 };
 
-/// Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof.
+/// Turn a capture into a summary, a flamegraph, folded stacks, perf.data or pprof; or compare two
+/// captures (--diff).
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   amprof report                                     summary of amprof.data
@@ -21,12 +22,36 @@ use crate::{
   amprof report --format pprof -o cpu.pprof         for go tool pprof
   amprof report --format firefox -o profile.json.gz timeline for the Firefox Profiler
   amprof report --window 2..4 --comm python3 --json  JSON summary of windows 2 to 4
+  amprof report --diff before.data -i after.data    functions whose share changed most
+  amprof report --diff before.data -i after.data --format flamegraph -o diff.svg
+                                                    differential flamegraph: red grew, blue shrank
+  amprof report --diff amprof.data --base-window 0..2 --window 3..5
+                                                    two parts of one capture
 
 Exit codes: see amprof --help.")]
 pub struct ReportArgs {
-    /// Capture file to read.
+    /// Capture file to read (with --diff: the new capture, "after").
     #[arg(short, long, value_name = "FILE", default_value = "amprof.data")]
     pub input: PathBuf,
+
+    /// Compare with this capture, the base ("before"): as a summary of the functions whose share
+    /// changed most, a differential flamegraph (red: grew, blue: shrank; normalised by each
+    /// side's total), or folded `stack base new` lines (the base column normalised). --window,
+    /// --pid and --comm select in the new capture, --base-* in this one.
+    #[arg(long, value_name = "BASE")]
+    pub diff: Option<PathBuf>,
+
+    /// With --diff: windows of the base capture (default: --window).
+    #[arg(long, value_name = "N|A..B", requires = "diff")]
+    pub base_window: Option<WindowRange>,
+
+    /// With --diff: processes of the base capture (default: --pid).
+    #[arg(long, value_name = "PID", value_delimiter = ',', requires = "diff")]
+    pub base_pid: Vec<u32>,
+
+    /// With --diff: process names of the base capture (default: --comm).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', requires = "diff")]
+    pub base_comm: Vec<String>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = FormatArg::Summary)]
@@ -59,7 +84,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Functions and processes listed in the summary.
+    /// Functions and processes listed in the summary (with --diff: functions in each list).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
 
@@ -110,6 +135,29 @@ impl From<EventArg> for Event {
 impl ReportArgs {
     /// The options `report` runs with.
     pub fn options(self) -> ReportOptions {
+        let windows: Vec<_> = self.window.map(|w| w.0).into_iter().collect();
+        let event = self.event.into();
+        // A base flag not given selects as its new-side flag does.
+        let base = self.diff.map(|input| report::diff::Base {
+            input,
+            selection: Selection {
+                windows: match self.base_window {
+                    Some(w) => vec![w.0],
+                    None => windows.clone(),
+                },
+                pids: if self.base_pid.is_empty() {
+                    self.pid.clone()
+                } else {
+                    self.base_pid
+                },
+                comms: if self.base_comm.is_empty() {
+                    self.comm.clone()
+                } else {
+                    self.base_comm
+                },
+                event,
+            },
+        });
         ReportOptions {
             input: self.input,
             format: match self.format {
@@ -122,14 +170,15 @@ impl ReportArgs {
             },
             output: self.output,
             selection: Selection {
-                windows: self.window.map(|w| w.0).into_iter().collect(),
+                windows,
                 pids: self.pid,
                 comms: self.comm,
-                event: self.event.into(),
+                event,
             },
             json: self.json,
             top: self.top,
             quiet: self.quiet,
+            base,
         }
     }
 }

@@ -90,7 +90,7 @@ impl<W: Write> Encoder for Flamegraph<'_, W> {
                     "{samples} samples on {} CPUs · kernel {kernel} · {label}",
                     meta.cpus,
                 ));
-                options.count_name = "samples".into();
+                options.count_name = count_name(event).into();
             }
             Event::OffCpu => {
                 options.title = format!("amprof · off-CPU time · {host} · {:.1} s", this.seconds);
@@ -100,7 +100,7 @@ impl<W: Write> Encoder for Flamegraph<'_, W> {
                     seconds(blocked),
                     seconds(runnable),
                 ));
-                options.count_name = "µs off-CPU".into();
+                options.count_name = count_name(event).into();
             }
             Event::Wall => {
                 options.title = format!(
@@ -115,7 +115,7 @@ impl<W: Write> Encoder for Flamegraph<'_, W> {
                     seconds(blocked),
                     seconds(runnable),
                 ));
-                options.count_name = "µs wall".into();
+                options.count_name = count_name(event).into();
             }
         }
         // The java palette colors `_[k]` kernel frames apart from user ones.
@@ -131,16 +131,41 @@ impl<W: Write> Encoder for Flamegraph<'_, W> {
             }
             options.palette_map = Some(&mut off_cpu_colors);
         }
-        if lines.is_empty() {
-            // inferno refuses empty input; an empty profile is still a valid answer.
-            options.notes = "no samples".into();
-            flamegraph::from_lines(&mut options, ["[no samples] 0"], this.out)
-                .context("cannot draw the flamegraph")?;
-            return Ok(Vec::new());
-        }
         let text: Vec<String> = lines.iter().map(|(l, c)| format!("{l} {c}")).collect();
-        flamegraph::from_lines(&mut options, text.iter().map(String::as_str), this.out)
-            .context("cannot draw the flamegraph")?;
+        draw(&mut options, &text, this.out)?;
         Ok(Vec::new())
     }
+}
+
+/// What a frame's width counts in a flamegraph of `event` (folded weights: see
+/// [`super::folded`]).
+pub fn count_name(event: Event) -> &'static str {
+    match event {
+        Event::OnCpu => "samples",
+        Event::OffCpu => "µs off-CPU",
+        Event::Wall => "µs wall",
+    }
+}
+
+/// Draws folded `lines` (sorted; one or two weight columns, the second a differential) with
+/// `options`.
+pub fn draw(
+    options: &mut flamegraph::Options<'_>,
+    lines: &[String],
+    out: impl Write,
+) -> Result<()> {
+    if lines.is_empty() {
+        // inferno refuses input without weight (a line of weight 0 too); an empty profile is
+        // still a valid answer: one frame that says so.
+        options.notes = "no samples".into();
+        let subtitle = options.subtitle.take();
+        options.subtitle = Some(match subtitle {
+            Some(subtitle) => format!("{subtitle} · no samples selected"),
+            None => "no samples selected".into(),
+        });
+        return flamegraph::from_lines(options, ["[no samples] 1"], out)
+            .context("cannot draw the flamegraph");
+    }
+    flamegraph::from_lines(options, lines.iter().map(String::as_str), out)
+        .context("cannot draw the flamegraph")
 }

@@ -1,14 +1,16 @@
 //! `amprof report`: read a capture window by window, keep what the selection keeps, and write
-//! one format: the summary ([`summary`]) or an encoder of [`crate::encode`].
+//! one format: the summary ([`summary`]) or an encoder of [`crate::encode`]; with `--diff`, two
+//! captures read the same way and compared ([`diff`]).
 
+pub mod diff;
 pub mod summary;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use crate::{
-    capture::{CaptureReader, Selection},
+    capture::{CaptureReader, Event, Selection, Window},
     encode::{
         Encoder, Ending, firefox::Firefox, flamegraph::Flamegraph, folded::Folded, perf::PerfFile,
         pprof::PprofFile,
@@ -36,6 +38,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Summary => "summary",
+            Format::Flamegraph => "flamegraph",
+            Format::Folded => "folded",
+            Format::Perf => "perf",
+            Format::Pprof => "pprof",
+            Format::Firefox => "firefox",
+        }
+    }
+
     /// Where the format goes without `-o`: `None` for standard output.
     pub fn default_output(self) -> Option<&'static str> {
         match self {
@@ -61,25 +75,17 @@ pub struct ReportOptions {
     pub top: usize,
     /// No notes on standard error.
     pub quiet: bool,
+    /// `--diff`: the capture to compare `input` with, and what of it to read.
+    pub base: Option<diff::Base>,
 }
 
 pub fn report(options: &ReportOptions) -> Result<()> {
-    // A damaged or hostile capture is refused before any format starts on it, in the memory of
-    // one window: every window is read and validated once (the reader bounds what they expand
-    // to), then read again for the format.
-    let mut check = CaptureReader::open(&options.input)?;
-    while check.next_window()?.is_some() {}
-    drop(check);
-    let mut reader = CaptureReader::open(&options.input)?;
+    if let Some(base) = &options.base {
+        return diff::report(options, base);
+    }
+    let mut reader = open_capture(&options.input, options.selection.event, "the capture")?;
     let meta = reader.meta().clone();
     let event = options.selection.event;
-    if event.includes_off_cpu() && meta.off_cpu_period_ns == 0 {
-        // An empty off-CPU profile would read as "never blocked": say what is missing instead.
-        return Err(usage(format!(
-            "--event {}: the capture has no off-CPU samples: record with --off-cpu",
-            event.name()
-        )));
-    }
     // Nothing appears at the output path unless the whole report is written.
     let mut output = Output::open(options.output.as_deref(), options.format.default_output())?;
     // Gzip goes with the name, as for the Firefox Profiler's own files; standard output stays
@@ -102,18 +108,9 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         Format::Perf => Box::new(PerfFile::new(&options.input, &meta, &mut output)?),
         Format::Firefox => Box::new(Firefox::new(&meta, event, gzip, &mut output)),
     };
-    let mut selected = 0;
-    while let Some(window) = reader.next_window()? {
-        if options.selection.includes_window(&window) {
-            selected += 1;
-            encoder.add(&window, &options.selection)?;
-        }
-    }
-    if selected == 0
-        && let Some(error) = options.selection.no_window_error()
-    {
-        return Err(error);
-    }
+    each_selected_window(&mut reader, &options.selection, "the capture", |window| {
+        encoder.add(window, &options.selection)
+    })?;
     let completeness = reader
         .completeness()
         .unwrap_or(crate::capture::Completeness::NotFinalized);
@@ -128,4 +125,46 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens the capture at `path` for a report of `event`'s samples. `what` names the capture in
+/// errors (`the capture`, `the base capture`).
+///
+/// A damaged or hostile capture is refused before any format starts on it, in the memory of one
+/// window: every window is read and validated once (the reader bounds what they expand to),
+/// then the capture is opened again for the format.
+fn open_capture(path: &Path, event: Event, what: &str) -> Result<CaptureReader> {
+    let mut check = CaptureReader::open(path)?;
+    while check.next_window()?.is_some() {}
+    drop(check);
+    let reader = CaptureReader::open(path)?;
+    if event.includes_off_cpu() && reader.meta().off_cpu_period_ns == 0 {
+        // An empty off-CPU profile would read as "never blocked": say what is missing instead.
+        return Err(usage(format!(
+            "--event {}: {what} has no off-CPU samples: record with --off-cpu",
+            event.name()
+        )));
+    }
+    Ok(reader)
+}
+
+/// Calls `each` with every window of `reader` that `selection` keeps, in capture order, one
+/// window in memory at a time; a usage error if windows were asked for and none is there.
+fn each_selected_window(
+    reader: &mut CaptureReader,
+    selection: &Selection,
+    what: &str,
+    mut each: impl FnMut(&Window) -> Result<()>,
+) -> Result<()> {
+    let mut selected = 0;
+    while let Some(window) = reader.next_window()? {
+        if selection.includes_window(&window) {
+            selected += 1;
+            each(&window)?;
+        }
+    }
+    match selection.no_window_error(what) {
+        Some(error) if selected == 0 => Err(error),
+        _ => Ok(()),
+    }
 }

@@ -250,6 +250,36 @@ impl Ranking {
     }
 }
 
+/// Every function's weight of one event, from a [`Tally`] (for `report --diff`): keyed by
+/// `(function, module)` as the summary's lists are.
+#[derive(Debug, Default)]
+pub struct FunctionWeights {
+    /// Weight as the self frame (the innermost frame; for off-CPU weight, the innermost user
+    /// frame: see the module documentation).
+    pub self_weights: FxHashMap<(String, String), u64>,
+    /// Weight anywhere in the stack (self + children; a recursive function once per stack).
+    pub total_weights: FxHashMap<(String, String), u64>,
+    /// The whole weight, what shares are of.
+    pub total: u64,
+    /// Samples of the event: on-CPU, off-CPU, or both (`wall`).
+    pub samples: u64,
+}
+
+impl FunctionWeights {
+    /// Adds `ranking`'s weights times `scale`.
+    fn add(&mut self, ranking: Ranking, scale: u64) {
+        for (into, from) in [
+            (&mut self.self_weights, ranking.self_weights),
+            (&mut self.total_weights, ranking.total_weights),
+        ] {
+            for (key, weight) in from {
+                let total = into.entry(key).or_default();
+                *total = total.saturating_add(weight.saturating_mul(scale));
+            }
+        }
+    }
+}
+
 /// Off-CPU samples added (captures recorded with `--off-cpu`).
 #[derive(Default)]
 struct OffCpuTally {
@@ -336,6 +366,31 @@ impl Tally {
             off_cpu: window_off_cpu,
         });
         self.last = Some((window.end_ns, window.evicted_before));
+    }
+
+    /// Takes every function's weight of `event` out of the tally (not a top list): on-CPU
+    /// samples (`on-cpu`), off-CPU nanoseconds (`off-cpu`), or nanoseconds of both (`wall`, an
+    /// on-CPU sample standing for `period_ns`), as the summary ranks them. The tally's lists
+    /// are empty afterwards; its windows and totals stay.
+    pub fn take_function_weights(&mut self, event: Event, period_ns: u64) -> FunctionWeights {
+        let mut weights = FunctionWeights::default();
+        if event.includes_on_cpu() {
+            let scale = if event == Event::OnCpu { 1 } else { period_ns };
+            weights.add(std::mem::take(&mut self.on_cpu), scale);
+            weights.samples = self.totals.samples;
+            weights.total = self.totals.samples.saturating_mul(scale);
+        }
+        if event.includes_off_cpu()
+            && let Some(off) = &mut self.off_cpu
+        {
+            weights.add(std::mem::take(&mut off.ranking), 1);
+            weights.samples = weights.samples.saturating_add(off.samples);
+            weights.total = off
+                .ns
+                .iter()
+                .fold(weights.total, |t, &ns| t.saturating_add(ns));
+        }
+        weights
     }
 
     /// The summary of what was added: `top` functions and processes of each list.
@@ -776,23 +831,29 @@ fn write_function(
     function: &str,
     module: &str,
 ) -> Result<()> {
-    let module = if module.is_empty() {
+    writeln!(
+        out,
+        "{weight:>9} {percent:>5.1}%  {}{}",
+        printable(function),
+        module_label(module)
+    )?;
+    Ok(())
+}
+
+/// What follows a function's name in a text list: its escaped module in brackets, after two
+/// spaces (nothing for no module).
+pub(super) fn module_label(module: &str) -> String {
+    if module.is_empty() {
         String::new()
     } else if module.starts_with('[') && module.ends_with(']') {
         // Pseudo-modules are bracketed already: `[kernel.kallsyms]`, `[vdso]`.
         format!("  {}", printable(module))
     } else {
         format!("  [{}]", printable(module))
-    };
-    writeln!(
-        out,
-        "{weight:>9} {percent:>5.1}%  {}{module}",
-        printable(function)
-    )?;
-    Ok(())
+    }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+pub(super) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

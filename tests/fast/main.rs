@@ -21,6 +21,7 @@ mod firefox_reader;
 mod pprof_reader;
 
 mod captures;
+mod diff;
 mod docs;
 mod firefox;
 mod golden;

@@ -22,6 +22,7 @@ mod pprof_reader;
 #[path = "../support/util.rs"]
 mod util;
 
+mod diff;
 mod firefox;
 mod hostile;
 mod kernel_unwind;
