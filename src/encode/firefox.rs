@@ -37,10 +37,11 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use flate2::{Compression, write::GzEncoder};
 use fxprof_processed_profile::{
-    CategoryColor, CategoryHandle, CpuDelta, Frame, FrameFlags, FrameInfo, MarkerFieldFlags,
-    MarkerFieldFormat, MarkerLocations, MarkerTiming, ProcessHandle, Profile, ReferenceTimestamp,
-    SamplingInterval, StackHandle, StaticSchemaMarker, StaticSchemaMarkerField, StringHandle,
-    ThreadHandle, Timestamp,
+    CategoryColor, CategoryHandle, CpuDelta, Frame, FrameFlags, FrameInfo, Marker,
+    MarkerFieldFlags, MarkerFieldFormat, MarkerHandle, MarkerLocations, MarkerTiming,
+    MarkerTypeHandle, ProcessHandle, Profile, ReferenceTimestamp, RuntimeSchemaMarkerField,
+    RuntimeSchemaMarkerSchema, SamplingInterval, StackHandle, StringHandle, ThreadHandle,
+    Timestamp,
 };
 use rustc_hash::FxHashMap;
 
@@ -69,6 +70,7 @@ pub struct Firefox<'o, W: Write> {
     start_ns: u64,
     period_ns: u64,
     categories: Categories,
+    marker_types: MarkerTypes,
     /// The track of window markers.
     windows_track: ThreadHandle,
     processes: FxHashMap<u32, ProcessTrack>,
@@ -135,6 +137,7 @@ impl<'o, W: Write> Firefox<'o, W> {
             off_cpu: profile.add_category("Off-CPU", CategoryColor::Blue),
             capture: profile.add_category("Capture", CategoryColor::Gray),
         };
+        let marker_types = MarkerTypes::register(&mut profile);
         // A main thread's track is named after its process.
         let amprof = profile.add_process(
             "amprof windows",
@@ -152,6 +155,7 @@ impl<'o, W: Write> Firefox<'o, W> {
             start_ns: meta.start_ns,
             period_ns,
             categories,
+            marker_types,
             windows_track,
             processes: FxHashMap::default(),
             threads: Vec::new(),
@@ -164,43 +168,58 @@ impl<'o, W: Write> Firefox<'o, W> {
         Timestamp::from_nanos_since_reference(ns.saturating_sub(self.start_ns))
     }
 
+    /// Adds a marker of type `kind` named `name` over `[start_ns, end_ns]` to `thread`.
+    fn add_marker<const N: usize>(
+        &mut self,
+        thread: ThreadHandle,
+        kind: MarkerTypeHandle,
+        category: CategoryHandle,
+        name: &str,
+        (start_ns, end_ns): (u64, u64),
+        values: [f64; N],
+    ) -> MarkerHandle {
+        let marker = AmprofMarker {
+            kind,
+            name: self.profile.intern_string(name),
+            category,
+            values,
+        };
+        let timing = MarkerTiming::Interval(self.timestamp(start_ns), self.timestamp(end_ns));
+        self.profile.add_marker(thread, timing, marker)
+    }
+
     /// The window's markers on the windows track.
     fn add_window_markers(&mut self, window: &Window) {
-        let timing = MarkerTiming::Interval(
-            self.timestamp(window.start_ns),
-            self.timestamp(window.end_ns),
+        let span = (window.start_ns, window.end_ns);
+        let (track, capture) = (self.windows_track, self.categories.capture);
+        let counts = [
+            window.index,
+            window.sample_stacks.len() as u64,
+            window.lost,
+            window.idle,
+            window.late,
+            window.truncated,
+            window.off_cpu_stacks.len() as u64,
+            window.off_cpu_lost,
+        ];
+        let name = format!("Window {}", window.index);
+        let window_type = self.marker_types.window;
+        self.add_marker(
+            track,
+            window_type,
+            capture,
+            &name,
+            span,
+            counts.map(|c| c as f64),
         );
-        let marker = WindowMarker {
-            name: self
-                .profile
-                .intern_string(&format!("Window {}", window.index)),
-            category: self.categories.capture,
-            counts: [
-                window.index as f64,
-                window.sample_stacks.len() as f64,
-                window.lost as f64,
-                window.idle as f64,
-                window.late as f64,
-                window.truncated as f64,
-                window.off_cpu_stacks.len() as f64,
-                window.off_cpu_lost as f64,
-            ],
-        };
-        self.profile
-            .add_marker(self.windows_track, timing.clone(), marker);
         let lost = window.lost.saturating_add(window.off_cpu_lost);
         for (name, count) in [
             ("Lost samples", lost),
             ("Truncated stacks", window.truncated),
         ] {
             if count > 0 {
-                let marker = CountMarker {
-                    name: self.profile.intern_string(name),
-                    category: self.categories.capture,
-                    count: count as f64,
-                };
-                self.profile
-                    .add_marker(self.windows_track, timing.clone(), marker);
+                let count_type = self.marker_types.count;
+                self.add_marker(track, count_type, capture, name, span, [count as f64]);
             }
         }
     }
@@ -263,18 +282,12 @@ impl<'o, W: Write> Firefox<'o, W> {
         let Some(run) = self.threads[track].run.take() else {
             return;
         };
-        let marker = CpuMarker {
-            name: self.profile.intern_string(&format!("CPU {}", run.cpu)),
-            category: self.categories.capture,
-            cpu: run.cpu,
-        };
         // A cpu-clock sample stands for the period before it.
-        let timing = MarkerTiming::Interval(
-            self.timestamp(run.start_ns.saturating_sub(self.period_ns)),
-            self.timestamp(run.end_ns),
-        );
-        let handle = self.threads[track].handle;
-        self.profile.add_marker(handle, timing, marker);
+        let span = (run.start_ns.saturating_sub(self.period_ns), run.end_ns);
+        let (thread, kind) = (self.threads[track].handle, self.marker_types.cpu);
+        let name = format!("CPU {}", run.cpu);
+        let category = self.categories.capture;
+        self.add_marker(thread, kind, category, &name, span, [f64::from(run.cpu)]);
     }
 
     fn add_on_cpu(&mut self, track: usize, sample: &Sample<'_>, stack: Option<StackHandle>) {
@@ -338,16 +351,13 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                         .max(self.threads[track].last_ns.min(end));
                     let stack =
                         stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
-                    let marker = OffCpuMarker {
-                        name: self.profile.intern_string(match off.reason {
-                            OffCpuReason::Blocked => "Blocked",
-                            OffCpuReason::Runnable => "Runnable",
-                        }),
-                        category: self.categories.off_cpu,
-                        cpu: sample.cpu,
+                    let name = match off.reason {
+                        OffCpuReason::Blocked => "Blocked",
+                        OffCpuReason::Runnable => "Runnable",
                     };
-                    let timing = MarkerTiming::Interval(self.timestamp(start), self.timestamp(end));
-                    let handle = self.profile.add_marker(thread, timing, marker);
+                    let (kind, category) = (self.marker_types.off_cpu, self.categories.off_cpu);
+                    let cpu = [f64::from(sample.cpu)];
+                    let handle = self.add_marker(thread, kind, category, name, (start, end), cpu);
                     self.profile.set_marker_stack(thread, handle, stack);
                     let track_state = &mut self.threads[track];
                     track_state.has_markers = true;
@@ -516,37 +526,128 @@ impl<'w> StackCache<'w> {
     }
 }
 
-/// `Window N`: a window's interval and counts.
-struct WindowMarker {
-    name: StringHandle,
-    category: CategoryHandle,
-    /// In the order of [`WindowMarker::FIELDS`].
-    counts: [f64; 8],
+/// One of the marker types amprof writes: its schema, every field an integer.
+struct MarkerType {
+    name: &'static str,
+    description: &'static str,
+    locations: MarkerLocations,
+    chart_label: &'static str,
+    tooltip_label: &'static str,
+    table_label: &'static str,
+    /// `(key, label)` of each field, in the order of [`AmprofMarker::values`].
+    fields: &'static [(&'static str, &'static str)],
 }
 
-impl StaticSchemaMarker for WindowMarker {
-    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofWindow";
-    const DESCRIPTION: Option<&'static str> =
-        Some("A window of the capture: amprof records and writes samples window by window.");
-    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
-        .union(MarkerLocations::MARKER_TABLE)
-        .union(MarkerLocations::TIMELINE_OVERVIEW);
-    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
-    const TOOLTIP_LABEL: Option<&'static str> =
-        Some("{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost");
-    const TABLE_LABEL: Option<&'static str> = Some(
-        "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost, {marker.data.truncated} truncated",
-    );
-    const FIELDS: &'static [StaticSchemaMarkerField] = &[
-        count_field("index", "Window"),
-        count_field("samples", "On-CPU samples (all processes)"),
-        count_field("lost", "Samples lost (ring buffer full)"),
-        count_field("idle", "Samples of an idle CPU"),
-        count_field("late", "Samples that came after the window was written"),
-        count_field("truncated", "Stacks cut short (DWARF unwinding)"),
-        count_field("offCpuSamples", "Off-CPU samples (all processes)"),
-        count_field("offCpuLost", "Off-CPU samples lost"),
-    ];
+/// Marker chart and table, and the track's own timeline.
+const IN_TIMELINE: MarkerLocations = MarkerLocations::MARKER_CHART
+    .union(MarkerLocations::MARKER_TABLE)
+    .union(MarkerLocations::TIMELINE_OVERVIEW);
+
+/// `Window N`: a window's interval and counts.
+const WINDOW: MarkerType = MarkerType {
+    name: "AmprofWindow",
+    description: "A window of the capture: amprof records and writes samples window by window.",
+    locations: IN_TIMELINE,
+    chart_label: "{marker.name}",
+    tooltip_label: "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost",
+    table_label: "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost, {marker.data.truncated} truncated",
+    fields: &[
+        ("index", "Window"),
+        ("samples", "On-CPU samples (all processes)"),
+        ("lost", "Samples lost (ring buffer full)"),
+        ("idle", "Samples of an idle CPU"),
+        ("late", "Samples that came after the window was written"),
+        ("truncated", "Stacks cut short (DWARF unwinding)"),
+        ("offCpuSamples", "Off-CPU samples (all processes)"),
+        ("offCpuLost", "Off-CPU samples lost"),
+    ],
+};
+
+/// `Lost samples`, `Truncated stacks`: a count over a window.
+const COUNT: MarkerType = MarkerType {
+    name: "AmprofCount",
+    description: "Samples a window lost, or stacks it cut short.",
+    locations: IN_TIMELINE,
+    chart_label: "{marker.data.count}",
+    tooltip_label: "{marker.name}: {marker.data.count}",
+    table_label: "{marker.name}: {marker.data.count}",
+    fields: &[("count", "Count")],
+};
+
+/// `CPU n`: a thread running on CPU n.
+const CPU: MarkerType = MarkerType {
+    name: "AmprofCpu",
+    description: "The CPU the thread's consecutive on-CPU samples were taken on.",
+    locations: MarkerLocations::MARKER_CHART.union(MarkerLocations::MARKER_TABLE),
+    chart_label: "{marker.name}",
+    tooltip_label: "on {marker.name}",
+    table_label: "on {marker.name}",
+    fields: &[("cpu", "CPU")],
+};
+
+/// `Blocked`, `Runnable`: a thread off the CPU, with the stack it waited in.
+const OFF_CPU: MarkerType = MarkerType {
+    name: "AmprofOffCpu",
+    description: "Time the thread spent off the CPU: blocked (a sleep, a lock, I/O) or runnable (waiting for a CPU).",
+    locations: IN_TIMELINE,
+    chart_label: "{marker.name}",
+    tooltip_label: "Off-CPU: {marker.name}",
+    table_label: "off-CPU, {marker.name}",
+    fields: &[("cpu", "Ran again on CPU")],
+};
+
+/// The profile's handles of [`WINDOW`], [`COUNT`], [`CPU`] and [`OFF_CPU`].
+struct MarkerTypes {
+    window: MarkerTypeHandle,
+    count: MarkerTypeHandle,
+    cpu: MarkerTypeHandle,
+    off_cpu: MarkerTypeHandle,
+}
+
+impl MarkerTypes {
+    fn register(profile: &mut Profile) -> Self {
+        let mut register = |t: &MarkerType| {
+            profile.register_marker_type(RuntimeSchemaMarkerSchema {
+                type_name: t.name.into(),
+                description: Some(t.description.into()),
+                locations: t.locations,
+                chart_label: Some(t.chart_label.into()),
+                tooltip_label: Some(t.tooltip_label.into()),
+                table_label: Some(t.table_label.into()),
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|&(key, label)| RuntimeSchemaMarkerField {
+                        key: key.into(),
+                        label: label.into(),
+                        format: MarkerFieldFormat::Integer,
+                        flags: MarkerFieldFlags::empty(),
+                    })
+                    .collect(),
+                graphs: Vec::new(),
+            })
+        };
+        Self {
+            window: register(&WINDOW),
+            count: register(&COUNT),
+            cpu: register(&CPU),
+            off_cpu: register(&OFF_CPU),
+        }
+    }
+}
+
+/// A marker of one of amprof's types: its name, and a number for each of the type's fields.
+struct AmprofMarker<const N: usize> {
+    kind: MarkerTypeHandle,
+    name: StringHandle,
+    category: CategoryHandle,
+    values: [f64; N],
+}
+
+impl<const N: usize> Marker for AmprofMarker<N> {
+    fn marker_type(&self, _: &mut Profile) -> MarkerTypeHandle {
+        self.kind
+    }
 
     fn name(&self, _: &mut Profile) -> StringHandle {
         self.name
@@ -556,131 +657,15 @@ impl StaticSchemaMarker for WindowMarker {
         self.category
     }
 
-    /// No string fields: never called.
+    /// amprof's types have no string fields: never called.
     fn string_field_value(&self, _: u32) -> StringHandle {
         self.name
     }
 
     fn number_field_value(&self, field_index: u32) -> f64 {
-        self.counts
+        self.values
             .get(field_index as usize)
             .copied()
             .unwrap_or_default()
-    }
-}
-
-/// `Lost samples`, `Truncated stacks`: a count over a window.
-struct CountMarker {
-    name: StringHandle,
-    category: CategoryHandle,
-    count: f64,
-}
-
-impl StaticSchemaMarker for CountMarker {
-    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofCount";
-    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
-        .union(MarkerLocations::MARKER_TABLE)
-        .union(MarkerLocations::TIMELINE_OVERVIEW);
-    const CHART_LABEL: Option<&'static str> = Some("{marker.data.count}");
-    const TOOLTIP_LABEL: Option<&'static str> = Some("{marker.name}: {marker.data.count}");
-    const TABLE_LABEL: Option<&'static str> = Some("{marker.name}: {marker.data.count}");
-    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("count", "Count")];
-
-    fn name(&self, _: &mut Profile) -> StringHandle {
-        self.name
-    }
-
-    fn category(&self, _: &mut Profile) -> CategoryHandle {
-        self.category
-    }
-
-    /// No string fields: never called.
-    fn string_field_value(&self, _: u32) -> StringHandle {
-        self.name
-    }
-
-    fn number_field_value(&self, _: u32) -> f64 {
-        self.count
-    }
-}
-
-/// `CPU n`: a thread running on CPU n.
-struct CpuMarker {
-    name: StringHandle,
-    category: CategoryHandle,
-    cpu: u32,
-}
-
-impl StaticSchemaMarker for CpuMarker {
-    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofCpu";
-    const DESCRIPTION: Option<&'static str> =
-        Some("The CPU the thread's consecutive on-CPU samples were taken on.");
-    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
-    const TABLE_LABEL: Option<&'static str> = Some("on {marker.name}");
-    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("cpu", "CPU")];
-
-    fn name(&self, _: &mut Profile) -> StringHandle {
-        self.name
-    }
-
-    fn category(&self, _: &mut Profile) -> CategoryHandle {
-        self.category
-    }
-
-    /// No string fields: never called.
-    fn string_field_value(&self, _: u32) -> StringHandle {
-        self.name
-    }
-
-    fn number_field_value(&self, _: u32) -> f64 {
-        f64::from(self.cpu)
-    }
-}
-
-/// `Blocked`, `Runnable`: a thread off the CPU, with the stack it waited in.
-struct OffCpuMarker {
-    name: StringHandle,
-    category: CategoryHandle,
-    /// The CPU it ran again on.
-    cpu: u32,
-}
-
-impl StaticSchemaMarker for OffCpuMarker {
-    const UNIQUE_MARKER_TYPE_NAME: &'static str = "AmprofOffCpu";
-    const DESCRIPTION: Option<&'static str> = Some(
-        "Time the thread spent off the CPU: blocked (a sleep, a lock, I/O) or runnable (waiting for a CPU).",
-    );
-    const LOCATIONS: MarkerLocations = MarkerLocations::MARKER_CHART
-        .union(MarkerLocations::MARKER_TABLE)
-        .union(MarkerLocations::TIMELINE_OVERVIEW);
-    const CHART_LABEL: Option<&'static str> = Some("{marker.name}");
-    const TOOLTIP_LABEL: Option<&'static str> = Some("Off-CPU: {marker.name}");
-    const TABLE_LABEL: Option<&'static str> = Some("off-CPU, {marker.name}");
-    const FIELDS: &'static [StaticSchemaMarkerField] = &[count_field("cpu", "Ran again on CPU")];
-
-    fn name(&self, _: &mut Profile) -> StringHandle {
-        self.name
-    }
-
-    fn category(&self, _: &mut Profile) -> CategoryHandle {
-        self.category
-    }
-
-    /// No string fields: never called.
-    fn string_field_value(&self, _: u32) -> StringHandle {
-        self.name
-    }
-
-    fn number_field_value(&self, _: u32) -> f64 {
-        f64::from(self.cpu)
-    }
-}
-
-const fn count_field(key: &'static str, label: &'static str) -> StaticSchemaMarkerField {
-    StaticSchemaMarkerField {
-        key,
-        label,
-        format: MarkerFieldFormat::Integer,
-        flags: MarkerFieldFlags::empty(),
     }
 }

@@ -99,7 +99,8 @@ fn capture(dir: &Path) -> PathBuf {
     path
 }
 
-fn report(capture: &Path, output: &Path, extra: &[&str]) -> Profile {
+/// `amprof report -f firefox` of `capture` into `output` (`-`: standard output), with `extra`.
+fn run_report(capture: &Path, output: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "report",
         "-i",
@@ -107,10 +108,15 @@ fn report(capture: &Path, output: &Path, extra: &[&str]) -> Profile {
         "-f",
         "firefox",
         "-o",
-        output.to_str().unwrap(),
+        output,
     ];
     args.extend(extra);
-    assert_ok(&run(&args));
+    run(&args)
+}
+
+/// The profile `report -f firefox` writes to `output`, read back.
+fn report(capture: &Path, output: &Path, extra: &[&str]) -> Profile {
+    assert_ok(&run_report(capture, output.to_str().unwrap(), extra));
     Profile::read(output)
 }
 
@@ -287,19 +293,7 @@ fn selection_plain_json_and_a_capture_without_off_cpu() {
     let dir = scratch("firefox-select");
     let capture = capture(&dir);
     // Standard output is plain JSON; --pid keeps one process (and the windows track).
-    let out = run(&[
-        "report",
-        "-i",
-        capture.to_str().unwrap(),
-        "-f",
-        "firefox",
-        "-o",
-        "-",
-        "--pid",
-        "200",
-        "--window",
-        "0",
-    ]);
+    let out = run_report(&capture, "-", &["--pid", "200", "--window", "0"]);
     assert_ok(&out);
     let profile = Profile::parse(serde_json::from_slice(&out.stdout).unwrap());
     let mut pids: Vec<&str> = profile.threads.iter().map(|t| t.pid.as_str()).collect();
@@ -313,19 +307,10 @@ fn selection_plain_json_and_a_capture_without_off_cpu() {
     let mut no_off_cpu = windows_without_off_cpu();
     no_off_cpu[0].off_cpu_lost = 0;
     write_capture(&plain, &meta(), no_off_cpu).unwrap();
-    let out = run(&[
-        "report",
-        "-i",
-        plain.to_str().unwrap(),
-        "-f",
-        "firefox",
-        "-o",
-        dir.join("x.json").to_str().unwrap(),
-        "--event",
-        "off-cpu",
-    ]);
+    let x = dir.join("x.json");
+    let out = run_report(&plain, x.to_str().unwrap(), &["--event", "off-cpu"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(!dir.join("x.json").exists());
+    assert!(!x.exists());
 }
 
 fn windows_without_off_cpu() -> [Window; 2] {

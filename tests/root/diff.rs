@@ -33,15 +33,9 @@ fn captures() -> &'static (PathBuf, PathBuf) {
         let dir = scratch("diff");
         let record = |name: &str, hot_a_percent: f64| {
             let capture = dir.join(name);
-            let output = amprof()
-                .args(["record", "-q", "-F", "499", "--window", "1s", "-o"])
-                .arg(&capture)
-                .arg("--")
-                .arg(hotspot())
-                .args(["2", "1", &hot_a_percent.to_string()])
-                .output()
-                .unwrap();
-            assert_ok(&output);
+            let hot_a_percent = hot_a_percent.to_string();
+            let flags = ["-F", "499", "--window", "1s"];
+            record_hotspot(&capture, &flags, &["2", "1", &hot_a_percent]);
             capture
         };
         (

@@ -51,15 +51,7 @@ fn a_track_per_thread_with_every_sample() {
     let _root = require_root();
     let dir = scratch("firefox-hotspot");
     let capture = dir.join("hotspot.data");
-    let output = amprof()
-        .args(["record", "-q", "-F", "499", "--window", "1s", "-o"])
-        .arg(&capture)
-        .arg("--")
-        .arg(hotspot())
-        .args(["2", "2"])
-        .output()
-        .unwrap();
-    assert_ok(&output);
+    record_hotspot(&capture, &["-F", "499", "--window", "1s"], &["2", "2"]);
     let summary = summary(&capture, &["--comm", "hotspot"]);
     let pid = pids(&summary)[0] as u32;
     let (per_tid, cpus) = capture_samples(&capture, pid);

@@ -17,15 +17,7 @@ fn capture() -> &'static Path {
     CAPTURE.get_or_init(|| {
         let _root = require_root();
         let capture = scratch("pprof-export").join("hotspot.data");
-        let output = amprof()
-            .args(["record", "-q", "-F", "499", "--window", "1s", "-o"])
-            .arg(&capture)
-            .arg("--")
-            .arg(hotspot())
-            .args(["2", "2"])
-            .output()
-            .unwrap();
-        assert_ok(&output);
+        record_hotspot(&capture, &["-F", "499", "--window", "1s"], &["2", "2"]);
         capture
     })
 }

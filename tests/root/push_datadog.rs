@@ -74,15 +74,7 @@ fn hotspot_capture() -> &'static Path {
     CAPTURE.get_or_init(|| {
         let _root = require_root();
         let capture = scratch("push-datadog-capture").join("hotspot.data");
-        let output = amprof()
-            .args(["record", "-q", "-F", "199", "--window", "1s", "-o"])
-            .arg(&capture)
-            .arg("--")
-            .arg(hotspot())
-            .args(["2.5", "2"])
-            .output()
-            .unwrap();
-        assert_ok(&output);
+        record_hotspot(&capture, &["-F", "199", "--window", "1s"], &["2.5", "2"]);
         capture
     })
 }

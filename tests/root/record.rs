@@ -15,15 +15,7 @@ fn the_designed_hot_function_dominates_with_the_designed_split() {
     let _alone = require_root_alone();
     let dir = scratch("split");
     let capture = dir.join("split.data");
-    let output = amprof()
-        .args(["record", "-q", "-F", "499", "-o"])
-        .arg(&capture)
-        .arg("--")
-        .arg(hotspot())
-        .arg("3")
-        .output()
-        .unwrap();
-    assert_ok(&output);
+    record_hotspot(&capture, &["-F", "499"], &["3"]);
     let summary = summary(&capture, &[]);
     let (a, b) = (
         self_samples(&summary, "hot_a"),

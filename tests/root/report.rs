@@ -14,15 +14,7 @@ fn capture() -> &'static Path {
         let _root = require_root();
         let dir = scratch("report");
         let capture = dir.join("hotspot.data");
-        let output = amprof()
-            .args(["record", "-q", "-F", "499", "--window", "1s", "-o"])
-            .arg(&capture)
-            .arg("--")
-            .arg(hotspot())
-            .arg("2")
-            .output()
-            .unwrap();
-        assert_ok(&output);
+        record_hotspot(&capture, &["-F", "499", "--window", "1s"], &["2"]);
         capture
     })
 }

@@ -68,6 +68,22 @@ pub fn hotspot() -> &'static Path {
 }
 
 /// Compiles `tests/fixtures/NAME.c` with `flags` into the target directory.
+/// Records the hotspot fixture run with `arguments` into `capture`: `amprof record -q` with
+/// `flags`; fails the test unless amprof succeeds.
+pub fn record_hotspot(capture: &Path, flags: &[&str], arguments: &[&str]) {
+    let output = amprof()
+        .args(["record", "-q"])
+        .args(flags)
+        .arg("-o")
+        .arg(capture)
+        .arg("--")
+        .arg(hotspot())
+        .args(arguments)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+}
+
 pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
     compile_c_as(name, name, flags)
 }
