@@ -78,6 +78,49 @@ impl Meta {
     }
 }
 
+/// Appending samples: the one place that writes the sample columns. Each kind's times are
+/// deltas from the sample of that kind before it (the first from the window's start), so the
+/// writer keeps that time: `previous_ns`, the window's `start_ns` before the first sample.
+/// Samples come in time order; one earlier than the one before is put at that one's time
+/// (a delta cannot be negative).
+impl Window {
+    pub fn push_sample(
+        &mut self,
+        previous_ns: &mut u64,
+        time_ns: u64,
+        tid: u32,
+        cpu: u32,
+        stack: u32,
+    ) {
+        self.sample_time_deltas
+            .push(time_ns.saturating_sub(*previous_ns));
+        *previous_ns = time_ns.max(*previous_ns);
+        self.sample_tids.push(tid);
+        self.sample_cpus.push(cpu);
+        self.sample_stacks.push(stack);
+    }
+
+    /// An off-CPU sample: `off_cpu` is the time off the CPU it stands for, and why.
+    pub fn push_off_cpu_sample(
+        &mut self,
+        previous_ns: &mut u64,
+        time_ns: u64,
+        tid: u32,
+        cpu: u32,
+        stack: u32,
+        (off_cpu_ns, reason): (u64, OffCpuReason),
+    ) {
+        self.off_cpu_time_deltas
+            .push(time_ns.saturating_sub(*previous_ns));
+        *previous_ns = time_ns.max(*previous_ns);
+        self.off_cpu_tids.push(tid);
+        self.off_cpu_cpus.push(cpu);
+        self.off_cpu_stacks.push(stack);
+        self.off_cpu_ns.push(off_cpu_ns);
+        self.off_cpu_reasons.push(reason as i32);
+    }
+}
+
 /// What a recording was asked to profile.
 #[derive(Clone, PartialEq, Message)]
 pub struct Target {

@@ -208,18 +208,51 @@ where
 /// Every sample of `window`, in time order. The reader validated the window (columns of equal
 /// length, indices in range); a sample that refers to nothing is skipped, never a panic.
 pub fn samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
+    let columns: Columns<'_> = (
+        &window.sample_time_deltas,
+        &window.sample_tids,
+        &window.sample_cpus,
+        &window.sample_stacks,
+    );
+    column_samples(window, columns).map(|(_, sample)| sample)
+}
+
+/// Every off-CPU sample of `window`, in time order (validated like [`samples`]).
+pub fn off_cpu_samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
+    let columns: Columns<'_> = (
+        &window.off_cpu_time_deltas,
+        &window.off_cpu_tids,
+        &window.off_cpu_cpus,
+        &window.off_cpu_stacks,
+    );
+    column_samples(window, columns).filter_map(|(index, mut sample)| {
+        let reason = OffCpuReason::try_from(*window.off_cpu_reasons.get(index)?).ok()?;
+        let ns = *window.off_cpu_ns.get(index)?;
+        sample.off_cpu = Some(OffCpu { ns, reason });
+        Some(sample)
+    })
+}
+
+/// The columns of one kind of sample: time deltas, tids, CPUs, stack indices.
+type Columns<'w> = (&'w [u64], &'w [u32], &'w [u32], &'w [u32]);
+
+/// The samples of `columns` (as on-CPU samples), with their index in the columns.
+fn column_samples<'w>(
+    window: &'w Window,
+    (deltas, tids, cpus, stacks): Columns<'w>,
+) -> impl Iterator<Item = (usize, Sample<'w>)> + 'w {
     let mut time = window.start_ns;
-    window
-        .sample_time_deltas
+    deltas
         .iter()
-        .zip(&window.sample_tids)
-        .zip(&window.sample_cpus)
-        .zip(&window.sample_stacks)
-        .filter_map(move |(((&delta, &tid), &cpu), &stack_index)| {
+        .zip(tids)
+        .zip(cpus)
+        .zip(stacks)
+        .enumerate()
+        .filter_map(move |(index, (((&delta, &tid), &cpu), &stack_index))| {
             time = time.saturating_add(delta);
             let stack = window.stacks.get(stack_index as usize)?;
             let process = window.processes.get(stack.process as usize)?;
-            Some(Sample {
+            let sample = Sample {
                 time_ns: time,
                 tid,
                 cpu,
@@ -228,41 +261,9 @@ pub fn samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
                 process_index: stack.process,
                 process,
                 off_cpu: None,
-            })
+            };
+            Some((index, sample))
         })
-}
-
-/// Every off-CPU sample of `window`, in time order (validated like [`samples`]).
-pub fn off_cpu_samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
-    let mut time = window.start_ns;
-    window
-        .off_cpu_time_deltas
-        .iter()
-        .zip(&window.off_cpu_tids)
-        .zip(&window.off_cpu_cpus)
-        .zip(&window.off_cpu_stacks)
-        .zip(&window.off_cpu_ns)
-        .zip(&window.off_cpu_reasons)
-        .filter_map(
-            move |(((((&delta, &tid), &cpu), &stack_index), &ns), &reason)| {
-                time = time.saturating_add(delta);
-                let stack = window.stacks.get(stack_index as usize)?;
-                let process = window.processes.get(stack.process as usize)?;
-                Some(Sample {
-                    time_ns: time,
-                    tid,
-                    cpu,
-                    stack_index,
-                    stack,
-                    process_index: stack.process,
-                    process,
-                    off_cpu: Some(OffCpu {
-                        ns,
-                        reason: OffCpuReason::try_from(reason).ok()?,
-                    }),
-                })
-            },
-        )
 }
 
 #[cfg(test)]

@@ -252,26 +252,23 @@ impl WindowBuilder {
     /// The window, its sample columns and stack counts filled in.
     pub fn build(mut self) -> Window {
         let w = &mut self.window;
-        let mut previous = 0;
+        let mut previous = w.start_ns;
         for (offset, tid, cpu, stack) in self.samples {
-            w.sample_time_deltas.push(offset.saturating_sub(previous));
-            previous = offset.max(previous);
-            w.sample_tids.push(tid);
-            w.sample_cpus.push(cpu);
-            w.sample_stacks.push(stack);
+            w.push_sample(&mut previous, w.start_ns + offset, tid, cpu, stack);
             if let Some(s) = w.stacks.get_mut(stack as usize) {
                 s.count += 1;
             }
         }
-        let mut previous = 0;
+        let mut previous = w.start_ns;
         for (offset, tid, cpu, stack, ns, reason) in self.off_cpu {
-            w.off_cpu_time_deltas.push(offset.saturating_sub(previous));
-            previous = offset.max(previous);
-            w.off_cpu_tids.push(tid);
-            w.off_cpu_cpus.push(cpu);
-            w.off_cpu_stacks.push(stack);
-            w.off_cpu_ns.push(ns);
-            w.off_cpu_reasons.push(reason as i32);
+            w.push_off_cpu_sample(
+                &mut previous,
+                w.start_ns + offset,
+                tid,
+                cpu,
+                stack,
+                (ns, reason),
+            );
             if let Some(s) = w.stacks.get_mut(stack as usize) {
                 s.off_cpu_count += 1;
                 s.off_cpu_ns += ns;

@@ -337,22 +337,21 @@ fn filter_window(mut window: Window, selection: &Selection) -> Window {
     let (mut previous_on, mut previous_off) = (window.start_ns, window.start_ns);
     for sample in selection.samples(&window) {
         match sample.off_cpu {
-            None => {
-                on.sample_time_deltas.push(sample.time_ns - previous_on);
-                previous_on = sample.time_ns;
-                on.sample_tids.push(sample.tid);
-                on.sample_cpus.push(sample.cpu);
-                on.sample_stacks.push(sample.stack_index);
-            }
-            Some(off_cpu) => {
-                off.off_cpu_time_deltas.push(sample.time_ns - previous_off);
-                previous_off = sample.time_ns;
-                off.off_cpu_tids.push(sample.tid);
-                off.off_cpu_cpus.push(sample.cpu);
-                off.off_cpu_stacks.push(sample.stack_index);
-                off.off_cpu_ns.push(off_cpu.ns);
-                off.off_cpu_reasons.push(off_cpu.reason as i32);
-            }
+            None => on.push_sample(
+                &mut previous_on,
+                sample.time_ns,
+                sample.tid,
+                sample.cpu,
+                sample.stack_index,
+            ),
+            Some(off_cpu) => off.push_off_cpu_sample(
+                &mut previous_off,
+                sample.time_ns,
+                sample.tid,
+                sample.cpu,
+                sample.stack_index,
+                (off_cpu.ns, off_cpu.reason),
+            ),
         }
     }
     let kept = selection.kept_stacks(&window);

@@ -175,21 +175,18 @@ impl WindowSymbolizer {
 
         let mut previous = closed.start_ns;
         for (time, tid, cpu, stack) in closed.samples {
-            out.sample_time_deltas.push(time - previous);
-            previous = time;
-            out.sample_tids.push(tid);
-            out.sample_cpus.push(cpu);
-            out.sample_stacks.push(stack);
+            out.push_sample(&mut previous, time, tid, cpu, stack);
         }
         let mut previous = closed.start_ns;
-        for sample in closed.off_cpu_samples {
-            out.off_cpu_time_deltas.push(sample.time_ns - previous);
-            previous = sample.time_ns;
-            out.off_cpu_tids.push(sample.tid);
-            out.off_cpu_cpus.push(sample.cpu);
-            out.off_cpu_stacks.push(sample.stack);
-            out.off_cpu_ns.push(sample.ns);
-            out.off_cpu_reasons.push(sample.reason as i32);
+        for s in closed.off_cpu_samples {
+            out.push_off_cpu_sample(
+                &mut previous,
+                s.time_ns,
+                s.tid,
+                s.cpu,
+                s.stack,
+                (s.ns, s.reason),
+            );
         }
         out.off_cpu_lost = closed.off_cpu_lost;
         let vanished = super::sigbus::pages_replaced();
