@@ -233,18 +233,20 @@ const KALLSYMS: &str = "/proc/kallsyms";
 
 /// `report --format perf`: the selected windows as perf.data, written as they come.
 pub struct PerfFile<'o> {
-    /// The output until the first window: which events the file has (its attrs, at its start)
-    /// depends on the selection, which comes with the windows.
+    /// The output until the first window (the file is started then, or at the end if no
+    /// window is selected).
     file: Option<&'o mut std::io::BufWriter<std::fs::File>>,
     meta: Meta,
+    /// Which samples: the file's events (its attrs, at its start).
+    event: Event,
     writer: Option<PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>>,
     kernel: Kernel,
 }
 
 impl<'o> PerfFile<'o> {
-    /// perf.data for the capture at `input` (whose first window with kernel frames is read
-    /// once more to plan the kernel map), described by `meta`, into `out`.
-    pub fn new(input: &Path, meta: &Meta, out: &'o mut Output) -> Result<Self> {
+    /// perf.data of `event`'s samples for the capture at `input` (whose first window with
+    /// kernel frames is read once more to plan the kernel map), described by `meta`, into `out`.
+    pub fn new(input: &Path, meta: &Meta, event: Event, out: &'o mut Output) -> Result<Self> {
         let file = match out {
             Output::File(file) => file.writer(),
             Output::Stdout(_) => {
@@ -257,16 +259,14 @@ impl<'o> PerfFile<'o> {
         Ok(Self {
             file: Some(file),
             meta: meta.clone(),
+            event,
             writer: None,
             kernel,
         })
     }
 
-    /// The writer, started for `event` if it was not yet.
-    fn writer(
-        &mut self,
-        event: Event,
-    ) -> Result<&mut PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>> {
+    /// The writer, started if it was not yet.
+    fn writer(&mut self) -> Result<&mut PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>> {
         if self.writer.is_none() {
             // Taken once: after a failed start the report has ended with that error.
             let file = self
@@ -277,7 +277,7 @@ impl<'o> PerfFile<'o> {
                 file,
                 &self.meta,
                 &self.kernel,
-                event,
+                self.event,
             )?);
         }
         self.writer
@@ -288,12 +288,12 @@ impl<'o> PerfFile<'o> {
 
 impl Encoder for PerfFile<'_> {
     fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
-        self.writer(selection.event)?.window(window, selection)
+        self.writer()?.window(window, selection)
     }
 
     fn finish(mut self: Box<Self>, _: &Ending<'_>) -> Result<Vec<String>> {
-        // No window selected (a capture without windows): a file of the default event.
-        self.writer(Event::default())?;
+        // No window selected (a capture without windows): a file without samples.
+        self.writer()?;
         let writer = self
             .writer
             .take()

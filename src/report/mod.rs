@@ -105,7 +105,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         Format::Folded => Box::new(Folded::new(event, meta.sample_period_ns(), &mut output)),
         Format::Flamegraph => Box::new(Flamegraph::new(&meta, event, &mut output)),
         Format::Pprof => Box::new(PprofFile::new(&meta, event, &mut output)?),
-        Format::Perf => Box::new(PerfFile::new(&options.input, &meta, &mut output)?),
+        Format::Perf => Box::new(PerfFile::new(&options.input, &meta, event, &mut output)?),
         Format::Firefox => Box::new(Firefox::new(&meta, event, gzip, &mut output)),
     };
     each_selected_window(&mut reader, &options.selection, "the capture", |window| {

@@ -437,3 +437,30 @@ fn on_cpu_leaves_off_cpu_samples_out() {
     let file = convert(capture, "on-cpu");
     assert_perf_shows(&file, &["cpu-clock"], expected, 2);
 }
+
+/// A capture recorded with `--off-cpu` but without windows (stopped before the first closed):
+/// `--event off-cpu` still gives perf the off-CPU event, with no samples.
+#[test]
+fn a_capture_without_windows_keeps_its_event() {
+    let dir = scratch("perf-offcpu-empty");
+    let capture = dir.join("empty.data");
+    let meta = Meta {
+        off_cpu_period_ns: 1_000_000,
+        ..testing::meta()
+    };
+    testing::write_capture(&capture, &meta, []).unwrap();
+    let file = dir.join("perf.data");
+    let output = run(&[
+        "report",
+        "-f",
+        "perf",
+        "--event",
+        "off-cpu",
+        "-i",
+        capture.to_str().unwrap(),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    assert_eq!(perf(&["evlist"], &file).trim(), "offcpu-time");
+}
