@@ -11,9 +11,10 @@
 use std::{hint::black_box, io::Cursor, path::Path, sync::Arc};
 
 use amprof::{
-    capture::Selection,
-    capture::{CaptureReader, CaptureWriter, Meta, Window},
-    encode::{folded, otlp, perf, pprof},
+    capture::{
+        CaptureReader, CaptureWriter, Completeness, Event as CaptureEvent, Meta, Selection, Window,
+    },
+    encode::{Encoder, Ending, firefox, folded, otlp, perf, pprof},
     record::{
         procs::{ProcessImage, ProcessTable, read_maps},
         sampler::{Event, parse_event},
@@ -286,6 +287,27 @@ fn capture(c: &mut Criterion) {
                     .expect("window");
             }
             black_box(builder.finish().expect("finish"))
+        })
+    });
+    group.bench_function("firefox", |b| {
+        let meta = meta();
+        let ending = Ending {
+            completeness: Completeness::Finalized,
+            end: None,
+        };
+        b.iter(|| {
+            let mut out = Vec::new();
+            let mut profile: Box<dyn Encoder + '_> = Box::new(firefox::Firefox::new(
+                &meta,
+                CaptureEvent::OnCpu,
+                false,
+                &mut out,
+            ));
+            for window in &windows {
+                profile.add(window, &selection).expect("window");
+            }
+            profile.finish(&ending).expect("finish");
+            black_box(out)
         })
     });
     group.bench_function("otlp", |b| {
