@@ -7,7 +7,7 @@ use std::{
     process::Output,
 };
 
-use crate::util::{assert_ok, run, scratch};
+use crate::util::{assert_ok, parse_svg, run, scratch};
 use amprof::capture::{
     CaptureWriter,
     format::{
@@ -289,12 +289,7 @@ fn hostile_names_keep_the_flamegraph_valid_xml() {
     );
     assert_ok(&output);
     let text = std::fs::read_to_string(&svg).unwrap();
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let document = roxmltree::Document::parse_with_options(&text, options)
-        .unwrap_or_else(|e| panic!("the SVG is not well-formed XML: {e}"));
+    let document = parse_svg(&text);
     let texts: Vec<&str> = document.descendants().filter_map(|n| n.text()).collect();
     for t in &texts {
         assert_printable(t, "an SVG text");

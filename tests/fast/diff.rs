@@ -16,7 +16,7 @@ use amprof::capture::{
 
 use crate::{
     golden::golden,
-    util::{amprof, assert_ok, scratch},
+    util::{amprof, assert_ok, flamegraph_frames, rgb, scratch},
 };
 
 const MS: u64 = 1_000_000;
@@ -197,37 +197,6 @@ fn the_summary_gives_both_shares_and_the_change() {
     );
 }
 
-/// `(title, fill)` of every frame of a flamegraph.
-fn frames(svg: &str) -> Vec<(String, String)> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let document = roxmltree::Document::parse_with_options(svg, options).expect("well-formed SVG");
-    document
-        .descendants()
-        .filter(|n| n.has_tag_name("g"))
-        .filter_map(|g| {
-            let title = g.children().find(|c| c.has_tag_name("title"))?.text()?;
-            let fill = g
-                .children()
-                .find(|c| c.has_tag_name("rect"))?
-                .attribute("fill")?;
-            Some((title.to_string(), fill.to_string()))
-        })
-        .collect()
-}
-
-/// `(r, g, b)` of an SVG `rgb(r,g,b)` fill.
-pub fn rgb(fill: &str) -> (u8, u8, u8) {
-    let inner = fill.trim_start_matches("rgb(").trim_end_matches(')');
-    let parts: Vec<u8> = inner
-        .split(',')
-        .map(|p| p.trim().parse().unwrap())
-        .collect();
-    (parts[0], parts[1], parts[2])
-}
-
 /// The fill of the frame whose tooltip starts with `function (`.
 pub fn fill_of(frames: &[(String, String)], function: &str) -> (u8, u8, u8) {
     let (_, fill) = frames
@@ -242,7 +211,7 @@ fn the_flamegraph_is_red_where_it_grew_and_blue_where_it_shrank() {
     let dir = captures("diff-flamegraph");
     let svg = stdout(diff(&dir, &["--format", "flamegraph", "-o", "-"]));
     golden("diff.svg", &svg);
-    let frames = frames(&svg);
+    let frames = flamegraph_frames(&svg);
     let (r, g, b) = fill_of(&frames, "hot_b");
     assert!(r == 255 && g < 200 && g == b, "hot_b grew: red, {frames:?}");
     let (r, g, b) = fill_of(&frames, "hot_a");

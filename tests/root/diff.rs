@@ -134,40 +134,16 @@ fn the_summary_shows_the_change_at_the_right_function_and_size() {
     assert!(hot_a.contains(&format!("{:+.1}", a.2)), "{text}");
 }
 
-/// `(title, (r, g, b))` of the frames of an SVG.
-fn frames(svg: &str) -> Vec<(String, (u8, u8, u8))> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let document = roxmltree::Document::parse_with_options(svg, options).expect("well-formed SVG");
-    document
-        .descendants()
-        .filter(|n| n.has_tag_name("g"))
-        .filter_map(|g| {
-            let title = g.children().find(|c| c.has_tag_name("title"))?.text()?;
-            let fill = g
-                .children()
-                .find(|c| c.has_tag_name("rect"))?
-                .attribute("fill")?;
-            let rgb: Vec<u8> = fill
-                .trim_start_matches("rgb(")
-                .trim_end_matches(')')
-                .split(',')
-                .map(|p| p.trim().parse().unwrap())
-                .collect();
-            Some((title.to_string(), (rgb[0], rgb[1], rgb[2])))
-        })
-        .collect()
-}
-
 #[test]
 fn the_flamegraph_colours_hot_a_blue_and_hot_b_red() {
     let dir = scratch("diff-flamegraph");
     let svg_path = dir.join("diff.svg");
     diff(&["--format", "flamegraph", "-o", svg_path.to_str().unwrap()]);
     let svg = std::fs::read_to_string(&svg_path).unwrap();
-    let frames = frames(&svg);
+    let frames: Vec<(String, (u8, u8, u8))> = flamegraph_frames(&svg)
+        .into_iter()
+        .map(|(title, fill)| (title, rgb(&fill)))
+        .collect();
     // The widest frame of each function (its self samples make its colour).
     let widest = |function: &str| {
         frames

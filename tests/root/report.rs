@@ -31,12 +31,7 @@ fn the_flamegraph_is_well_formed_svg_naming_the_hot_functions() {
         .unwrap();
     assert_ok(&output);
     let text = std::fs::read_to_string(&svg).unwrap();
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let document = roxmltree::Document::parse_with_options(&text, options)
-        .expect("the SVG is well-formed XML");
+    let document = parse_svg(&text);
     assert_eq!(document.root_element().tag_name().name(), "svg");
     let titles: Vec<&str> = document
         .descendants()

@@ -187,3 +187,40 @@ pub fn user_stacks(capture: &Path, comm: &str) -> Vec<(Vec<String>, u64)> {
         })
         .collect()
 }
+
+/// `text` parsed as XML the way flamegraphs need (inferno writes a DTD); fails the test unless
+/// it is well-formed.
+pub fn parse_svg(text: &str) -> roxmltree::Document<'_> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    roxmltree::Document::parse_with_options(text, options)
+        .unwrap_or_else(|e| panic!("the SVG is not well-formed XML: {e}"))
+}
+
+/// `(title, fill)` of every frame of a flamegraph: each `<g>` with a title and a filled rect.
+pub fn flamegraph_frames(text: &str) -> Vec<(String, String)> {
+    parse_svg(text)
+        .descendants()
+        .filter(|n| n.has_tag_name("g"))
+        .filter_map(|g| {
+            let title = g.children().find(|c| c.has_tag_name("title"))?.text()?;
+            let fill = g
+                .children()
+                .find(|c| c.has_tag_name("rect"))?
+                .attribute("fill")?;
+            Some((title.to_string(), fill.to_string()))
+        })
+        .collect()
+}
+
+/// `(r, g, b)` of an SVG `rgb(r,g,b)` fill.
+pub fn rgb(fill: &str) -> (u8, u8, u8) {
+    let inner = fill.trim_start_matches("rgb(").trim_end_matches(')');
+    let parts: Vec<u8> = inner
+        .split(',')
+        .map(|p| p.trim().parse().unwrap())
+        .collect();
+    (parts[0], parts[1], parts[2])
+}
