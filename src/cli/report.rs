@@ -45,7 +45,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N|A..B", requires = "diff")]
     pub base_window: Option<WindowRange>,
 
-    /// With --diff: processes of the base capture (default: --pid).
+    /// With --diff: processes of the base capture (default: --pid; an error if the base has
+    /// none of those).
     #[arg(long, value_name = "PID", value_delimiter = ',', requires = "diff")]
     pub base_pid: Vec<u32>,
 
@@ -138,8 +139,10 @@ impl ReportArgs {
         let windows: Vec<_> = self.window.map(|w| w.0).into_iter().collect();
         let event = self.event.into();
         // A base flag not given selects as its new-side flag does.
+        let pids_from_new_side = self.base_pid.is_empty();
         let base = self.diff.map(|input| report::diff::Base {
             input,
+            pids_from_new_side,
             selection: Selection {
                 windows: match self.base_window {
                     Some(w) => vec![w.0],

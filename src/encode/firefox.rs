@@ -5,7 +5,9 @@
 //!
 //! What the profile holds, and why so:
 //! - **One track per thread, grouped by process** (by pid; a process that exec'd keeps one
-//!   track group, named after its latest image). Threads are named by their `comm`.
+//!   track group, named after its latest image). Threads are named by their latest `comm`; a
+//!   track starts at its thread's first sample or wait. The busiest 20 threads, by samples
+//!   then waits, are shown when the profile opens (a thread that only waits, too).
 //! - **Every sample at its own time, with its stack**, root first. Kernel frames are in the
 //!   `Kernel` category (orange), user frames in `User` (yellow): the profiler colours the
 //!   activity graph and the call tree by category, so time in the kernel stands apart. Every
@@ -22,7 +24,10 @@
 //! - **Off-CPU time** (captures recorded with `--off-cpu`): every off-CPU sample is a
 //!   `Blocked` or `Runnable` interval marker on its thread's track, over the time it stands
 //!   for, with its stack, whatever `--event` says: a timeline should show when a thread was not
-//!   running. With `--event off-cpu` or `wall` they are samples too, placed at the start of
+//!   running. A wait starts where it began, but no earlier than the thread's sample before it
+//!   (the kernel sums short waits into one sample, whose start is then an estimate). With
+//!   `--event off-cpu` (only threads that waited have tracks) or `wall` they are samples too,
+//!   placed at the start of
 //!   the wait with its stack and a leaf frame `[off-cpu: blocked|runnable]` (category
 //!   `Off-CPU`, blue), weighted in sampling periods (the remainder carried to the thread's
 //!   next one, so that no time is lost to rounding) with no CPU delta: the call tree then
@@ -71,8 +76,11 @@ pub struct Firefox<'o, W: Write> {
     period_ns: u64,
     categories: Categories,
     marker_types: MarkerTypes,
-    /// The track of window markers.
+    /// The track of window markers, and its process.
     windows_track: ThreadHandle,
+    windows_process: ProcessHandle,
+    /// The start of the first window added: where the windows track starts.
+    first_window_ns: Option<u64>,
     processes: FxHashMap<u32, ProcessTrack>,
     threads: Vec<ThreadTrack>,
     /// `(pid, tid)` to an index into `threads`.
@@ -96,18 +104,21 @@ struct ProcessTrack {
 struct ThreadTrack {
     handle: ThreadHandle,
     pid: u32,
+    /// The name the track shows (the thread's latest `comm`, printable).
+    name: String,
+    /// Where the track starts: its first sample, or the start of its first wait.
     first_ns: u64,
-    /// The latest sample's time (an off-CPU wait starts no earlier: the kernel sums short
-    /// waits into one sample, whose start is then an estimate).
-    last_ns: u64,
+    /// The latest sample's time, if any (an off-CPU wait starts no earlier: the kernel sums
+    /// short waits into one sample, whose start is then an estimate).
+    last_ns: Option<u64>,
     /// Consecutive on-CPU samples on one CPU, not yet written as a marker.
     run: Option<CpuRun>,
     /// Off-CPU nanoseconds not yet given as weight (less than a period).
     carry_ns: u64,
     /// Sampling periods of samples and waits: which threads the profile shows first.
     periods: u64,
-    /// Off-CPU markers shown in the track itself.
-    has_markers: bool,
+    /// Off-CPU markers (shown in the track itself; threads that only wait still show).
+    markers: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -139,13 +150,18 @@ impl<'o, W: Write> Firefox<'o, W> {
         };
         let marker_types = MarkerTypes::register(&mut profile);
         // A main thread's track is named after its process.
-        let amprof = profile.add_process(
+        // (The crate gives a profiled process with pid 0 another pid: no clash.)
+        let windows_process = profile.add_process(
             "amprof windows",
             0,
             Timestamp::from_nanos_since_reference(0),
         );
-        let windows_track =
-            profile.add_thread(amprof, 0, Timestamp::from_nanos_since_reference(0), true);
+        let windows_track = profile.add_thread(
+            windows_process,
+            0,
+            Timestamp::from_nanos_since_reference(0),
+            true,
+        );
         profile.set_thread_show_markers_in_timeline(windows_track, true);
         Self {
             profile,
@@ -157,6 +173,8 @@ impl<'o, W: Write> Firefox<'o, W> {
             categories,
             marker_types,
             windows_track,
+            windows_process,
+            first_window_ns: None,
             processes: FxHashMap::default(),
             threads: Vec::new(),
             thread_index: FxHashMap::default(),
@@ -190,6 +208,7 @@ impl<'o, W: Write> Firefox<'o, W> {
 
     /// The window's markers on the windows track.
     fn add_window_markers(&mut self, window: &Window) {
+        self.first_window_ns.get_or_insert(window.start_ns);
         let span = (window.start_ns, window.end_ns);
         let (track, capture) = (self.windows_track, self.categories.capture);
         let counts = [
@@ -225,7 +244,7 @@ impl<'o, W: Write> Firefox<'o, W> {
     }
 
     /// The track of `sample`'s thread (made at its first sample, in its process's group).
-    fn thread_track(&mut self, window: &Window, sample: &Sample<'_>, names: &ThreadNames) -> usize {
+    fn thread_track(&mut self, sample: &Sample<'_>, names: &ThreadNames<'_>) -> usize {
         let pid = sample.process.pid;
         let process_name = printable(&sample.process.name).into_owned();
         let time = sample.time_ns;
@@ -252,25 +271,31 @@ impl<'o, W: Write> Firefox<'o, W> {
                 handle
             }
         };
+        let name = names.get(sample.tid).unwrap_or(&sample.process.name);
         if let Some(&index) = self.thread_index.get(&(pid, sample.tid)) {
+            let thread = &mut self.threads[index];
+            if thread.name != printable(name) {
+                // Renamed (prctl, or an exec): the track takes the latest name.
+                thread.name = printable(name).into_owned();
+                self.profile.set_thread_name(thread.handle, &thread.name);
+            }
             return index;
         }
         let handle = self
             .profile
             .add_thread(process, sample.tid, first, sample.tid == pid);
-        let name = names
-            .get(window, sample.tid)
-            .unwrap_or(&sample.process.name);
-        self.profile.set_thread_name(handle, &printable(name));
+        let name = printable(name).into_owned();
+        self.profile.set_thread_name(handle, &name);
         self.threads.push(ThreadTrack {
             handle,
             pid,
+            name,
             first_ns: time,
-            last_ns: time,
+            last_ns: None,
             run: None,
             carry_ns: 0,
             periods: 0,
-            has_markers: false,
+            markers: 0,
         });
         self.thread_index
             .insert((pid, sample.tid), self.threads.len() - 1);
@@ -309,7 +334,7 @@ impl<'o, W: Write> Firefox<'o, W> {
             });
         }
         let thread = &mut self.threads[track];
-        thread.last_ns = thread.last_ns.max(time);
+        thread.last_ns = Some(thread.last_ns.map_or(time, |last| last.max(time)));
         thread.periods += 1;
         let handle = thread.handle;
         let timestamp = self.timestamp(time);
@@ -334,21 +359,25 @@ impl<W: Write> Encoder for Firefox<'_, W> {
             ..selection.clone()
         };
         for sample in both.samples(window) {
-            let track = self.thread_track(window, &sample, &names);
+            if sample.off_cpu.is_none() && !self.event.includes_on_cpu() {
+                // No track for a thread only on the CPU in a profile of waits.
+                continue;
+            }
+            let track = self.thread_track(&sample, &names);
             let thread = self.threads[track].handle;
             match sample.off_cpu {
-                None if self.event.includes_on_cpu() => {
+                None => {
                     let stack =
                         stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
                     self.add_on_cpu(track, &sample, stack);
                 }
-                None => {}
                 Some(off) => {
                     self.end_run(track);
                     let end = sample.time_ns;
-                    let start = end
-                        .saturating_sub(off.ns)
-                        .max(self.threads[track].last_ns.min(end));
+                    let mut start = end.saturating_sub(off.ns);
+                    if let Some(last) = self.threads[track].last_ns {
+                        start = start.max(last.min(end));
+                    }
                     let stack =
                         stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
                     let name = match off.reason {
@@ -360,8 +389,14 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                     let handle = self.add_marker(thread, kind, category, name, (start, end), cpu);
                     self.profile.set_marker_stack(thread, handle, stack);
                     let track_state = &mut self.threads[track];
-                    track_state.has_markers = true;
-                    track_state.last_ns = track_state.last_ns.max(end);
+                    track_state.markers += 1;
+                    track_state.first_ns = track_state.first_ns.min(start);
+                    track_state.last_ns = Some(track_state.last_ns.map_or(end, |l| l.max(end)));
+                    let pid = track_state.pid;
+                    if let Some(process) = self.processes.get_mut(&pid) {
+                        process.first_ns = process.first_ns.min(start);
+                    }
+                    let track_state = &mut self.threads[track];
                     if self.event.includes_off_cpu() {
                         let ns = track_state.carry_ns.saturating_add(off.ns);
                         let periods = ns / self.period_ns;
@@ -380,6 +415,7 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                             timestamp,
                             leaf,
                             CpuDelta::ZERO,
+                            // Over 2^31 periods (weeks): the weight says as much as it can.
                             i32::try_from(periods).unwrap_or(i32::MAX),
                         );
                     }
@@ -393,12 +429,19 @@ impl<W: Write> Encoder for Firefox<'_, W> {
         for track in 0..self.threads.len() {
             self.end_run(track);
         }
-        // Tracks start at their first sample (the first seen may not be the earliest: a wait's
-        // marker starts before the sample that reports it).
+        // Tracks start at their first sample or wait (a wait starts before the sample that
+        // reports it); the windows track at the first window selected.
+        if let Some(first) = self.first_window_ns {
+            let first = self.timestamp(first);
+            self.profile
+                .set_thread_start_time(self.windows_track, first);
+            self.profile
+                .set_process_start_time(self.windows_process, first);
+        }
         for thread in &self.threads {
             let first = self.timestamp(thread.first_ns);
             self.profile.set_thread_start_time(thread.handle, first);
-            if thread.has_markers {
+            if thread.markers > 0 {
                 self.profile
                     .set_thread_show_markers_in_timeline(thread.handle, true);
             }
@@ -407,9 +450,16 @@ impl<W: Write> Encoder for Firefox<'_, W> {
             let first = self.timestamp(process.first_ns);
             self.profile.set_process_start_time(process.handle, first);
         }
-        let mut heaviest: Vec<&ThreadTrack> =
-            self.threads.iter().filter(|t| t.periods > 0).collect();
-        heaviest.sort_by(|a, b| b.periods.cmp(&a.periods).then(a.pid.cmp(&b.pid)));
+        let mut heaviest: Vec<&ThreadTrack> = self
+            .threads
+            .iter()
+            .filter(|t| t.periods > 0 || t.markers > 0)
+            .collect();
+        heaviest.sort_by(|a, b| {
+            (b.periods, b.markers)
+                .cmp(&(a.periods, a.markers))
+                .then(a.pid.cmp(&b.pid))
+        });
         if let Some(first) = heaviest.first() {
             self.profile.add_initial_selected_thread(first.handle);
             self.profile.add_initial_visible_thread(self.windows_track);
@@ -431,24 +481,23 @@ impl<W: Write> Encoder for Firefox<'_, W> {
     }
 }
 
-/// Thread names of a window (`comm`, by tid).
-struct ThreadNames(FxHashMap<u32, u32>);
+/// Thread names of a window (`comm`, by tid; unnamed threads left out).
+struct ThreadNames<'w>(FxHashMap<u32, &'w str>);
 
-impl ThreadNames {
-    fn new(window: &Window) -> Self {
+impl<'w> ThreadNames<'w> {
+    fn new(window: &'w Window) -> Self {
         Self(
             window
                 .threads
                 .iter()
-                .enumerate()
-                .map(|(index, thread)| (thread.tid, index as u32))
+                .filter(|thread| !thread.name.is_empty())
+                .map(|thread| (thread.tid, thread.name.as_str()))
                 .collect(),
         )
     }
 
-    fn get<'w>(&self, window: &'w Window, tid: u32) -> Option<&'w String> {
-        let thread = window.threads.get(*self.0.get(&tid)? as usize)?;
-        (!thread.name.is_empty()).then_some(&thread.name)
+    fn get(&self, tid: u32) -> Option<&'w str> {
+        self.0.get(&tid).copied()
     }
 }
 

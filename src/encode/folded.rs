@@ -164,12 +164,13 @@ impl Fold {
             stack_line(window, stack, &mut self.line);
             let base = self.line.len();
             if on_cpu > 0 {
-                self.on_cpu_samples += stack.count;
+                self.on_cpu_samples = self.on_cpu_samples.saturating_add(stack.count);
                 self.weigh(on_cpu);
             }
             for (reason, ns) in REASONS.into_iter().zip(off_cpu) {
                 if ns > 0 {
-                    self.off_cpu_ns[reason as usize] += ns;
+                    let total = &mut self.off_cpu_ns[reason as usize];
+                    *total = total.saturating_add(ns);
                     self.line.truncate(base);
                     self.line.push(';');
                     self.line.push_str(off_cpu_frame(reason));

@@ -53,6 +53,10 @@ use crate::{
 pub struct Base {
     pub input: PathBuf,
     pub selection: Selection,
+    /// The pids came from the new side's `--pid` (no `--base-pid`): a base without those
+    /// processes is then an error that says so, not an empty side (pids rarely survive from
+    /// one recording to the next; they do when one long-running process is recorded twice).
+    pub pids_from_new_side: bool,
 }
 
 /// `report --diff`: compares `base` with `options.input` in `options.format`.
@@ -71,12 +75,21 @@ pub fn report(options: &ReportOptions, base: &Base) -> Result<()> {
         event,
         ..base.selection.clone()
     };
+    let pids_from_new_side = base.pids_from_new_side;
     let base = Side::read(
         &base.input,
         &base_selection,
         "the base capture",
         options.format,
     )?;
+    if base.samples == 0 && pids_from_new_side && !base_selection.pids.is_empty() {
+        let pids: Vec<String> = base_selection.pids.iter().map(u32::to_string).collect();
+        return Err(usage(format!(
+            "the base capture {} has no samples of pid {} (--pid selects in both captures): give --base-pid, or select by --comm",
+            base.path.display(),
+            pids.join(",")
+        )));
+    }
     let new = Side::read(
         &options.input,
         &options.selection,
@@ -135,6 +148,8 @@ struct Side {
     windows: Vec<u64>,
     /// Their summed lengths.
     seconds: f64,
+    /// Samples selected (of the event).
+    samples: u64,
     completeness: Completeness,
 }
 
@@ -151,6 +166,7 @@ impl Side {
             meta,
             windows: Vec::new(),
             seconds: 0.0,
+            samples: 0,
             completeness: Completeness::NotFinalized,
         };
         each_selected_window(&mut reader, selection, what, |window| {
@@ -159,6 +175,13 @@ impl Side {
             } else {
                 side.fold.add(window, selection);
             }
+            side.samples = window
+                .stacks
+                .iter()
+                .filter(|stack| selection.includes_stack(window, stack))
+                .fold(side.samples, |total, stack| {
+                    total.saturating_add(selection.event.samples_of(stack))
+                });
             side.windows.push(window.index);
             side.seconds += window.end_ns.saturating_sub(window.start_ns) as f64 / 1e9;
             Ok(())
@@ -206,7 +229,12 @@ impl FoldedDiff {
     fn new(mut base: Side, mut new: Side) -> Result<Self> {
         let take = |side: &mut Side| std::mem::take(&mut side.fold).lines();
         let (base_lines, new_lines) = (take(&mut base), take(&mut new));
-        let total = |lines: &[(String, u64)]| lines.iter().map(|(_, w)| w).sum::<u64>();
+        // Off-CPU weights are a capture's nanoseconds: any u64.
+        let total = |lines: &[(String, u64)]| {
+            lines
+                .iter()
+                .fold(0u64, |total, (_, w)| total.saturating_add(*w))
+        };
         let (base_total, new_total) = (total(&base_lines), total(&new_lines));
         // Scaling to an empty side would zero the other.
         let normalized = base_total > 0 && new_total > 0;

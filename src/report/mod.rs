@@ -93,8 +93,9 @@ pub fn report(options: &ReportOptions) -> Result<()> {
     let gzip = options
         .output
         .as_deref()
-        .map_or(options.format.default_output(), |path| path.to_str())
-        .is_some_and(|name| name != "-" && name.ends_with(".gz"));
+        .or(options.format.default_output().map(Path::new))
+        .and_then(Path::extension)
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("gz"));
     let mut encoder: Box<dyn Encoder + '_> = match options.format {
         Format::Summary => Box::new(summary::SummaryReport::new(
             &meta,

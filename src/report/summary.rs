@@ -202,11 +202,13 @@ impl Ranking {
     /// Adds `weight` to the frames of `stack` (self: the innermost frame of location
     /// `self_depth`) and to its process; true if every location has a symbol.
     fn add(&mut self, window: &Window, stack: &Stack, weight: u64, self_depth: usize) -> bool {
+        // Off-CPU weights are a capture's nanoseconds: any u64, so every sum saturates.
         if let Some(process) = window.processes.get(stack.process as usize) {
-            *self
+            let total = self
                 .processes
                 .entry((process.pid, process.name.clone()))
-                .or_default() += weight;
+                .or_default();
+            *total = total.saturating_add(weight);
         }
         let mut all_named = true;
         self.seen.clear();
@@ -222,11 +224,13 @@ impl Ranking {
             frames::for_each_frame(window, location, |frame| {
                 let key = (frame.to_string(), module.clone());
                 if depth == self_depth && innermost {
-                    *self.self_weights.entry(key.clone()).or_default() += weight;
+                    let total = self.self_weights.entry(key.clone()).or_default();
+                    *total = total.saturating_add(weight);
                 }
                 innermost = false;
                 if self.seen.insert(key.clone()) {
-                    *self.total_weights.entry(key).or_default() += weight;
+                    let total = self.total_weights.entry(key).or_default();
+                    *total = total.saturating_add(weight);
                 }
             });
         }
@@ -319,7 +323,7 @@ impl Tally {
             {
                 continue;
             }
-            samples += stack.count;
+            samples = stack.count.saturating_add(samples);
             if let Some(process) = window.processes.get(stack.process as usize) {
                 processes.insert(process.pid);
             }
@@ -334,7 +338,7 @@ impl Tally {
                 })
             };
             if all_named {
-                self.symbolized += stack.count;
+                self.symbolized = self.symbolized.saturating_add(stack.count);
             }
         }
         let window_off_cpu = (meta.off_cpu_period_ns != 0).then(|| {
@@ -342,10 +346,10 @@ impl Tally {
             tally.add(window, selection)
         });
         let totals = &mut self.totals;
-        totals.samples += samples;
-        totals.lost += window.lost;
-        totals.idle += window.idle;
-        totals.truncated += window.truncated;
+        totals.samples = totals.samples.saturating_add(samples);
+        totals.lost = totals.lost.saturating_add(window.lost);
+        totals.idle = totals.idle.saturating_add(window.idle);
+        totals.truncated = totals.truncated.saturating_add(window.truncated);
         if let Some(problems) = &window.problems {
             totals.problems.add(problems);
         }
@@ -521,7 +525,7 @@ impl OffCpuTally {
             }
         }
         self.samples += samples;
-        self.lost += window.off_cpu_lost;
+        self.lost = self.lost.saturating_add(window.off_cpu_lost);
         WindowOffCpu {
             samples,
             ns,

@@ -33,12 +33,15 @@ fn ms_meta() -> Meta {
 /// a right-to-left override). `worker` runs `main;work;copy_user_[k]` at 10, 11, 12 ms on CPU 0
 /// and 13 ms on CPU 1, blocks in `main;lock;futex_wait_[k];schedule_[k]` for 5 ms until 20 ms,
 /// and waits 2.5 ms for a CPU in `main;work` until 40 ms; `app` runs `main` at 20 ms, `db`
-/// runs `db_main` at 30 ms. 3 samples lost, 2 truncated.
-/// Window 1: `worker` waits 2.5 ms for a CPU again, until 1010 ms, and runs at 1011 ms.
+/// runs `db_main` at 30 ms; `reader` (102, of `app`) is only seen blocked in `main;lock`
+/// from 20 to 50 ms. 3 samples lost, 2 truncated.
+/// Window 1: `worker`, renamed `busy-worker`, waits 2.5 ms for a CPU again, until 1010 ms, and
+/// runs at 1011 ms.
 fn windows() -> [Window; 2] {
     let mut w = WindowBuilder::new(0);
     let app = w.process(100, "app");
     w.thread(101, app, "worker");
+    w.thread(102, app, "reader");
     let db = w.process(200, "db\u{202e}evil");
     let k = w.kernel_module();
     let [main, work, lock, db_main] = ["main", "work", "lock", "db_main"].map(|f| w.function(f));
@@ -71,13 +74,14 @@ fn windows() -> [Window; 2] {
         2_500_000,
         OffCpuReason::Runnable,
     );
+    w.off_cpu_sample(50 * MS, 102, 0, locked, 30 * MS, OffCpuReason::Blocked);
     w.window_mut().lost = 3;
     w.window_mut().truncated = 2;
     let first = w.build();
 
     let mut w = WindowBuilder::new(1);
     let app = w.process(100, "app");
-    w.thread(101, app, "worker");
+    w.thread(101, app, "busy-worker");
     let [main, work] = ["main", "work"].map(|f| w.function(f));
     let [l_main, l_work] = [(0x1100, main), (0x1200, work)].map(|(a, f)| w.location(a, &[f]));
     let preempted = w.stack(app, &[l_work, l_main], 0);
@@ -148,7 +152,7 @@ fn tracks_samples_and_markers() {
     // The Firefox Profiler's own code loads it, and finds the functions.
     let loaded = load_in_the_firefox_profiler(&output);
     assert_eq!(
-        profiler_functions(&loaded, "worker"),
+        profiler_functions(&loaded, "busy-worker"),
         ["copy_user", "main", "work"]
     );
     assert!(
@@ -161,14 +165,17 @@ fn tracks_samples_and_markers() {
             && profile.categories.iter().any(|c| c == "User")
     );
 
-    // One track per thread, grouped by process.
+    // One track per thread, grouped by process, named by the thread's latest name.
     let app = profile.process_threads(100);
     let mut app_threads: Vec<_> = app
         .iter()
         .map(|t| (t.tid.as_str(), t.name.as_str()))
         .collect();
     app_threads.sort();
-    assert_eq!(app_threads, [("100", "app"), ("101", "worker")]);
+    assert_eq!(
+        app_threads,
+        [("100", "app"), ("101", "busy-worker"), ("102", "reader")]
+    );
     assert!(app.iter().all(|t| t.process_name == "app"));
     assert!(profile.thread(100, 100).is_main && !profile.thread(100, 101).is_main);
     let db = profile.thread(200, 200);
@@ -218,6 +225,19 @@ fn tracks_samples_and_markers() {
         "--event on-cpu: no off-CPU samples"
     );
 
+    // A thread first seen waiting: its wait from its start, where its track starts too, and
+    // shown when the profile opens though it has no sample.
+    let reader = profile.thread(100, 102);
+    assert_eq!(spans(reader, "Blocked"), [(20.0, 50.0)]);
+    assert_eq!(reader.register_time, 20.0);
+    assert!(reader.samples.is_empty());
+    let visible = &profile.json["meta"]["initialVisibleThreads"];
+    let index = profile.threads.iter().position(|t| t.tid == "102").unwrap();
+    assert!(
+        visible.as_array().unwrap().contains(&index.into()),
+        "{visible}"
+    );
+
     // Windows, and the lost and truncated counts, on a track of their own.
     let windows = &profile
         .threads
@@ -230,7 +250,7 @@ fn tracks_samples_and_markers() {
     assert_eq!(window0["samples"], 6.0);
     assert_eq!(window0["lost"], 3.0);
     assert_eq!(window0["truncated"], 2.0);
-    assert_eq!(window0["offCpuSamples"], 2.0);
+    assert_eq!(window0["offCpuSamples"], 3.0);
     assert_eq!(spans(windows, "Lost samples"), [(0.0, 1000.0)]);
     assert_eq!(spans(windows, "Truncated stacks"), [(0.0, 1000.0)]);
     assert_eq!(
@@ -286,6 +306,10 @@ fn off_cpu_and_wall_samples_weigh_their_time_in_periods() {
     assert_eq!(worker.samples.len(), 3, "waits only");
     assert_eq!(worker.samples.iter().map(|s| s.weight).sum::<i64>(), 10);
     assert_eq!(worker.markers_named("Blocked").count(), 1);
+    assert!(
+        off_cpu.process_threads(200).is_empty() && off_cpu.process_threads(100).len() == 2,
+        "no track for a thread only on the CPU"
+    );
 }
 
 #[test]
@@ -301,6 +325,10 @@ fn selection_plain_json_and_a_capture_without_off_cpu() {
     assert_eq!(pids, ["0", "200"]);
     let windows = profile.threads.iter().find(|t| t.pid == "0").unwrap();
     assert_eq!(windows.markers_named("Window 1").count(), 0);
+    // A later window alone: the timeline starts there, the windows track too.
+    let later = report(&capture, &dir.join("later.json"), &["--window", "1"]);
+    let starts: Vec<f64> = later.threads.iter().map(|t| t.register_time).collect();
+    assert!(starts.iter().all(|&s| s >= 1000.0), "{starts:?}");
 
     // --event off-cpu on a capture recorded without --off-cpu is a usage error, as elsewhere.
     let plain = dir.join("plain.data");

@@ -143,6 +143,7 @@ fn off_cpu_waits_are_markers_and_wall_samples() {
 
     let mut names = Vec::new();
     let mut weighed_s = 0.0;
+    let (mut spans_total_ms, mut off_total_ms) = (0.0, 0.0);
     for thread in profile.process_threads(pid) {
         let tid: u32 = thread.tid.parse().unwrap();
         names.push(thread.name.clone());
@@ -165,6 +166,18 @@ fn off_cpu_waits_are_markers_and_wall_samples() {
                 thread.name
             );
         }
+        // Each wait over the time it stands for, ending when the thread ran again.
+        let spans_ms: f64 = markers.iter().map(|m| m.end.unwrap() - m.start).sum();
+        let off_ms = off_ns.get(&tid).copied().unwrap_or(0) as f64 / 1e6;
+        eprintln!(
+            "{}: waits span {spans_ms:.3} ms, off the CPU {off_ms:.3} ms",
+            thread.name
+        );
+        // A wait starts no earlier than the thread's sample before it (the kernel's sums of
+        // short waits have no start of their own): spans can only be shorter.
+        assert!(spans_ms <= off_ms + 0.001, "{}", thread.name);
+        spans_total_ms += spans_ms;
+        off_total_ms += off_ms;
         let weight: i64 = thread
             .samples
             .iter()
@@ -177,6 +190,10 @@ fn off_cpu_waits_are_markers_and_wall_samples() {
         weighed_s += weight as f64 * period_ns as f64 / 1e9;
     }
     // The main thread's track is named after its process, as the profiler expects.
+    assert!(
+        spans_total_ms >= 0.97 * off_total_ms,
+        "the waits span {spans_total_ms:.3} ms of {off_total_ms:.3} ms off the CPU"
+    );
     for name in ["offcpu", "mutex-holder", "pipe-writer", "pipe-reader-1"] {
         assert!(
             names.iter().any(|n| n == name),

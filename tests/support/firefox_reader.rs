@@ -24,6 +24,8 @@ pub struct Thread {
     pub pid: String,
     pub tid: String,
     pub is_main: bool,
+    /// When the track starts, ms.
+    pub register_time: f64,
     pub samples: Vec<Sample>,
     pub markers: Vec<Marker>,
 }
@@ -227,6 +229,7 @@ fn read_thread(t: &Value, categories: &[String]) -> Thread {
             .map(str::to_string)
             .unwrap_or_else(|| t["tid"].to_string()),
         is_main: t["isMainThread"].as_bool().unwrap_or(false),
+        register_time: t["registerTime"].as_f64().expect("registerTime"),
         samples: sample_list,
         markers: marker_list,
     }
