@@ -298,7 +298,22 @@ fn bad_usage_and_bad_captures_are_one_line_errors() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         (output.status.code(), stderr)
     };
-    for format in ["perf", "pprof"] {
+    // A --pid the base does not have (pids rarely survive from one recording to the next).
+    let (code, stderr) = run(&[
+        "report",
+        "-i",
+        "new.data",
+        "--diff",
+        "base.data",
+        "--pid",
+        "999",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the base capture base.data has no samples of pid 999 (--pid selects in both captures): give --base-pid, or select by --comm"),
+        "{stderr}"
+    );
+    for format in ["perf", "pprof", "firefox"] {
         let (code, stderr) = run(&[
             "report",
             "-i",
