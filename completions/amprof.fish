@@ -74,7 +74,7 @@ complete -c amprof -n "__fish_amprof_using_subcommand record" -s h -l help -d 'P
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s i -l input -d 'Capture file to read (with --diff: the new capture, "after")' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l diff -d 'Compare with this capture, the base ("before"): as a summary of the functions whose share changed most, a differential flamegraph (red: grew, blue: shrank; normalised by each side\'s total), or folded `stack base new` lines (the base column normalised). --window, --pid and --comm select in the new capture, --base-* in this one' -r -F
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-window -d 'With --diff: windows of the base capture (default: --window)' -r
-complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-pid -d 'With --diff: processes of the base capture (default: --pid)' -r
+complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-pid -d 'With --diff: processes of the base capture (default: --pid; an error if the base has none of those)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -l base-comm -d 'With --diff: process names of the base capture (default: --comm)' -r
 complete -c amprof -n "__fish_amprof_using_subcommand report" -s f -l format -d 'Output format' -r -f -a "summary\t'Capture metadata, windows, and top functions, for a terminal (or JSON with --json)'
 flamegraph\t'An interactive SVG flamegraph (inferno)'
