@@ -355,6 +355,9 @@ pub fn differential_lines(
 pub struct DiffSummary {
     /// `on-cpu`, `off-cpu` or `wall`.
     pub event: String,
+    /// The same, for the text.
+    #[serde(skip)]
+    kind: Event,
     /// What weights count: `samples` (`on-cpu`) or `ns` (`off-cpu`, `wall`; an on-CPU sample
     /// stands for one sampling period of its capture).
     pub unit: String,
@@ -420,6 +423,7 @@ impl DiffSummary {
         };
         DiffSummary {
             event: event.name().into(),
+            kind: event,
             unit: if event == Event::OnCpu {
                 "samples"
             } else {
@@ -460,7 +464,7 @@ impl DiffSummary {
     pub fn write_text(&self, out: &mut impl Write) -> Result<()> {
         let side = |s: &SideSummary| {
             let windows = windows_label(&s.windows);
-            let weight = if self.unit == "ns" {
+            let weight = if self.kind != Event::OnCpu {
                 format!(", {:.3} s", s.weight as f64 / 1e9)
             } else {
                 String::new()
@@ -475,10 +479,10 @@ impl DiffSummary {
         };
         writeln!(out, "base  {}", side(&self.base))?;
         writeln!(out, "new   {}", side(&self.new))?;
-        let of = match self.event.as_str() {
-            "off-cpu" => "each side's time off the CPU",
-            "wall" => "each side's wall-clock time (on + off CPU)",
-            _ => "each side's samples",
+        let of = match self.kind {
+            Event::OffCpu => "each side's time off the CPU",
+            Event::Wall => "each side's wall-clock time (on + off CPU)",
+            Event::OnCpu => "each side's samples",
         };
         writeln!(
             out,
