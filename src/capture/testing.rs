@@ -254,7 +254,13 @@ impl WindowBuilder {
         let w = &mut self.window;
         let mut previous = w.start_ns;
         for (offset, tid, cpu, stack) in self.samples {
-            w.push_sample(&mut previous, w.start_ns + offset, tid, cpu, stack);
+            w.push_sample(
+                &mut previous,
+                w.start_ns.saturating_add(offset),
+                tid,
+                cpu,
+                stack,
+            );
             if let Some(s) = w.stacks.get_mut(stack as usize) {
                 s.count += 1;
             }
@@ -263,7 +269,7 @@ impl WindowBuilder {
         for (offset, tid, cpu, stack, ns, reason) in self.off_cpu {
             w.push_off_cpu_sample(
                 &mut previous,
-                w.start_ns + offset,
+                w.start_ns.saturating_add(offset),
                 tid,
                 cpu,
                 stack,
