@@ -202,7 +202,10 @@ impl ProcessTable {
         let held = entry.image.maps.len();
         let room = MAX_MAPS_TOTAL.saturating_sub(self.maps_held - held);
         let path = self.proc_root.join(pid.to_string()).join("maps");
-        if let Some((mut maps, dropped)) = read_maps(&path, room) {
+        // A process that is exiting has already lost its address space: its maps read empty.
+        // The mappings known stay (its samples still need them), instead of leaving every
+        // stack of the image without a module.
+        if let Some((mut maps, dropped)) = read_maps(&path, room).filter(|(m, _)| !m.is_empty()) {
             self.maps_dropped += dropped;
             self.maps_held = self.maps_held - held + maps.len();
             pin_files(&mut self.files, &self.proc_root, pid, &mut maps);
@@ -475,5 +478,35 @@ mod tests {
         assert!(image.find(0xfff).is_none());
         assert_eq!(image.find(0x3abc).map(|m| m.start), Some(0x3000));
         assert!(image.find(0x4000).is_none());
+    }
+
+    /// Re-reading the maps of a process that has begun to exit (they read empty) keeps the
+    /// mappings known; a re-read that finds more takes them.
+    #[test]
+    fn an_exiting_process_keeps_its_mappings() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("42");
+        std::fs::create_dir(&dir).unwrap();
+        let line = |range: &str, path: &str| format!("{range} r-xp 00000000 fe:01 7 {path}\n");
+        std::fs::write(dir.join("maps"), line("1000-2000", "/bin/app")).unwrap();
+        std::fs::write(dir.join("comm"), "app\n").unwrap();
+        let mut table = ProcessTable::new(root.path());
+        table.image(42, &[0; 16], 0, 0);
+        std::fs::write(dir.join("maps"), "").unwrap();
+        table.refresh_if_unmapped(42, &[0x9000]);
+        let paths = |table: &ProcessTable| -> Vec<String> {
+            table
+                .get(42)
+                .unwrap()
+                .maps
+                .iter()
+                .map(|m| m.path.to_string())
+                .collect()
+        };
+        assert_eq!(paths(&table), ["/bin/app"]);
+        let both = line("1000-2000", "/bin/app") + &line("9000-a000", "/lib/libx.so");
+        std::fs::write(dir.join("maps"), both).unwrap();
+        table.refresh_if_unmapped(42, &[0x9000]);
+        assert_eq!(paths(&table), ["/bin/app", "/lib/libx.so"]);
     }
 }
