@@ -78,6 +78,14 @@ impl Meta {
     }
 }
 
+/// The delta of a sample at `time_ns` from the one before (at `previous_ns`, updated): never
+/// negative (see [`Window::push_sample`]).
+fn next_delta(previous_ns: &mut u64, time_ns: u64) -> u64 {
+    let delta = time_ns.saturating_sub(*previous_ns);
+    *previous_ns = time_ns.max(*previous_ns);
+    delta
+}
+
 /// Appending samples: the one place that writes the sample columns. Each kind's times are
 /// deltas from the sample of that kind before it (the first from the window's start), so the
 /// writer keeps that time: `previous_ns`, the window's `start_ns` before the first sample.
@@ -93,8 +101,7 @@ impl Window {
         stack: u32,
     ) {
         self.sample_time_deltas
-            .push(time_ns.saturating_sub(*previous_ns));
-        *previous_ns = time_ns.max(*previous_ns);
+            .push(next_delta(previous_ns, time_ns));
         self.sample_tids.push(tid);
         self.sample_cpus.push(cpu);
         self.sample_stacks.push(stack);
@@ -111,8 +118,7 @@ impl Window {
         (off_cpu_ns, reason): (u64, OffCpuReason),
     ) {
         self.off_cpu_time_deltas
-            .push(time_ns.saturating_sub(*previous_ns));
-        *previous_ns = time_ns.max(*previous_ns);
+            .push(next_delta(previous_ns, time_ns));
         self.off_cpu_tids.push(tid);
         self.off_cpu_cpus.push(cpu);
         self.off_cpu_stacks.push(stack);
