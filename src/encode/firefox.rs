@@ -243,7 +243,8 @@ impl<'o, W: Write> Firefox<'o, W> {
         }
     }
 
-    /// The track of `sample`'s thread (made at its first sample, in its process's group).
+    /// The track of `sample`'s thread (made at its first sample, in its process's group), its
+    /// names brought up to date.
     fn thread_track(&mut self, sample: &Sample<'_>, names: &ThreadNames<'_>) -> usize {
         let pid = sample.process.pid;
         let process_name = printable(&sample.process.name).into_owned();
@@ -353,6 +354,9 @@ impl<W: Write> Encoder for Firefox<'_, W> {
         self.add_window_markers(window);
         let names = ThreadNames::new(window);
         let mut stacks = StackCache::new(window);
+        // Names do not change within a window: a thread's track is looked up, and its names
+        // checked, once per window and process image, not at every sample.
+        let mut tracks: FxHashMap<(u32, u32), usize> = FxHashMap::default();
         // Off-CPU samples are markers whatever the event: go through both kinds.
         let both = Selection {
             event: Event::Wall,
@@ -363,7 +367,9 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                 // No track for a thread only on the CPU in a profile of waits.
                 continue;
             }
-            let track = self.thread_track(&sample, &names);
+            let track = *tracks
+                .entry((sample.process_index, sample.tid))
+                .or_insert_with(|| self.thread_track(&sample, &names));
             let thread = self.threads[track].handle;
             match sample.off_cpu {
                 None => {
