@@ -272,10 +272,9 @@ impl WindowAggregator {
                     .0
             }
         };
-        window
-            .threads
-            .entry(sample.tid)
-            .or_insert((image, sample.comm));
+        // The latest sample's: a thread that names itself after it starts (pthread_setname_np)
+        // goes by that name, not by the one it inherited.
+        window.threads.insert(sample.tid, (image, sample.comm));
         let counts = &mut window.stacks[stack];
         match sample.off_cpu {
             None => {
@@ -507,6 +506,22 @@ mod tests {
         let second = a.close_next(0, 0, 0);
         assert_eq!((second.index, second.late, second.samples.len()), (1, 1, 1));
         assert!(a.finished());
+    }
+
+    /// A thread that names itself after it starts goes by its latest name in the window.
+    #[test]
+    fn a_thread_goes_by_its_latest_name() {
+        let mut a = aggregator(1_000, 100);
+        a.add(&sample(1_000, 7, &[0x10]));
+        let renamed = Sample {
+            comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            ..sample(1_010, 7, &[0x10])
+        };
+        a.add(&renamed);
+        a.stop(1_100);
+        let window = a.close_next(0, 0, 0);
+        let names: Vec<&str> = window.threads.iter().map(|(_, _, n)| n.as_str()).collect();
+        assert_eq!(names, ["worker"]);
     }
 
     #[test]
