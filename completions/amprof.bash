@@ -16,6 +16,9 @@ _amprof() {
             ",$1")
                 cmd="amprof"
                 ;;
+            amprof,check)
+                cmd="amprof__subcmd__check"
+                ;;
             amprof,help)
                 cmd="amprof__subcmd__help"
                 ;;
@@ -27,6 +30,9 @@ _amprof() {
                 ;;
             amprof,report)
                 cmd="amprof__subcmd__report"
+                ;;
+            amprof__subcmd__help,check)
+                cmd="amprof__subcmd__help__subcmd__check"
                 ;;
             amprof__subcmd__help,help)
                 cmd="amprof__subcmd__help__subcmd__help"
@@ -71,7 +77,7 @@ _amprof() {
 
     case "${cmd}" in
         amprof)
-            opts="-h -V --help --version record report push help"
+            opts="-h -V --help --version record report push check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -84,9 +90,37 @@ _amprof() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        amprof__subcmd__help)
-            opts="record report push help"
+        amprof__subcmd__check)
+            opts="-h --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__help)
+            opts="record report push check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        amprof__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

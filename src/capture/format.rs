@@ -69,6 +69,10 @@ pub struct Meta {
     /// many nanoseconds it spends off the CPU (see [`Window::off_cpu_ns`]). 0: not recorded.
     #[prost(uint64, tag = "18")]
     pub off_cpu_period_ns: u64,
+    /// What the recording's kernel refused and what was done instead, one sentence each
+    /// (e.g. the in-kernel stack walk, and the mode `call_graph` names that ran in its place).
+    #[prost(string, repeated, tag = "19")]
+    pub kernel_limits: Vec<String>,
 }
 
 impl Meta {

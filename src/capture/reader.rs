@@ -365,6 +365,7 @@ fn validate_meta(meta: &Meta) -> Result<()> {
     ]
     .into_iter()
     .chain(&meta.command_line)
+    .chain(&meta.kernel_limits)
     .chain(target.into_iter().flat_map(|t| &t.command))
     .any(|s| s.len() > MAX_STRING_BYTES);
     if too_long {

@@ -4,9 +4,10 @@
 //! shell completions in `man/` and `completions/` are generated from these definitions, and the
 //! exit codes from [`crate::error::Exit`] (`tests/fast/docs.rs` keeps them all current).
 //!
-//! - [`record`], [`report`], [`push`]: one module per command;
+//! - [`record`], [`report`], [`push`], [`check`]: one module per command;
 //! - [`values`]: durations, sizes, window lists.
 
+pub mod check;
 pub mod push;
 pub mod record;
 pub mod report;
@@ -39,6 +40,7 @@ pub enum Command {
     Record(record::RecordArgs),
     Report(report::ReportArgs),
     Push(push::PushArgs),
+    Check(check::CheckArgs),
 }
 
 impl Cli {
@@ -142,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Record(args) => record::run(args),
         Command::Report(args) => report::run(args).map(|()| Exit::Success.code()),
         Command::Push(args) => push::run(args).map(|()| Exit::Success.code()),
+        Command::Check(args) => check::run(args),
     }
 }
 

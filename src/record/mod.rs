@@ -23,6 +23,7 @@ pub mod files;
 pub mod kernel_tables;
 pub mod perf_map;
 pub mod procs;
+pub mod refusal;
 pub mod resolve;
 pub mod sampler;
 pub mod sigbus;
@@ -140,6 +141,10 @@ pub struct RecordSummary {
     pub seconds: f64,
     pub cpus: usize,
     pub frequency_hz: u64,
+    /// The `-g` mode that ran: the one asked for, or what the kernel left of it.
+    pub call_graph: String,
+    /// What the kernel refused and what was done instead, one sentence each.
+    pub kernel_limits: Vec<String>,
     pub samples: u64,
     pub lost: u64,
     pub idle: u64,
@@ -340,16 +345,30 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         targets,
         follow_children: command_mode,
         ring_bytes,
+        call_graph: options.call_graph,
         user_stack_bytes,
-        unwind_tables: (options.call_graph == CallGraph::Dwarf).then_some(TableSpace {
+        unwind_tables: TableSpace {
             rows: options.unwind_table_rows,
             mappings: kernel_tables::DEFAULT_MAPPINGS,
-        }),
+        },
         off_cpu: options.off_cpu.map(|period| OffCpuConfig {
             period_ns: period.as_nanos() as u64,
             max_per_window: off_cpu_budget(options.frequency_hz, window_ns),
         }),
     })?;
+    // What ran, which the kernel may have made less than what was asked for.
+    let call_graph = sampler.stack_mode().call_graph();
+    meta.call_graph = call_graph.name().into();
+    if call_graph == CallGraph::Fp {
+        meta.user_stack_bytes = 0;
+    }
+    if !sampler.off_cpu() {
+        meta.off_cpu_period_ns = 0;
+    }
+    meta.kernel_limits = sampler.kernel_limits().to_vec();
+    for limit in sampler.kernel_limits() {
+        eprintln!("amprof: warning: {limit}");
+    }
     // Window 0 starts once sampling has started (attaching can take seconds on a saturated
     // machine); the few samples taken before this are dropped, as before any recording.
     let start_ns = monotonic_ns();
@@ -385,7 +404,7 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
 
     let progress = Progress::new(options);
     let mut aggregator = WindowAggregator::new(start_ns, window_ns, ProcessTable::default());
-    if options.call_graph.is_dwarf() {
+    if call_graph.is_dwarf() {
         aggregator = aggregator.with_unwinder(unwind::DwarfUnwinder::new());
     }
     if let Some(maps) = sampler.take_table_maps() {
@@ -543,7 +562,9 @@ pub fn record(options: &RecordOptions, sink: Option<Box<dyn WindowSink>>) -> Res
         peak_rss_kib: own_peak_rss_kib(),
         ring_bytes: sampler.ring_bytes(),
         unwinding,
-        off_cpu: options.off_cpu.map(|_| OffCpuSummary {
+        call_graph: call_graph.name().into(),
+        kernel_limits: sampler.kernel_limits().to_vec(),
+        off_cpu: sampler.off_cpu().then(|| OffCpuSummary {
             samples: aggregator.off_cpu_samples(),
             seconds: aggregator.off_cpu_ns() as f64 / 1e9,
             lost: off_cpu_lost,

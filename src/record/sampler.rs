@@ -22,6 +22,12 @@ use aya::{
     util::{nr_cpus, online_cpus},
 };
 
+use serde::Serialize;
+
+use super::{
+    CallGraph,
+    refusal::{Refusal, object_refusal, program_refusal},
+};
 use crate::{
     capture::format::OffCpuReason,
     error::{Exit, coded},
@@ -46,12 +52,14 @@ pub struct SamplerConfig {
     pub follow_children: bool,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u32,
-    /// 0: frame-pointer user stacks, unwound in the kernel. Else DWARF mode: bytes of user
-    /// stack to copy with each sample, for userspace to unwind.
+    /// What `-g` asked for: the first mode of [`StackMode::chain`] the kernel takes runs.
+    pub call_graph: CallGraph,
+    /// With a stack copy: bytes of user stack to copy with each sample, for userspace to
+    /// unwind.
     pub user_stack_bytes: u32,
-    /// DWARF mode: walk user stacks in the kernel with unwind tables of this size (the stack
-    /// copy then only covers code without tables). `None`: always copy.
-    pub unwind_tables: Option<TableSpace>,
+    /// With the in-kernel walk: room for the unwind tables it follows (the stack copy then
+    /// only covers code without tables).
+    pub unwind_tables: TableSpace,
     /// `--off-cpu`: one off-CPU sample per this much of a thread's time off the CPU.
     pub off_cpu: Option<OffCpuConfig>,
 }
@@ -228,45 +236,64 @@ pub struct Sampler {
     table_maps: Option<TableMaps>,
     /// Bytes of records read from the ring buffer so far.
     ring_bytes: u64,
+    mode: StackMode,
+    off_cpu: bool,
+    kernel_limits: Vec<String>,
 }
 
 impl Sampler {
     /// Loads the programs, writes the configuration and attaches: sampling starts on return.
+    /// The user-stack mode is the first of [`StackMode::chain`] the kernel takes; what it
+    /// refused on the way is in [`Self::kernel_limits`].
     pub fn start(cfg: &SamplerConfig) -> Result<Self> {
         let cpus = online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let possible_cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let space = cfg.unwind_tables.unwrap_or(TableSpace {
-            rows: 1,
-            mappings: 1,
-        });
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", cfg.ring_bytes)
-            // Two entries per CPU: on-CPU samples, and off-CPU ones (which a cpu-clock sample
-            // can interrupt).
-            .map_max_entries("SCRATCH", 2 * possible_cpus as u32)
-            .map_max_entries("UNWIND_ROWS", space.rows.max(1))
-            .map_max_entries("MAPPINGS", space.mappings.max(1))
-            .map_max_entries(
-                "FRAMES",
-                (2 * possible_cpus * MAX_USER_FRAMES)
-                    .try_into()
-                    .unwrap_or(u32::MAX),
-            )
-            .load(OBJECT)
-            .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
-            .context("cannot load the eBPF program")?;
+        raise_memlock_limit();
+
+        let chain = StackMode::chain(cfg.call_graph);
+        let mut refused: Vec<(StackMode, Refusal)> = Vec::new();
+        let mut loaded = None;
+        for &mode in chain {
+            // The tables' maps are big: sized only while the walk may load.
+            let space = (mode == StackMode::Dwarf).then_some(cfg.unwind_tables);
+            let mut ebpf = load_object(cfg, possible_cpus, space)?;
+            let program: &mut PerfEvent = program_of(&mut ebpf, mode.sample_program())?;
+            match program.load() {
+                Ok(()) => {
+                    loaded = Some((mode, ebpf));
+                    break;
+                }
+                Err(error) => refused.push((mode, program_refusal(mode.sample_program(), &error))),
+            }
+        }
+        let Some((mode, mut ebpf)) = loaded else {
+            return Err(no_sampling_program(cfg.call_graph, &refused));
+        };
+        let mut kernel_limits = Vec::new();
+        if let Some((first, refusal)) = refused.first()
+            && mode.call_graph() != cfg.call_graph
+        {
+            kernel_limits.push(format!(
+                "{} was refused: {}; recording with -g {} instead: {}",
+                first.what(),
+                refusal.phrase(),
+                mode.call_graph().name(),
+                mode.cost(cfg.user_stack_bytes)
+            ));
+        }
 
         let mut settings: Array<MapData, u64> = take_map(&mut ebpf, "CONFIG")?;
+        let user_stack_bytes = if mode == StackMode::FramePointers {
+            0
+        } else {
+            cfg.user_stack_bytes
+        };
         for (index, value) in [
             (config::FILTER_BY_TARGETS, u64::from(cfg.targets.is_some())),
             (config::WINDOW_LEN_NS, cfg.window_len_ns),
-            (config::USER_STACK_BYTES, u64::from(cfg.user_stack_bytes)),
+            (config::USER_STACK_BYTES, u64::from(user_stack_bytes)),
             (config::EXCLUDE_PID, u64::from(std::process::id())),
             (config::CPUS, possible_cpus as u64),
-            (
-                config::UNWIND_TABLES,
-                u64::from(cfg.user_stack_bytes > 0 && cfg.unwind_tables.is_some()),
-            ),
             (
                 config::OFF_CPU_PERIOD_NS,
                 cfg.off_cpu.map_or(0, |off| off.period_ns.max(1)),
@@ -289,45 +316,36 @@ impl Sampler {
 
         // Exec events tell userspace that a process's mappings changed.
         attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
-        if cfg.follow_children || cfg.unwind_tables.is_some() {
+        let tables = mode == StackMode::Dwarf;
+        if cfg.follow_children || tables {
             check_newtask_layout()?;
         }
         if cfg.follow_children {
             attach_tracepoint(&mut ebpf, "follow_children", "task", "task_newtask")?;
         }
-        let table_maps = match cfg.unwind_tables {
-            Some(space) if cfg.user_stack_bytes > 0 => {
-                // A new process must not be unwound with the tables of an earlier one that
-                // had its id.
-                attach_tracepoint(&mut ebpf, "forget_new_process", "task", "task_newtask")?;
-                let mut take = |name: &str| {
-                    ebpf.take_map(name)
-                        .and_then(|map| match map {
-                            aya::maps::Map::Array(data) | aya::maps::Map::HashMap(data) => {
-                                Some(data)
-                            }
-                            _ => None,
-                        })
-                        .with_context(|| format!("the eBPF object has no {name} map"))
-                };
-                Some(TableMaps {
-                    rows: take("UNWIND_ROWS")?,
-                    mappings: take("MAPPINGS")?,
-                    processes: take("PROCESSES")?,
-                    space,
-                })
-            }
-            _ => None,
+        let table_maps = if tables {
+            // A new process must not be unwound with the tables of an earlier one that had
+            // its id.
+            attach_tracepoint(&mut ebpf, "forget_new_process", "task", "task_newtask")?;
+            let mut take = |name: &str| {
+                ebpf.take_map(name)
+                    .and_then(|map| match map {
+                        aya::maps::Map::Array(data) | aya::maps::Map::HashMap(data) => Some(data),
+                        _ => None,
+                    })
+                    .with_context(|| format!("the eBPF object has no {name} map"))
+            };
+            Some(TableMaps {
+                rows: take("UNWIND_ROWS")?,
+                mappings: take("MAPPINGS")?,
+                processes: take("PROCESSES")?,
+                space: cfg.unwind_tables,
+            })
+        } else {
+            None
         };
 
-        let program: &mut PerfEvent = ebpf
-            .program_mut("sample_stack")
-            .context("the eBPF object has no sample_stack program")?
-            .try_into()?;
-        program
-            .load()
-            .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
-            .context("the kernel refused the sampling program")?;
+        let program: &mut PerfEvent = program_of(&mut ebpf, mode.sample_program())?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -340,8 +358,12 @@ impl Sampler {
                 .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
         }
 
+        let mut off_cpu = false;
         if cfg.off_cpu.is_some() {
-            attach_off_cpu(&mut ebpf)?;
+            match attach_off_cpu(&mut ebpf, mode)? {
+                Ok(()) => off_cpu = true,
+                Err(limit) => kernel_limits.push(limit),
+            }
         }
 
         Ok(Self {
@@ -359,7 +381,25 @@ impl Sampler {
             cpus,
             table_maps,
             ring_bytes: 0,
+            mode,
+            off_cpu,
+            kernel_limits,
         })
+    }
+
+    /// How user stacks are taken: the first mode of the requested chain the kernel accepted.
+    pub fn stack_mode(&self) -> StackMode {
+        self.mode
+    }
+
+    /// Whether off-CPU programs are attached (asked for, and accepted by the kernel).
+    pub fn off_cpu(&self) -> bool {
+        self.off_cpu
+    }
+
+    /// What the kernel refused and what was done instead, one line each.
+    pub fn kernel_limits(&self) -> &[String] {
+        &self.kernel_limits
     }
 
     /// The maps for unwind tables, if tables are on (once: the caller keeps them).
@@ -460,7 +500,10 @@ pub struct WindowCounters {
 /// context (where their user stacks can be read). The kernel here has neither kprobes nor
 /// BPF trampolines (fentry is refused), so nothing runs in a thread's context the moment it
 /// is back on the CPU: its syscall exit is the first place that does.
-fn attach_off_cpu(ebpf: &mut Ebpf) -> Result<()> {
+///
+/// The programs of the on-CPU mode are tried, then those with frame pointers; `Ok(Err(..))`
+/// when the kernel takes neither: off-CPU time is then not recorded, and the line says why.
+fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<std::result::Result<(), String>> {
     check_tracepoint_layout(
         "sched",
         "sched_switch",
@@ -470,17 +513,228 @@ fn attach_off_cpu(ebpf: &mut Ebpf) -> Result<()> {
         ],
         "cannot record off-CPU time",
     )?;
-    attach_tracepoint(ebpf, "off_cpu_switch", "sched", "sched_switch")?;
-    let exit: &mut RawTracePoint = ebpf
-        .program_mut("off_cpu_syscall_exit")
-        .context("the eBPF object has no off_cpu_syscall_exit program")?
-        .try_into()?;
-    exit.load()
-        .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
-        .context("the kernel refused the off-CPU program (sys_exit)")?;
-    exit.attach("sys_exit")
-        .context("cannot attach to the sys_exit raw tracepoint")?;
-    Ok(())
+    ensure_tracefs()?;
+    let mut first_refusal = None;
+    for mode in [mode, StackMode::FramePointers] {
+        let (switch, exit) = mode.off_cpu_programs();
+        let program: &mut TracePoint = program_of(ebpf, switch)?;
+        let mut loaded = program
+            .load()
+            .map_err(|e| (switch, program_refusal(switch, &e)));
+        if loaded.is_ok() {
+            let program: &mut RawTracePoint = program_of(ebpf, exit)?;
+            loaded = program
+                .load()
+                .map_err(|e| (exit, program_refusal(exit, &e)));
+        }
+        match loaded {
+            Ok(()) => {
+                let program: &mut TracePoint = program_of(ebpf, switch)?;
+                program
+                    .attach("sched", "sched_switch")
+                    .context("cannot attach to tracepoint sched/sched_switch")?;
+                let program: &mut RawTracePoint = program_of(ebpf, exit)?;
+                program
+                    .attach("sys_exit")
+                    .context("cannot attach to the sys_exit raw tracepoint")?;
+                return Ok(Ok(()));
+            }
+            Err((program, refusal)) => {
+                if refusal.privileges {
+                    return Err(coded(Exit::NoPermission, PRIVILEGE_MESSAGE));
+                }
+                first_refusal.get_or_insert((program, refusal));
+            }
+        }
+    }
+    let (program, refusal) = first_refusal.expect("two modes were tried");
+    Ok(Err(format!(
+        "off-CPU time is not recorded: the kernel refused {program}: {}",
+        refusal.phrase()
+    )))
+}
+
+/// The program `name` of the object, as its type.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the eBPF object has no {name} program"))?;
+    <&mut T>::try_from(program).with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// Creates the object's maps (sized for this machine and `cfg`; the unwind tables' only when
+/// `tables` is given) without loading any program.
+fn load_object(
+    cfg: &SamplerConfig,
+    possible_cpus: usize,
+    tables: Option<TableSpace>,
+) -> Result<Ebpf> {
+    let space = tables.unwrap_or(TableSpace {
+        rows: 1,
+        mappings: 1,
+    });
+    let scratch_entries = 2 * possible_cpus as u32;
+    EbpfLoader::new()
+        .map_max_entries("EVENTS", cfg.ring_bytes)
+        // Two entries per CPU: on-CPU samples, and off-CPU ones (which a cpu-clock sample can
+        // interrupt).
+        .map_max_entries("SCRATCH", scratch_entries)
+        .map_max_entries("WALKS", scratch_entries)
+        .map_max_entries("UNWIND_ROWS", space.rows.max(1))
+        .map_max_entries("MAPPINGS", space.mappings.max(1))
+        .map_max_entries(
+            "FRAMES",
+            (2 * possible_cpus * MAX_USER_FRAMES)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        )
+        .load(OBJECT)
+        .map_err(|error| {
+            let refusal = object_refusal(&error);
+            if refusal.privileges {
+                coded(Exit::NoPermission, PRIVILEGE_MESSAGE)
+            } else {
+                anyhow!("cannot load amprof's eBPF object: {}", refusal.phrase())
+            }
+        })
+}
+
+/// The error when the kernel took none of the modes `call_graph` may record with.
+fn no_sampling_program(call_graph: CallGraph, refused: &[(StackMode, Refusal)]) -> anyhow::Error {
+    if refused.iter().any(|(_, r)| r.privileges) {
+        return coded(Exit::NoPermission, PRIVILEGE_MESSAGE);
+    }
+    let reasons: Vec<String> = refused
+        .iter()
+        .map(|(mode, refusal)| format!("{}: {}", mode.sample_program(), refusal.phrase()))
+        .collect();
+    anyhow!(
+        "the kernel refused the sampling program{} for -g {}: {}",
+        if refused.len() > 1 { "s" } else { "" },
+        call_graph.name(),
+        reasons.join("; ")
+    )
+}
+
+/// Before 5.11, BPF maps and programs count against RLIMIT_MEMLOCK, whose default (64 KiB or
+/// 8 MiB) is far below what the ring buffer needs: lift it, as perf and bpftool do. Later
+/// kernels account the memory to the cgroup, and the call may fail there (it does in some
+/// containers) without harm.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain syscall on a value on the stack.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// A way to take user stacks in the kernel: the programs of one `-g` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackMode {
+    /// The in-kernel walk with unwind tables (`bpf_loop`: 5.17).
+    Dwarf,
+    /// A stack copy from the registers `bpf_task_pt_regs` gives (5.15).
+    Copy,
+    /// A stack copy from registers found without `bpf_task_pt_regs` (older kernels).
+    CopyCompat,
+    /// Frame pointers, walked by `bpf_get_stack`.
+    FramePointers,
+}
+
+impl StackMode {
+    /// The modes that may record `call_graph`, in the order they are tried: the default walk
+    /// falls back to the stack copy, then to frame pointers; a mode asked for explicitly only
+    /// to other programs of its own (a stack copy is a stack copy, whatever gives the registers).
+    pub fn chain(call_graph: CallGraph) -> &'static [StackMode] {
+        match call_graph {
+            CallGraph::Dwarf => &[
+                StackMode::Dwarf,
+                StackMode::Copy,
+                StackMode::CopyCompat,
+                StackMode::FramePointers,
+            ],
+            CallGraph::DwarfCopy => &[StackMode::Copy, StackMode::CopyCompat],
+            CallGraph::Fp => &[StackMode::FramePointers],
+        }
+    }
+
+    /// The `-g` mode this is.
+    pub fn call_graph(self) -> CallGraph {
+        match self {
+            StackMode::Dwarf => CallGraph::Dwarf,
+            StackMode::Copy | StackMode::CopyCompat => CallGraph::DwarfCopy,
+            StackMode::FramePointers => CallGraph::Fp,
+        }
+    }
+
+    /// The cpu-clock program.
+    pub fn sample_program(self) -> &'static str {
+        match self {
+            StackMode::Dwarf => "sample_dwarf",
+            StackMode::Copy => "sample_copy",
+            StackMode::CopyCompat => "sample_copy_compat",
+            StackMode::FramePointers => "sample_fp",
+        }
+    }
+
+    /// The off-CPU programs: on `sched_switch`, and on `sys_exit`. The copy from registers
+    /// found without `bpf_task_pt_regs` has none of its own (off-CPU time needs the helper to
+    /// tell a thread's kernel entries apart): it tries the copy's.
+    pub fn off_cpu_programs(self) -> (&'static str, &'static str) {
+        match self {
+            StackMode::Dwarf => ("off_cpu_switch_dwarf", "off_cpu_exit_dwarf"),
+            StackMode::Copy | StackMode::CopyCompat => ("off_cpu_switch_copy", "off_cpu_exit_copy"),
+            StackMode::FramePointers => ("off_cpu_switch_fp", "off_cpu_exit_fp"),
+        }
+    }
+
+    /// What the mode is, for a sentence.
+    fn what(self) -> String {
+        match self {
+            StackMode::Dwarf => "the in-kernel stack walk (sample_dwarf)".into(),
+            mode => format!(
+                "-g {} ({})",
+                mode.call_graph().name(),
+                mode.sample_program()
+            ),
+        }
+    }
+
+    /// What recording with this mode costs, against the in-kernel walk.
+    fn cost(self, user_stack_bytes: u32) -> String {
+        match self {
+            StackMode::Dwarf => "nothing".into(),
+            StackMode::Copy | StackMode::CopyCompat => format!(
+                "stacks deeper than the {} KiB copied are cut short",
+                user_stack_bytes / 1024
+            ),
+            StackMode::FramePointers => {
+                "code built without frame pointers shows only its leaf frame".into()
+            }
+        }
+    }
+
+    /// Every program of the object, with the kind of event it is loaded for.
+    pub const ALL_PROGRAMS: &'static [&'static str] = &[
+        "sample_dwarf",
+        "sample_copy",
+        "sample_copy_compat",
+        "sample_fp",
+        "off_cpu_switch_dwarf",
+        "off_cpu_exit_dwarf",
+        "off_cpu_switch_copy",
+        "off_cpu_exit_copy",
+        "off_cpu_switch_fp",
+        "off_cpu_exit_fp",
+        "process_exec",
+        "follow_children",
+        "forget_new_process",
+    ];
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -499,10 +753,17 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str)
         .program_mut(program)
         .with_context(|| format!("the eBPF object has no {program} program"))?
         .try_into()?;
-    tracepoint
-        .load()
-        .map_err(|e| privilege_error(&e).unwrap_or_else(|| anyhow!(e)))
-        .with_context(|| format!("the kernel refused the {program} program"))?;
+    tracepoint.load().map_err(|error| {
+        let refusal = program_refusal(program, &error);
+        if refusal.privileges {
+            coded(Exit::NoPermission, PRIVILEGE_MESSAGE)
+        } else {
+            anyhow!(
+                "the kernel refused the {program} program: {}",
+                refusal.phrase()
+            )
+        }
+    })?;
     tracepoint
         .attach(category, name)
         .with_context(|| format!("cannot attach to tracepoint {category}/{name}"))?;
@@ -577,6 +838,10 @@ fn check_tracepoint_layout(
 
 /// A permission failure from the kernel, as the one-line error with its own exit code.
 fn privilege_error(error: &(dyn std::error::Error + 'static)) -> Option<anyhow::Error> {
+    if has_privileges() {
+        // Root is refused for other reasons (lockdown, a security module): the error says.
+        return None;
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -596,8 +861,17 @@ pub const PRIVILEGE_MESSAGE: &str = "recording needs root, or the CAP_BPF and CA
 /// Checks up front that this process may load eBPF programs, so that an unprivileged user gets
 /// one clear line (and exit code 4) before anything starts.
 pub fn check_privileges() -> Result<()> {
+    if has_privileges() {
+        Ok(())
+    } else {
+        Err(coded(Exit::NoPermission, PRIVILEGE_MESSAGE))
+    }
+}
+
+/// Root, or the capabilities that load and attach amprof's programs.
+pub fn has_privileges() -> bool {
     if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
+        return true;
     }
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -609,9 +883,80 @@ pub fn check_privileges() -> Result<()> {
         })
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_BPF) && has(CAP_PERFMON) {
-        Ok(())
-    } else {
-        Err(coded(Exit::NoPermission, PRIVILEGE_MESSAGE))
+    has(CAP_BPF) && has(CAP_PERFMON)
+}
+
+/// What the kernel said to one of amprof's programs (`amprof check`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramCheck {
+    pub program: &'static str,
+    pub loaded: bool,
+    /// Instructions the verifier processed to accept it (`bpf_prog_info.verified_insns`;
+    /// kernels before 5.16 do not report it).
+    pub verified_insns: Option<u32>,
+    /// Why the kernel refused it.
+    pub refusal: Option<String>,
+}
+
+/// The verifier's limit on instructions processed per program.
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// Loads every program of the object (attaching none) and reports what the kernel said to each.
+pub fn check_programs() -> Result<Vec<ProgramCheck>> {
+    let possible_cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+    raise_memlock_limit();
+    let cfg = SamplerConfig {
+        frequency_hz: 99,
+        window_len_ns: 1_000_000_000,
+        targets: None,
+        follow_children: false,
+        ring_bytes: 1 << 20,
+        call_graph: CallGraph::Dwarf,
+        user_stack_bytes: 16 * 1024,
+        unwind_tables: TableSpace {
+            rows: 1,
+            mappings: 1,
+        },
+        off_cpu: None,
+    };
+    let mut ebpf = load_object(&cfg, possible_cpus, None)?;
+    let mut checks = Vec::new();
+    for &name in StackMode::ALL_PROGRAMS {
+        let program = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the eBPF object has no {name} program"))?;
+        use aya::programs::Program;
+        let loaded = match program {
+            Program::PerfEvent(p) => p.load(),
+            Program::TracePoint(p) => p.load(),
+            Program::RawTracePoint(p) => p.load(),
+            _ => return Err(anyhow!("program {name} has an unexpected type")),
+        };
+        let check = match loaded {
+            Ok(()) => ProgramCheck {
+                program: name,
+                loaded: true,
+                verified_insns: program
+                    .info()
+                    .ok()
+                    .and_then(|info| info.verified_instruction_count())
+                    .filter(|&count| count > 0),
+                refusal: None,
+            },
+            Err(error) => {
+                let refusal = program_refusal(name, &error);
+                if refusal.privileges {
+                    return Err(coded(Exit::NoPermission, PRIVILEGE_MESSAGE));
+                }
+                ProgramCheck {
+                    program: name,
+                    loaded: false,
+                    verified_insns: None,
+                    refusal: Some(refusal.phrase()),
+                }
+            }
+        };
+        checks.push(check);
     }
+    Ok(checks)
 }

@@ -95,6 +95,8 @@ pub struct CaptureInfo {
     pub event: String,
     pub frequency_hz: u64,
     pub call_graph: String,
+    /// What the recording's kernel refused and what was done instead.
+    pub kernel_limits: Vec<String>,
     pub window_seconds: f64,
     /// Ring capacity (0: every window kept).
     pub keep: u32,
@@ -456,6 +458,7 @@ impl Tally {
                 event: meta.event.clone(),
                 frequency_hz: meta.frequency_hz,
                 call_graph: meta.call_graph.clone(),
+                kernel_limits: meta.kernel_limits.clone(),
                 window_seconds: meta.window_ns as f64 / 1e9,
                 keep: meta.keep,
                 target: match TargetKind::try_from(target.kind) {
@@ -644,6 +647,9 @@ impl Summary {
                 String::new()
             }
         )?;
+        for limit in &c.kernel_limits {
+            writeln!(out, "kernel    {}", printable(limit))?;
+        }
         if let Some(off) = &self.off_cpu {
             writeln!(
                 out,

@@ -69,6 +69,7 @@ fn meta(text: &str) -> Meta {
         user_stack_bytes: 0,
         inline: false,
         off_cpu_period_ns: 0,
+        kernel_limits: vec![format!("the kernel refused{text}")],
     }
 }
 

@@ -38,3 +38,4 @@ mod record;
 mod reliability;
 mod report;
 mod unwind_symbols;
+mod verifier;

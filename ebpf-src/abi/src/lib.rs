@@ -56,27 +56,31 @@ pub const OFF_CPU_KERNEL_BYTES_MASK: u32 = 0x1f8;
 /// make room).
 pub const MAX_OFF_CPU_THREADS: u32 = 16384;
 
-/// Where the kernel side keeps a thread's off-CPU time between context switches (the value of
-/// the `OFF_CPU_THREADS` map, keyed by thread id).
+/// Where the kernel side keeps a thread's off-CPU state between context switches (the value
+/// of the `OFF_CPU_THREADS` map, keyed by thread id).
+///
+/// Each wait is decided on alone when it ends: a wait of `w` ns is kept with probability
+/// `min(1, w / period)` and, if kept, stands for `max(w, period)` ns. The expected time
+/// recorded for every wait is then exactly `w`, whatever the lengths of the waits around it,
+/// and a thread sends about one sample per period of its time off the CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffCpuThread {
     /// `bpf_ktime_get_ns()` when the thread left the CPU; 0 while it runs.
     pub since_ns: u64,
-    /// Off-CPU time not yet sent, per reason: blocks add up here until the sum reaches the
-    /// period, and a sample then carries the sum.
-    pub pending_ns: [u64; 2],
-    /// Why it left: `OFF_CPU_BLOCKED` or `OFF_CPU_RUNNABLE`.
+    /// Per reason (`OFF_CPU_BLOCKED`, `OFF_CPU_RUNNABLE`): the weight of a kept wait not yet
+    /// sent (0: none due)...
+    pub due_ns: [u64; 2],
+    /// ...and how long that wait really was.
+    pub due_wait_ns: [u64; 2],
+    /// Why it left the CPU last: `OFF_CPU_BLOCKED` or `OFF_CPU_RUNNABLE`.
     pub reason: u32,
-    /// 0, or 1 + the reason whose sum is due to be sent.
-    pub due: u32,
     /// Bytes of `kernel`.
     pub kernel_bytes: u32,
-    pub _pad: u32,
     /// Its user instruction and stack pointers when it left the CPU (zeros for a kernel
     /// thread): while they are the same, it is still in the kernel entry it waited in.
     pub user_entry: [u64; 2],
-    /// The kernel stack it left the CPU in, leaf first.
+    /// The kernel stack it left the CPU in, leaf first: the blocked wait's own stack.
     pub kernel: [u64; OFF_CPU_KERNEL_FRAMES],
 }
 
@@ -84,11 +88,10 @@ impl Default for OffCpuThread {
     fn default() -> Self {
         Self {
             since_ns: 0,
-            pending_ns: [0; 2],
+            due_ns: [0; 2],
+            due_wait_ns: [0; 2],
             reason: 0,
-            due: 0,
             kernel_bytes: 0,
-            _pad: 0,
             user_entry: [0; 2],
             kernel: [0; OFF_CPU_KERNEL_FRAMES],
         }
@@ -111,26 +114,21 @@ pub mod config {
     pub const WINDOW_START_NS: u32 = 1;
     /// Length of one window in nanoseconds.
     pub const WINDOW_LEN_NS: u32 = 2;
-    /// 0: user stacks are unwound in the kernel with frame pointers (`bpf_get_stack`). Else
-    /// DWARF mode: copy this many bytes of user stack (at most `MAX_USER_STACK_BYTES`) and the
-    /// user registers, for userspace to unwind with the binaries' CFI.
+    /// The stack-copy and DWARF programs: bytes of user stack to copy (at most
+    /// `MAX_USER_STACK_BYTES`) with the user registers, for userspace to unwind with the
+    /// binaries' CFI.
     pub const USER_STACK_BYTES: u32 = 3;
     /// A process never to sample: amprof itself (its own work is not what the user profiles,
     /// and symbolizing itself would feed back into what it measures).
     pub const EXCLUDE_PID: u32 = 4;
-    /// DWARF mode: non-zero to walk user stacks in the kernel with the unwind tables userspace
-    /// loads (`UNWIND_ROWS`, `PROCESSES`), copying the stack only from where the tables end.
-    pub const UNWIND_TABLES: u32 = 5;
-    /// Non-zero: record off-CPU time (`--off-cpu`), one sample per this many nanoseconds
-    /// of a thread's time off the CPU (summed over its blocks).
-    pub const OFF_CPU_PERIOD_NS: u32 = 6;
-    /// Off-CPU samples one CPU may send per window; beyond, a thread's off-CPU time stays
-    /// in its pending sum (no time is lost, only attributed to a later block of the thread).
-    pub const OFF_CPU_MAX_PER_WINDOW: u32 = 7;
+    /// `--off-cpu`: the sampling period of off-CPU time, in nanoseconds (see `OffCpuThread`).
+    pub const OFF_CPU_PERIOD_NS: u32 = 5;
+    /// Off-CPU samples one CPU may send per window; beyond, they are counted as lost.
+    pub const OFF_CPU_MAX_PER_WINDOW: u32 = 6;
     /// Possible CPUs: off-CPU samples are built in `SCRATCH` entries from this index on.
-    pub const CPUS: u32 = 8;
+    pub const CPUS: u32 = 7;
     /// Entries in the map.
-    pub const LEN: u32 = 9;
+    pub const LEN: u32 = 8;
 }
 
 /// Byte offset of `pid` in the `task/task_newtask` tracepoint record. The verifier only allows
@@ -185,11 +183,14 @@ pub struct SampleHead {
     /// ([`UNWIND_TABLES_COPY`]; the instruction pointer is then a return address, the caller of
     /// the last frame in `user_bytes`, not itself among them).
     pub user_regs: [u64; 3],
-    /// [`EVENT_OFF_CPU`]: the nanoseconds off the CPU this sample stands for; else 0.
+    /// [`EVENT_OFF_CPU`]: the nanoseconds off the CPU this sample stands for (its weight); else 0.
     pub off_cpu_ns: u64,
     /// [`EVENT_OFF_CPU`]: `OFF_CPU_BLOCKED` or `OFF_CPU_RUNNABLE`.
     pub off_cpu_reason: u32,
     pub _pad: u32,
+    /// [`EVENT_OFF_CPU`]: how long the wait really was (`off_cpu_ns` is what it stands for:
+    /// at least one period).
+    pub off_cpu_wait_ns: u64,
 }
 
 /// `SampleHead::user_unwind`: frame pointers (`bpf_get_stack`), or no user stack.
@@ -322,6 +323,14 @@ pub struct ProcessMappings {
 pub const MAX_UNWIND_PROCESSES: u32 = 16384;
 /// Rows of one binary's table: the in-kernel binary search takes at most log2 of it steps.
 pub const MAX_TABLE_ROWS: u32 = 1 << 24;
+/// The x86-64 kernel stack of a task (`THREAD_SIZE` without KASAN) and its alignment: the
+/// task's user registers (`struct pt_regs`, `PT_REGS_BYTES`) sit at its top. Used only where
+/// the kernel lacks `bpf_task_pt_regs` (before 5.15), and checked there by the user code and
+/// stack segments the registers must hold (`USER_CS`, `USER_SS`).
+pub const KERNEL_STACK_BYTES: u64 = 16 * 1024;
+pub const PT_REGS_BYTES: u64 = 21 * 8;
+pub const USER_CS: u64 = 0x33;
+pub const USER_SS: u64 = 0x2b;
 /// Where the x86-64 kernel puts the interrupted registers for a signal handler: at the signal
 /// trampoline, rsp points at the `ucontext`, whose `uc_mcontext` (a `sigcontext`) is at this
 /// offset (after `uc_flags`, `uc_link` and the 24-byte `uc_stack`).
