@@ -111,7 +111,7 @@ impl Window {
         self.sample_stacks.push(stack);
     }
 
-    /// An off-CPU sample: `off_cpu` is the time off the CPU it stands for, and why.
+    /// An off-CPU sample: `off` is the time off the CPU it stands for, its wait, and why.
     pub fn push_off_cpu_sample(
         &mut self,
         previous_ns: &mut u64,
@@ -119,15 +119,16 @@ impl Window {
         tid: u32,
         cpu: u32,
         stack: u32,
-        (off_cpu_ns, reason): (u64, OffCpuReason),
+        off: OffCpu,
     ) {
         self.off_cpu_time_deltas
             .push(next_delta(previous_ns, time_ns));
         self.off_cpu_tids.push(tid);
         self.off_cpu_cpus.push(cpu);
         self.off_cpu_stacks.push(stack);
-        self.off_cpu_ns.push(off_cpu_ns);
-        self.off_cpu_reasons.push(reason as i32);
+        self.off_cpu_ns.push(off.ns);
+        self.off_cpu_reasons.push(off.reason as i32);
+        self.off_cpu_wait_ns.push(off.wait_ns);
     }
 }
 
@@ -215,10 +216,11 @@ pub struct Window {
     pub unwinding: Option<Unwinding>,
     /// Off-CPU samples (`record --off-cpu`), one column per field like the on-CPU samples
     /// above, in time order, and kept apart from them so that no reader counts one as the
-    /// other. Each is the stack a thread blocked in, taken when it ran again: times are then
-    /// (deltas as above), and the sample stands for `off_cpu_ns` of the thread's time off
-    /// the CPU: that block, and the shorter blocks before it that the kernel summed up
-    /// instead of sending each (see `Meta::off_cpu_period_ns`).
+    /// other. Each is the stack a thread waited in, taken when it ran again: times are then
+    /// (deltas as above). The kernel keeps a wait of `w` ns with probability
+    /// `min(1, w / period)` (see `Meta::off_cpu_period_ns`), and a kept one stands for
+    /// `max(w, period)` ns, `off_cpu_ns`: summed, an unbiased estimate of the time off the
+    /// CPU per stack, whatever the mix of wait lengths. The wait itself is `off_cpu_wait_ns`.
     #[prost(uint64, repeated, tag = "22")]
     pub off_cpu_time_deltas: Vec<u64>,
     #[prost(uint32, repeated, tag = "23")]
@@ -238,6 +240,35 @@ pub struct Window {
     /// Off-CPU samples the kernel side could not deliver (ring buffer full).
     #[prost(uint64, tag = "28")]
     pub off_cpu_lost: u64,
+    /// How long each off-CPU sample's own wait lasted, ns (at most its `off_cpu_ns`): where
+    /// a timeline draws it. Empty in captures of amprof 0.1 before per-wait sampling, whose
+    /// samples summed the waits before them: read as `off_cpu_ns` (see [`Window::off_cpu_wait`]).
+    #[prost(uint64, repeated, tag = "29")]
+    pub off_cpu_wait_ns: Vec<u64>,
+}
+
+/// What an off-CPU sample stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OffCpu {
+    /// Nanoseconds off the CPU it stands for, ending at the sample's time: what profiles sum.
+    pub ns: u64,
+    /// Nanoseconds its own wait lasted, ending at the sample's time (at most `ns`): what a
+    /// timeline draws.
+    pub wait_ns: u64,
+    pub reason: OffCpuReason,
+}
+
+impl Window {
+    /// The wait of off-CPU sample `index`: its column's value, at most what it stands for, or
+    /// what it stands for in captures without the column.
+    pub fn off_cpu_wait(&self, index: usize) -> Option<u64> {
+        let ns = *self.off_cpu_ns.get(index)?;
+        Some(
+            self.off_cpu_wait_ns
+                .get(index)
+                .map_or(ns, |&wait| wait.min(ns)),
+        )
+    }
 }
 
 /// Why a thread was off the CPU.

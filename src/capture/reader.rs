@@ -476,6 +476,7 @@ fn validate_window(w: &Window) -> Result<u64> {
         || w.off_cpu_stacks.len() != m
         || w.off_cpu_ns.len() != m
         || w.off_cpu_reasons.len() != m
+        || !(w.off_cpu_wait_ns.is_empty() || w.off_cpu_wait_ns.len() == m)
     {
         return corrupt("off-CPU sample columns of different lengths");
     }

@@ -5,6 +5,7 @@ use std::ops::RangeInclusive;
 
 use anyhow::Error;
 
+pub use super::format::OffCpu;
 use super::format::{OffCpuReason, Process, Stack, Window};
 use crate::error::usage;
 
@@ -168,14 +169,6 @@ pub struct Sample<'w> {
     pub off_cpu: Option<OffCpu>,
 }
 
-/// What an off-CPU sample stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OffCpu {
-    /// Nanoseconds off the CPU, ending at the sample's time.
-    pub ns: u64,
-    pub reason: OffCpuReason,
-}
-
 impl Sample<'_> {
     /// Nanoseconds the sample stands for: its off-CPU time, or `period_ns` on the CPU.
     pub fn nanoseconds(&self, period_ns: u64) -> u64 {
@@ -228,7 +221,12 @@ pub fn off_cpu_samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_
     column_samples(window, columns).filter_map(|(index, mut sample)| {
         let reason = OffCpuReason::try_from(*window.off_cpu_reasons.get(index)?).ok()?;
         let ns = *window.off_cpu_ns.get(index)?;
-        sample.off_cpu = Some(OffCpu { ns, reason });
+        let wait_ns = window.off_cpu_wait(index)?;
+        sample.off_cpu = Some(OffCpu {
+            ns,
+            wait_ns,
+            reason,
+        });
         Some(sample)
     })
 }

@@ -19,8 +19,8 @@ use std::path::Path;
 use super::{
     CaptureWriter, End, RecordKind, encode_record, file_header,
     format::{
-        Function, Line, Location, Mapping, Meta, Module, ModuleKind, OffCpuReason, Process, Stack,
-        Thread, Window,
+        Function, Line, Location, Mapping, Meta, Module, ModuleKind, OffCpu, OffCpuReason, Process,
+        Stack, Thread, Window,
     },
 };
 
@@ -273,7 +273,12 @@ impl WindowBuilder {
                 tid,
                 cpu,
                 stack,
-                (ns, reason),
+                // A wait as long as what it stands for (it reached the period).
+                OffCpu {
+                    ns,
+                    wait_ns: ns,
+                    reason,
+                },
             );
             if let Some(s) = w.stacks.get_mut(stack as usize) {
                 s.off_cpu_count += 1;

@@ -380,7 +380,9 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                 Some(off) => {
                     self.end_run(track);
                     let end = sample.time_ns;
-                    let mut start = end.saturating_sub(off.ns);
+                    // The marker is the wait itself; the samples below weigh what it stands for
+                    // (a short wait kept for the period stands for the period).
+                    let mut start = end.saturating_sub(off.wait_ns);
                     if let Some(last) = self.threads[track].last_ns {
                         start = start.max(last.min(end));
                     }

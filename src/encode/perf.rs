@@ -1550,6 +1550,7 @@ mod tests {
         w.off_cpu_stacks = off.off_cpu_stacks;
         w.off_cpu_ns = off.off_cpu_ns;
         w.off_cpu_reasons = off.off_cpu_reasons;
+        w.off_cpu_wait_ns = off.off_cpu_wait_ns;
         w.stacks[0].off_cpu_count = 1;
         w.stacks[0].off_cpu_ns = 5_000_000;
         w.stacks[1].off_cpu_count = 1;

@@ -350,7 +350,7 @@ fn filter_window(mut window: Window, selection: &Selection) -> Window {
                 sample.tid,
                 sample.cpu,
                 sample.stack_index,
-                (off_cpu.ns, off_cpu.reason),
+                off_cpu,
             ),
         }
     }
@@ -372,6 +372,7 @@ fn filter_window(mut window: Window, selection: &Selection) -> Window {
     window.off_cpu_stacks = off.off_cpu_stacks;
     window.off_cpu_ns = off.off_cpu_ns;
     window.off_cpu_reasons = off.off_cpu_reasons;
+    window.off_cpu_wait_ns = off.off_cpu_wait_ns;
     window
 }
 

@@ -29,7 +29,7 @@ use super::{
     refusal::{Refusal, object_refusal, program_refusal},
 };
 use crate::{
-    capture::format::OffCpuReason,
+    capture::format::{OffCpu, OffCpuReason},
     error::{Exit, coded},
 };
 
@@ -153,8 +153,9 @@ pub struct Sample<'a> {
     /// ...and the user stack from the stack pointer up, for userspace to unwind.
     pub user_stack: &'a [u8],
     /// `None` for an on-CPU sample. An off-CPU sample (`--off-cpu`) is the stack a thread
-    /// blocked in, taken as it ran again: the nanoseconds off the CPU it stands for, and why.
-    pub off_cpu: Option<(u64, OffCpuReason)>,
+    /// waited in, taken as it ran again: the nanoseconds off the CPU it stands for, its own
+    /// wait, and why.
+    pub off_cpu: Option<OffCpu>,
 }
 
 /// Parses one ring-buffer record. `scratch` holds the frames when the record is not 8-byte
@@ -210,9 +211,15 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 user_stack,
                 off_cpu: match (header.kind, head.off_cpu_reason) {
                     (EVENT_SAMPLE, _) => None,
-                    (_, OFF_CPU_RUNNABLE) => Some((head.off_cpu_ns, OffCpuReason::Runnable)),
-                    (_, OFF_CPU_BLOCKED) => Some((head.off_cpu_ns, OffCpuReason::Blocked)),
-                    _ => return None,
+                    (_, reason) => Some(OffCpu {
+                        ns: head.off_cpu_ns,
+                        wait_ns: head.off_cpu_wait_ns.min(head.off_cpu_ns),
+                        reason: match reason {
+                            OFF_CPU_RUNNABLE => OffCpuReason::Runnable,
+                            OFF_CPU_BLOCKED => OffCpuReason::Blocked,
+                            _ => return None,
+                        },
+                    }),
                 },
             }))
         }

@@ -179,14 +179,7 @@ impl WindowSymbolizer {
         }
         let mut previous = closed.start_ns;
         for s in closed.off_cpu_samples {
-            out.push_off_cpu_sample(
-                &mut previous,
-                s.time_ns,
-                s.tid,
-                s.cpu,
-                s.stack,
-                (s.ns, s.reason),
-            );
+            out.push_off_cpu_sample(&mut previous, s.time_ns, s.tid, s.cpu, s.stack, s.off);
         }
         out.off_cpu_lost = closed.off_cpu_lost;
         let vanished = super::sigbus::pages_replaced();

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, hash::BuildHasherDefault, sync::Arc};
 use indexmap::IndexMap;
 use rustc_hash::{FxHashMap, FxHasher};
 
-use crate::capture::format::{OffCpuReason, Problems};
+use crate::capture::format::{OffCpu, Problems};
 
 use super::{
     kernel_tables::KernelTables,
@@ -92,8 +92,7 @@ pub struct OffCpuSample {
     pub cpu: u32,
     /// Index into [`ClosedWindow::stacks`].
     pub stack: u32,
-    pub ns: u64,
-    pub reason: OffCpuReason,
+    pub off: OffCpu,
 }
 
 /// A window whose samples are all in, ready to be symbolized and written.
@@ -216,9 +215,9 @@ impl WindowAggregator {
         }
         match sample.off_cpu {
             None => self.samples += 1,
-            Some((ns, _)) => {
+            Some(off) => {
                 self.off_cpu_samples += 1;
-                self.off_cpu_ns = self.off_cpu_ns.saturating_add(ns);
+                self.off_cpu_ns = self.off_cpu_ns.saturating_add(off.ns);
             }
         }
         let image = self
@@ -284,16 +283,15 @@ impl WindowAggregator {
                 window.cpus.push(sample.cpu);
                 window.stack_ids.push(stack as u32);
             }
-            Some((ns, reason)) => {
+            Some(off) => {
                 counts.off_cpu += 1;
-                counts.off_cpu_ns = counts.off_cpu_ns.saturating_add(ns);
+                counts.off_cpu_ns = counts.off_cpu_ns.saturating_add(off.ns);
                 window.off_cpu.push(OffCpuSample {
                     time_ns: sample.time_ns,
                     tid: sample.tid,
                     cpu: sample.cpu,
                     stack: stack as u32,
-                    ns,
-                    reason,
+                    off,
                 });
             }
         }

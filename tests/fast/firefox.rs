@@ -312,6 +312,28 @@ fn off_cpu_and_wall_samples_weigh_their_time_in_periods() {
     );
 }
 
+/// A 1 ms wait the kernel kept for a 5 ms period: its marker is the 1 ms it lasted, its
+/// samples weigh the 5 ms it stands for.
+#[test]
+fn a_short_wait_is_drawn_as_long_as_it_lasted_and_weighs_what_it_stands_for() {
+    let dir = scratch("firefox-short-wait");
+    let path = dir.join("short.data");
+    let mut windows = windows();
+    // The first window's first off-CPU sample: 5 ms blocked, ending at 20 ms.
+    assert_eq!(windows[0].off_cpu_ns[0], 5 * MS);
+    windows[0].off_cpu_wait_ns[0] = MS;
+    write_capture(&path, &ms_meta(), windows).unwrap();
+    let profile = report(&path, &dir.join("wall.json"), &["--event", "wall"]);
+    let worker = profile.thread(100, 101);
+    assert_eq!(spans(worker, "Blocked"), [(19.0, 20.0)]);
+    assert_eq!(
+        worker.leaf_weights().get("[off-cpu: blocked]"),
+        Some(&5),
+        "{:?}",
+        worker.leaf_weights()
+    );
+}
+
 #[test]
 fn selection_plain_json_and_a_capture_without_off_cpu() {
     let dir = scratch("firefox-select");
@@ -349,6 +371,7 @@ fn windows_without_off_cpu() -> [Window; 2] {
         w.off_cpu_stacks.clear();
         w.off_cpu_ns.clear();
         w.off_cpu_reasons.clear();
+        w.off_cpu_wait_ns.clear();
         for stack in &mut w.stacks {
             stack.off_cpu_count = 0;
             stack.off_cpu_ns = 0;

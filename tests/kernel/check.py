@@ -176,6 +176,36 @@ def check_off_cpu():
     ok("--off-cpu split: " + ", ".join(split))
 
 
+def check_mixed_waits(frequency):
+    """tests/fixtures/mixed_waits.c: each function's share of the off-CPU time within 3 points
+    of what its thread measured (waits of 40 ms to 0.2 ms, one site or two, blocked or
+    runnable)."""
+    name = f"mixed-{frequency}"
+    rc = int(read(f"{name}.rc").strip() or "-1")
+    if rc != 0:
+        fail(f"{name}: exit {rc}: {read(f'{name}.err')[:400]}")
+        return
+    try:
+        truth = json.loads(read(f"{name}.out"))
+    except ValueError:
+        fail(f"{name}: the fixture printed {read(f'{name}.out')[:200]!r}")
+        return
+    stacks = folded(f"{name}.data", "--event", "off-cpu")
+    profiled = {f: sum(c for frames, c in stacks if f in frames) for f in truth}
+    total_truth, total_profiled = sum(truth.values()), sum(profiled.values())
+    if total_profiled == 0:
+        fail(f"{name}: no off-CPU time in the fixture's functions")
+        return
+    split = []
+    for function in truth:
+        want = 100 * truth[function] / total_truth
+        got = 100 * profiled[function] / total_profiled
+        split.append(f"{function} {got:.1f} ({want:.1f})")
+        if abs(want - got) > 3.0:
+            fail(f"{name}: {function} has {got:.1f}% of the off-CPU time, measured {want:.1f}%")
+    ok(f"--off-cpu -F {frequency} mixed waits, % (measured): " + ", ".join(split))
+
+
 print(f"Linux {read('kernel').strip()}")
 check_headroom()
 check_record("dwarf", "dwarf", "recursion-nofp", 200)
@@ -183,4 +213,7 @@ check_record("copy", "dwarf-copy", "recursion-nofp", 200)
 check_record("fp", "fp", "recursion-fp", 100)
 check_pid()
 check_off_cpu()
+if modern:
+    check_mixed_waits(99)
+    check_mixed_waits(999)
 sys.exit(1 if failures else 0)

@@ -33,3 +33,8 @@ wait "$pid" 2> /dev/null
 # Off-CPU: threads that block in sleep, a mutex and pipes; the fixture's own measurements go
 # to offcpu.out (the command's stdout).
 run offcpu record -d 20s --off-cpu -o offcpu.data -- /bin/offcpu-nofp 3
+# Off-CPU waits of different lengths, sites and reasons, at 99 and 999 Hz: the fixture's own
+# measurements go to mixed-F.out.
+for frequency in 99 999; do
+  run "mixed-$frequency" record --off-cpu -F "$frequency" -o "mixed-$frequency.data" -- /bin/mixed-waits 5
+done
