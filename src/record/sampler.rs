@@ -265,7 +265,7 @@ impl Sampler {
             let space = (mode == StackMode::Dwarf).then_some(cfg.unwind_tables);
             let mut ebpf = load_object(cfg, possible_cpus, space)?;
             let program: &mut PerfEvent = program_of(&mut ebpf, mode.sample_program())?;
-            match program.load() {
+            match load_retrying(|| program.load()) {
                 Ok(()) => {
                     loaded = Some((mode, ebpf));
                     break;
@@ -367,10 +367,9 @@ impl Sampler {
 
         let mut off_cpu = false;
         if cfg.off_cpu.is_some() {
-            match attach_off_cpu(&mut ebpf, mode)? {
-                Ok(()) => off_cpu = true,
-                Err(limit) => kernel_limits.push(limit),
-            }
+            let (attached, limit) = attach_off_cpu(&mut ebpf, mode)?;
+            off_cpu = attached;
+            kernel_limits.extend(limit);
         }
 
         Ok(Self {
@@ -508,9 +507,11 @@ pub struct WindowCounters {
 /// BPF trampolines (fentry is refused), so nothing runs in a thread's context the moment it
 /// is back on the CPU: its syscall exit is the first place that does.
 ///
-/// The programs of the on-CPU mode are tried, then those with frame pointers; `Ok(Err(..))`
-/// when the kernel takes neither: off-CPU time is then not recorded, and the line says why.
-fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<std::result::Result<(), String>> {
+/// The programs of the on-CPU mode are tried, then those with frame pointers. Returns whether
+/// off-CPU time is recorded, and a line when the kernel refused something on the way: off-CPU
+/// stacks walked by frame pointers instead (a silent fallback would leave code built without
+/// them unnamed, with nothing said), or no off-CPU time at all.
+fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<(bool, Option<String>)> {
     check_tracepoint_layout(
         "sched",
         "sched_switch",
@@ -525,14 +526,12 @@ fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<std::result::Resul
     for mode in [mode, StackMode::FramePointers] {
         let (switch, exit) = mode.off_cpu_programs();
         let program: &mut TracePoint = program_of(ebpf, switch)?;
-        let mut loaded = program
-            .load()
-            .map_err(|e| (switch, program_refusal(switch, &e)));
+        let mut loaded =
+            load_retrying(|| program.load()).map_err(|e| (switch, program_refusal(switch, &e)));
         if loaded.is_ok() {
             let program: &mut RawTracePoint = program_of(ebpf, exit)?;
-            loaded = program
-                .load()
-                .map_err(|e| (exit, program_refusal(exit, &e)));
+            loaded =
+                load_retrying(|| program.load()).map_err(|e| (exit, program_refusal(exit, &e)));
         }
         match loaded {
             Ok(()) => {
@@ -544,7 +543,15 @@ fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<std::result::Resul
                 program
                     .attach("sys_exit")
                     .context("cannot attach to the sys_exit raw tracepoint")?;
-                return Ok(Ok(()));
+                let limit = first_refusal.map(|(program, refusal): (&str, Refusal)| {
+                    format!(
+                        "the kernel refused {program}: {}; off-CPU stacks are walked by frame \
+                         pointers instead: {}",
+                        refusal.phrase(),
+                        StackMode::FramePointers.cost(0)
+                    )
+                });
+                return Ok((true, limit));
             }
             Err((program, refusal)) => {
                 if refusal.privileges {
@@ -555,10 +562,31 @@ fn attach_off_cpu(ebpf: &mut Ebpf, mode: StackMode) -> Result<std::result::Resul
         }
     }
     let (program, refusal) = first_refusal.expect("two modes were tried");
-    Ok(Err(format!(
-        "off-CPU time is not recorded: the kernel refused {program}: {}",
-        refusal.phrase()
-    )))
+    Ok((
+        false,
+        Some(format!(
+            "off-CPU time is not recorded: the kernel refused {program}: {}",
+            refusal.phrase()
+        )),
+    ))
+}
+
+/// Loads a program, again when the verifier was interrupted: it gives up with EAGAIN when a
+/// signal is pending (or EINTR), which says nothing about the program, and a fallback to
+/// another mode for it would cost the recording its stacks.
+fn load_retrying(
+    mut load: impl FnMut() -> std::result::Result<(), aya::programs::ProgramError>,
+) -> std::result::Result<(), aya::programs::ProgramError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if attempts < 3
+                    && matches!(io_error.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {}
+            result => return result,
+        }
+    }
 }
 
 /// The program `name` of the object, as its type.
