@@ -23,17 +23,19 @@
 //! each time a window is evicted, so that it never holds more than N windows.
 
 pub mod format;
+pub mod kind;
 mod reader;
 pub mod select;
 pub mod testing;
 mod writer;
 
 pub use format::{End, Meta, Window};
+pub use kind::{Detail, KindDescriptor, KindSet, SampleKind};
 pub use reader::{
     CaptureReader, Completeness, EXPANSION_ALLOWANCE, MAX_EXPANSION_FACTOR, MAX_LINES_PER_LOCATION,
     MAX_STACK_LOCATIONS, MAX_STRING_BYTES,
 };
-pub use select::{Event, OffCpu, Sample, Selection, off_cpu_samples, samples};
+pub use select::{Event, OffCpu, Sample, Selection, kind_samples, off_cpu_samples, samples};
 pub use writer::CaptureWriter;
 
 /// First bytes of every capture. The `\r\n` catches files mangled by text-mode transfers.

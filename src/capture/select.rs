@@ -6,7 +6,10 @@ use std::ops::RangeInclusive;
 use anyhow::Error;
 
 pub use super::format::OffCpu;
-use super::format::{OffCpuReason, Process, Stack, Window};
+use super::{
+    format::{Process, Stack, Window},
+    kind::{Detail, KindSet, SampleKind},
+};
 use crate::error::usage;
 
 /// Which windows and processes a report or a push covers.
@@ -45,43 +48,38 @@ impl Event {
         }
     }
 
+    /// The kinds of samples it takes.
+    pub fn kinds(self) -> KindSet {
+        match self {
+            Self::OnCpu => KindSet::of(&[SampleKind::OnCpu]),
+            Self::OffCpu => KindSet::of(&[SampleKind::OffCpu]),
+            Self::Wall => KindSet::of(&[SampleKind::OnCpu, SampleKind::OffCpu]),
+        }
+    }
+
     pub fn includes_on_cpu(self) -> bool {
-        self != Self::OffCpu
+        self.kinds().contains(SampleKind::OnCpu)
     }
 
     pub fn includes_off_cpu(self) -> bool {
-        self != Self::OnCpu
+        self.kinds().contains(SampleKind::OffCpu)
     }
 
     /// Samples of this event with `stack`.
     pub fn samples_of(self, stack: &Stack) -> u64 {
-        let on = if self.includes_on_cpu() {
-            stack.count
-        } else {
-            0
-        };
-        let off = if self.includes_off_cpu() {
-            stack.off_cpu_count
-        } else {
-            0
-        };
-        on + off
+        self.kinds()
+            .iter()
+            .map(|kind| kind.stack_totals(stack, 0).0)
+            .fold(0, u64::saturating_add)
     }
 
     /// Nanoseconds this event's samples of `stack` stand for: `period_ns` per on-CPU sample
     /// ([`super::Meta::sample_period_ns`]), plus the off-CPU time.
     pub fn nanoseconds_of(self, stack: &Stack, period_ns: u64) -> u64 {
-        let on = if self.includes_on_cpu() {
-            stack.count.saturating_mul(period_ns)
-        } else {
-            0
-        };
-        let off = if self.includes_off_cpu() {
-            stack.off_cpu_ns
-        } else {
-            0
-        };
-        on.saturating_add(off)
+        self.kinds()
+            .iter()
+            .map(|kind| kind.stack_totals(stack, period_ns).1)
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -111,26 +109,54 @@ impl Selection {
             .collect()
     }
 
-    /// The samples of `window` the selection keeps (of the selected event), in time order.
+    /// The samples of `window` the selection keeps (of the selected event's kinds), in time
+    /// order: one stream per kind, merged.
     pub fn samples<'w>(&self, window: &'w Window) -> impl Iterator<Item = Sample<'w>> + 'w {
         let kept = self.kept_stacks(window);
-        let on = self
-            .event
-            .includes_on_cpu()
-            .then(|| samples(window))
-            .into_iter()
-            .flatten();
-        let off = self
-            .event
-            .includes_off_cpu()
-            .then(|| off_cpu_samples(window))
-            .into_iter()
-            .flatten();
-        MergeByTime {
-            a: on.peekable(),
-            b: off.peekable(),
-        }
+        MergeByTime::new(
+            self.event
+                .kinds()
+                .iter()
+                .map(|kind| kind_samples(window, kind))
+                .collect(),
+        )
         .filter(move |s| kept[s.stack_index as usize])
+    }
+
+    /// `window` with only what the selection keeps: the stacks (and their samples, of every
+    /// kind) of the processes it excludes are emptied, so that an encoder given the result
+    /// encodes every sample in it. Windows and kinds are not filtered here.
+    pub fn filter_window(&self, mut window: Window) -> Window {
+        if self.pids.is_empty() && self.comms.is_empty() {
+            return window;
+        }
+        let kept = self.kept_processes(&window);
+        for kind in SampleKind::ALL {
+            let samples: Vec<(Detail, u64, u32, u32, u32)> = kind_samples(&window, kind)
+                .filter(|s| kept[s.stack_index as usize])
+                .map(|s| (s.detail, s.time_ns, s.tid, s.cpu, s.stack_index))
+                .collect();
+            kind.clear(&mut window);
+            let mut previous = window.start_ns;
+            for (detail, time_ns, tid, cpu, stack) in samples {
+                detail.push(&mut window, &mut previous, time_ns, tid, cpu, stack);
+            }
+        }
+        for (stack, kept) in window.stacks.iter_mut().zip(kept) {
+            if !kept {
+                SampleKind::ALL.iter().for_each(|k| k.clear_stack(stack));
+            }
+        }
+        window
+    }
+
+    /// Per stack of `window`: whether the selection keeps its process (whatever its samples).
+    fn kept_processes(&self, window: &Window) -> Vec<bool> {
+        window
+            .stacks
+            .iter()
+            .map(|stack| self.includes_stack(window, stack))
+            .collect()
     }
 
     /// The usage error for a capture none of whose windows the selection keeps (only when
@@ -165,109 +191,105 @@ pub struct Sample<'w> {
     /// Index into `Window::processes`.
     pub process_index: u32,
     pub process: &'w Process,
-    /// `None` for an on-CPU sample; for an off-CPU one, the time off the CPU it stands for.
-    pub off_cpu: Option<OffCpu>,
+    /// Its kind, and what a sample of that kind carries.
+    pub detail: Detail,
 }
 
 impl Sample<'_> {
+    pub fn kind(&self) -> SampleKind {
+        self.detail.kind()
+    }
+
+    /// For an off-CPU sample, the time off the CPU it stands for, its wait and why.
+    pub fn off_cpu(&self) -> Option<OffCpu> {
+        match self.detail {
+            Detail::OffCpu(off) => Some(off),
+            Detail::OnCpu => None,
+        }
+    }
+
     /// Nanoseconds the sample stands for: its off-CPU time, or `period_ns` on the CPU.
     pub fn nanoseconds(&self, period_ns: u64) -> u64 {
-        self.off_cpu.map_or(period_ns, |off| off.ns)
+        self.off_cpu().map_or(period_ns, |off| off.ns)
     }
 }
 
-/// Two time-ordered sample streams as one.
-struct MergeByTime<A: Iterator, B: Iterator> {
-    a: std::iter::Peekable<A>,
-    b: std::iter::Peekable<B>,
+/// Time-ordered sample streams (one per kind) as one; of samples at the same time, the one of
+/// the stream listed first comes first.
+struct MergeByTime<'w> {
+    streams: Vec<std::iter::Peekable<KindSamples<'w>>>,
 }
 
-impl<'w, A, B> Iterator for MergeByTime<A, B>
-where
-    A: Iterator<Item = Sample<'w>>,
-    B: Iterator<Item = Sample<'w>>,
-{
-    type Item = Sample<'w>;
+type KindSamples<'w> = Box<dyn Iterator<Item = Sample<'w>> + 'w>;
 
-    fn next(&mut self) -> Option<Sample<'w>> {
-        match (self.a.peek(), self.b.peek()) {
-            (Some(a), Some(b)) if b.time_ns < a.time_ns => self.b.next(),
-            (Some(_), _) => self.a.next(),
-            (None, _) => self.b.next(),
+impl<'w> MergeByTime<'w> {
+    fn new(streams: Vec<KindSamples<'w>>) -> Self {
+        Self {
+            streams: streams.into_iter().map(Iterator::peekable).collect(),
         }
     }
 }
 
-/// Every sample of `window`, in time order. The reader validated the window (columns of equal
-/// length, indices in range); a sample that refers to nothing is skipped, never a panic.
+impl<'w> Iterator for MergeByTime<'w> {
+    type Item = Sample<'w>;
+
+    fn next(&mut self) -> Option<Sample<'w>> {
+        let mut earliest: Option<(usize, u64)> = None;
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            if let Some(sample) = stream.peek()
+                && earliest.is_none_or(|(_, time)| sample.time_ns < time)
+            {
+                earliest = Some((index, sample.time_ns));
+            }
+        }
+        self.streams[earliest?.0].next()
+    }
+}
+
+/// Every on-CPU sample of `window`, in time order. The reader validated the window (columns of
+/// equal length, indices in range); a sample that refers to nothing is skipped, never a panic.
 pub fn samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
-    let columns: Columns<'_> = (
-        &window.sample_time_deltas,
-        &window.sample_tids,
-        &window.sample_cpus,
-        &window.sample_stacks,
-    );
-    column_samples(window, columns).map(|(_, sample)| sample)
+    kind_samples(window, SampleKind::OnCpu)
 }
 
 /// Every off-CPU sample of `window`, in time order (validated like [`samples`]).
 pub fn off_cpu_samples(window: &Window) -> impl Iterator<Item = Sample<'_>> + '_ {
-    let columns: Columns<'_> = (
-        &window.off_cpu_time_deltas,
-        &window.off_cpu_tids,
-        &window.off_cpu_cpus,
-        &window.off_cpu_stacks,
-    );
-    column_samples(window, columns).filter_map(|(index, mut sample)| {
-        let reason = OffCpuReason::try_from(*window.off_cpu_reasons.get(index)?).ok()?;
-        let ns = *window.off_cpu_ns.get(index)?;
-        let wait_ns = window.off_cpu_wait(index)?;
-        sample.off_cpu = Some(OffCpu {
-            ns,
-            wait_ns,
-            reason,
-        });
-        Some(sample)
-    })
+    kind_samples(window, SampleKind::OffCpu)
 }
 
-/// The columns of one kind of sample: time deltas, tids, CPUs, stack indices.
-type Columns<'w> = (&'w [u64], &'w [u32], &'w [u32], &'w [u32]);
-
-/// The samples of `columns` (as on-CPU samples), with their index in the columns.
-fn column_samples<'w>(
-    window: &'w Window,
-    (deltas, tids, cpus, stacks): Columns<'w>,
-) -> impl Iterator<Item = (usize, Sample<'w>)> + 'w {
+/// Every sample of `kind` in `window`, in time order (validated like [`samples`]).
+pub fn kind_samples(window: &Window, kind: SampleKind) -> KindSamples<'_> {
+    let rows = kind.rows(window);
     let mut time = window.start_ns;
-    deltas
-        .iter()
-        .zip(tids)
-        .zip(cpus)
-        .zip(stacks)
-        .enumerate()
-        .filter_map(move |(index, (((&delta, &tid), &cpu), &stack_index))| {
-            time = time.saturating_add(delta);
-            let stack = window.stacks.get(stack_index as usize)?;
-            let process = window.processes.get(stack.process as usize)?;
-            let sample = Sample {
-                time_ns: time,
-                tid,
-                cpu,
-                stack_index,
-                stack,
-                process_index: stack.process,
-                process,
-                off_cpu: None,
-            };
-            Some((index, sample))
-        })
+    Box::new(
+        rows.deltas
+            .iter()
+            .zip(rows.tids)
+            .zip(rows.cpus)
+            .zip(rows.stacks)
+            .enumerate()
+            .filter_map(move |(index, (((&delta, &tid), &cpu), &stack_index))| {
+                time = time.saturating_add(delta);
+                let stack = window.stacks.get(stack_index as usize)?;
+                let process = window.processes.get(stack.process as usize)?;
+                Some(Sample {
+                    time_ns: time,
+                    tid,
+                    cpu,
+                    stack_index,
+                    stack,
+                    process_index: stack.process,
+                    process,
+                    detail: kind.detail(window, index)?,
+                })
+            }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::testing::WindowBuilder;
+    use crate::capture::{format::OffCpuReason, testing::WindowBuilder};
 
     fn two_processes() -> Window {
         let mut w = WindowBuilder::new(3);
@@ -316,6 +338,38 @@ mod tests {
             "the capture has no window in 0..1,5..5"
         );
         assert!(all.no_window_error("the capture").is_none());
+    }
+
+    /// A process selection keeps both kinds of samples of the processes it keeps, each in its
+    /// own columns, and the stacks of the others have no samples of either kind left.
+    #[test]
+    fn filtering_processes_keeps_off_cpu_samples_apart() {
+        let mut w = WindowBuilder::new(0);
+        let (a, b) = (w.process(10, "a"), w.process(20, "b"));
+        let f = w.function("f");
+        let l = w.location(0x10, &[f]);
+        let (sa, sb) = (w.stack(a, &[l], 0), w.stack(b, &[l], 0));
+        w.sample(5, 10, 0, sa);
+        w.sample(6, 20, 0, sb);
+        w.off_cpu_sample(7, 10, 1, sa, 3_000, OffCpuReason::Blocked);
+        w.off_cpu_sample(8, 20, 1, sb, 4_000, OffCpuReason::Runnable);
+        let window = w.build();
+        let only_a = Selection {
+            pids: vec![10],
+            event: Event::Wall,
+            ..Selection::default()
+        };
+        let kept = only_a.filter_window(window);
+        assert_eq!(kept.sample_stacks, [sa]);
+        assert_eq!(kept.sample_time_deltas, [5]);
+        assert_eq!(kept.off_cpu_stacks, [sa]);
+        assert_eq!(kept.off_cpu_time_deltas, [7]);
+        assert_eq!(kept.off_cpu_ns, [3_000]);
+        assert_eq!(kept.off_cpu_reasons, [OffCpuReason::Blocked as i32]);
+        let b = &kept.stacks[sb as usize];
+        assert_eq!((b.count, b.off_cpu_count, b.off_cpu_ns), (0, 0, 0));
+        let a = &kept.stacks[sa as usize];
+        assert_eq!((a.count, a.off_cpu_count, a.off_cpu_ns), (1, 1, 3_000));
     }
 
     #[test]

@@ -363,7 +363,7 @@ impl<W: Write> Encoder for Firefox<'_, W> {
             ..selection.clone()
         };
         for sample in both.samples(window) {
-            if sample.off_cpu.is_none() && !self.event.includes_on_cpu() {
+            if sample.off_cpu().is_none() && !self.event.includes_on_cpu() {
                 // No track for a thread only on the CPU in a profile of waits.
                 continue;
             }
@@ -371,7 +371,7 @@ impl<W: Write> Encoder for Firefox<'_, W> {
                 .entry((sample.process_index, sample.tid))
                 .or_insert_with(|| self.thread_track(&sample, &names));
             let thread = self.threads[track].handle;
-            match sample.off_cpu {
+            match sample.off_cpu() {
                 None => {
                     let stack =
                         stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);

@@ -139,9 +139,10 @@ impl Fold {
         if self.event.includes_off_cpu() {
             off_cpu = vec![[0u64; 2]; window.stacks.len()];
             for sample in off_cpu_samples(window) {
-                if let (Some(off), Some(ns)) =
-                    (sample.off_cpu, off_cpu.get_mut(sample.stack_index as usize))
-                {
+                if let (Some(off), Some(ns)) = (
+                    sample.off_cpu(),
+                    off_cpu.get_mut(sample.stack_index as usize),
+                ) {
                     let ns = &mut ns[off.reason as usize];
                     *ns = ns.saturating_add(off.ns);
                 }

@@ -211,7 +211,7 @@ fn group_samples(meta: &Meta, window: &Window) -> Result<Vec<ProcessSamples>> {
             .push(unix_ns(meta, sample.time_ns));
     }
     for sample in off_cpu_samples(window) {
-        let Some(off_cpu) = sample.off_cpu else {
+        let Some(off_cpu) = sample.off_cpu() else {
             continue;
         };
         let (times, values) = by_process

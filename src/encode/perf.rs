@@ -510,9 +510,13 @@ impl<W: Write + Seek> PerfWriter<W> {
             self.events.contains(&PerfEvent::OnCpu),
             self.events.contains(&PerfEvent::OffCpu),
         );
-        let wanted = selection
-            .samples(window)
-            .filter(|s| if s.off_cpu.is_some() { off_cpu } else { on_cpu });
+        let wanted = selection.samples(window).filter(|s| {
+            if s.off_cpu().is_some() {
+                off_cpu
+            } else {
+                on_cpu
+            }
+        });
         for sample in wanted {
             let (stack, process, tid) = (sample.stack, sample.process, sample.tid);
             let stack_index = sample.stack_index as usize;
@@ -552,7 +556,7 @@ impl<W: Write + Seek> PerfWriter<W> {
                 };
                 self.announce_thread((process.pid, process.first_seen_ns), name, id)?;
             }
-            self.sample(window, stack_index, id, sample.off_cpu)?;
+            self.sample(window, stack_index, id, sample.off_cpu())?;
         }
         // What the kernel side lost, counted against the event it was lost from.
         for (event, lost, included) in [

@@ -296,7 +296,7 @@ impl ProfileBuilder {
                 continue;
             };
             let off_cpu_ns = sample
-                .off_cpu
+                .off_cpu()
                 .map(|off| i64::try_from(off.ns).unwrap_or(i64::MAX));
             let values = self.values.of_sample(off_cpu_ns, self.period_ns);
             let mut sample_labels = Vec::with_capacity(6);
@@ -312,7 +312,7 @@ impl ProfileBuilder {
                 sample_labels.push(label(labels::THREAD_NAME, name));
             }
             sample_labels.push(label(labels::CPU, &numbers[&sample.cpu]));
-            if let Some(off) = sample.off_cpu {
+            if let Some(off) = sample.off_cpu() {
                 sample_labels.push(label(labels::OFF_CPU_REASON, off.reason.name()));
             }
             let profile_sample = api::Sample {
@@ -325,7 +325,7 @@ impl ProfileBuilder {
                 .try_add_sample(profile_sample, timestamp)
                 .with_context(|| format!("cannot add a sample of window {}", window.index))?;
             self.samples += 1;
-            self.off_cpu_samples += u64::from(sample.off_cpu.is_some());
+            self.off_cpu_samples += u64::from(sample.off_cpu().is_some());
         }
         Ok(())
     }

@@ -256,7 +256,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
         if !options.selection.includes_window(&window) {
             continue;
         }
-        let window = filter_window(window, &options.selection);
+        let window = options.selection.filter_window(window);
         let requests = destination.encode(&meta, &window)?;
         send_all(destination, requests, &mut outcomes)?;
     }
@@ -324,56 +324,6 @@ pub fn check_summary(summary: &PushSummary) -> Result<()> {
             summary.resend_hint().unwrap_or_default()
         ),
     ))
-}
-
-/// Drops the stacks (and their samples, on-CPU and off-CPU) that the process selection
-/// excludes, so that a destination encodes every sample of the windows it gets.
-fn filter_window(mut window: Window, selection: &Selection) -> Window {
-    if selection.pids.is_empty() && selection.comms.is_empty() {
-        return window;
-    }
-    let mut on = Window::default();
-    let mut off = Window::default();
-    let (mut previous_on, mut previous_off) = (window.start_ns, window.start_ns);
-    for sample in selection.samples(&window) {
-        match sample.off_cpu {
-            None => on.push_sample(
-                &mut previous_on,
-                sample.time_ns,
-                sample.tid,
-                sample.cpu,
-                sample.stack_index,
-            ),
-            Some(off_cpu) => off.push_off_cpu_sample(
-                &mut previous_off,
-                sample.time_ns,
-                sample.tid,
-                sample.cpu,
-                sample.stack_index,
-                off_cpu,
-            ),
-        }
-    }
-    let kept = selection.kept_stacks(&window);
-    for (stack, kept) in window.stacks.iter_mut().zip(kept) {
-        if !kept {
-            stack.count = 0;
-            stack.off_cpu_count = 0;
-            stack.off_cpu_ns = 0;
-        }
-    }
-    window.sample_time_deltas = on.sample_time_deltas;
-    window.sample_tids = on.sample_tids;
-    window.sample_cpus = on.sample_cpus;
-    window.sample_stacks = on.sample_stacks;
-    window.off_cpu_time_deltas = off.off_cpu_time_deltas;
-    window.off_cpu_tids = off.off_cpu_tids;
-    window.off_cpu_cpus = off.off_cpu_cpus;
-    window.off_cpu_stacks = off.off_cpu_stacks;
-    window.off_cpu_ns = off.off_cpu_ns;
-    window.off_cpu_reasons = off.off_cpu_reasons;
-    window.off_cpu_wait_ns = off.off_cpu_wait_ns;
-    window
 }
 
 fn outcome_of(
@@ -497,39 +447,6 @@ fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{Event, format::OffCpuReason, testing::WindowBuilder};
-
-    /// A process selection keeps both kinds of samples of the processes it keeps, each in its
-    /// own columns, and the stacks of the others have no samples of either kind left.
-    #[test]
-    fn filtering_processes_keeps_off_cpu_samples_apart() {
-        let mut w = WindowBuilder::new(0);
-        let (a, b) = (w.process(10, "a"), w.process(20, "b"));
-        let f = w.function("f");
-        let l = w.location(0x10, &[f]);
-        let (sa, sb) = (w.stack(a, &[l], 0), w.stack(b, &[l], 0));
-        w.sample(5, 10, 0, sa);
-        w.sample(6, 20, 0, sb);
-        w.off_cpu_sample(7, 10, 1, sa, 3_000, OffCpuReason::Blocked);
-        w.off_cpu_sample(8, 20, 1, sb, 4_000, OffCpuReason::Runnable);
-        let window = w.build();
-        let only_a = Selection {
-            pids: vec![10],
-            event: Event::Wall,
-            ..Selection::default()
-        };
-        let kept = filter_window(window, &only_a);
-        assert_eq!(kept.sample_stacks, [sa]);
-        assert_eq!(kept.sample_time_deltas, [5]);
-        assert_eq!(kept.off_cpu_stacks, [sa]);
-        assert_eq!(kept.off_cpu_time_deltas, [7]);
-        assert_eq!(kept.off_cpu_ns, [3_000]);
-        assert_eq!(kept.off_cpu_reasons, [OffCpuReason::Blocked as i32]);
-        let b = &kept.stacks[sb as usize];
-        assert_eq!((b.count, b.off_cpu_count, b.off_cpu_ns), (0, 0, 0));
-        let a = &kept.stacks[sa as usize];
-        assert_eq!((a.count, a.off_cpu_count, a.off_cpu_ns), (1, 1, 3_000));
-    }
 
     #[test]
     fn backs_off_exponentially_with_caps() {

@@ -504,7 +504,9 @@ impl OffCpuTally {
         let mut by_stack = vec![0u64; window.stacks.len()];
         let (mut samples, mut ns) = (0, 0u64);
         for sample in off_cpu_samples(window) {
-            let Some(off) = sample.off_cpu else { continue };
+            let Some(off) = sample.off_cpu() else {
+                continue;
+            };
             if !selection.includes_stack(window, sample.stack) {
                 continue;
             }

@@ -128,7 +128,7 @@ fn off_cpu_waits_are_markers_and_wall_samples() {
             if sample.process.name == "offcpu" {
                 pid = sample.process.pid;
                 *waits.entry(sample.tid).or_default() += 1;
-                *off_ns.entry(sample.tid).or_default() += sample.off_cpu.unwrap().ns;
+                *off_ns.entry(sample.tid).or_default() += sample.off_cpu().unwrap().ns;
             }
         }
     }

@@ -258,7 +258,7 @@ fn waiting_for_a_cpu_is_runnable_time() {
             let Some((tid, _)) = spinners.iter().find(|(tid, _)| *tid == sample.tid) else {
                 continue;
             };
-            let off = sample.off_cpu.unwrap();
+            let off = sample.off_cpu().unwrap();
             match off.reason {
                 OffCpuReason::Runnable => {
                     *runnable.entry(*tid).or_default() += off.ns as f64 / 1e9;
@@ -471,7 +471,7 @@ fn waits_of_different_lengths_keep_their_own_shares() {
                     let Some(wait) = MIXED.iter().find(|w| names.iter().any(|n| n == *w)) else {
                         continue;
                     };
-                    let off = sample.off_cpu.unwrap();
+                    let off = sample.off_cpu().unwrap();
                     let reason = match off.reason {
                         OffCpuReason::Blocked => 0,
                         OffCpuReason::Runnable => 1,

@@ -1,0 +1,285 @@
+//! Kinds of samples, as data: what each kind counts, in what unit, and how every output names
+//! it, in one [`KindDescriptor`] per kind; and the one adapter between a kind and the capture's
+//! columns for it ([`SampleKind::stream`], [`SampleKind::push`], [`SampleKind::clear`],
+//! [`SampleKind::stack_totals`]).
+//!
+//! Outputs ask a kind's descriptor instead of naming kinds (in the spirit of the OpenTelemetry
+//! eBPF profiler's `TypeMetadata`): a new kind is a variant here, its descriptor, its columns
+//! in [`super::format`] and its producer in `record`.
+
+use super::format::{OffCpu, OffCpuReason, Stack, Window};
+
+/// What one sample stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SampleKind {
+    /// A thread seen running on a CPU by the sampling event (`cpu-clock`): it stands for one
+    /// sampling period.
+    OnCpu,
+    /// A wait of a thread off the CPU (`record --off-cpu`): it stands for the time it carries.
+    OffCpu,
+}
+
+/// How every output names one kind of sample, and what it is.
+#[derive(Debug)]
+pub struct KindDescriptor {
+    pub kind: SampleKind,
+    /// Its name in words and in `--event` (`on-cpu`, `off-cpu`).
+    pub name: &'static str,
+    /// What a sample of it is, for a sentence.
+    pub counts: &'static str,
+    /// The unit of a sample's weight (pprof's and OTLP's unit names).
+    pub weight_unit: &'static str,
+    /// True when a sample is a thread's time (on the CPU or off it): such kinds add up on one
+    /// axis of time, wall time.
+    pub thread_time: bool,
+    /// pprof sample types: `(type, unit)` of the count, then of the weight.
+    pub pprof: [(&'static str, &'static str); 2],
+    /// The types Datadog's profilers send for it alone, `None` when Datadog shows it only
+    /// within wall time (`wall-samples`, `wall-time`, which count every thread-time kind).
+    pub datadog: Option<[(&'static str, &'static str); 2]>,
+    /// OTLP sample type `(type, unit)`, as the OpenTelemetry eBPF profiler names it; its samples
+    /// carry values only when their weights differ (`OnCpu` samples are a period each).
+    pub otlp: (&'static str, &'static str),
+    /// The perf.data event of its samples; `None`: the capture's own sampling event.
+    pub perf_event: Option<&'static str>,
+    /// The label its samples carry in pprof and Datadog (`off_cpu_reason`), if any.
+    pub label: Option<&'static str>,
+    /// True when every sample weighs one sampling period (and outputs with a period give it).
+    pub periodic: bool,
+}
+
+static ON_CPU: KindDescriptor = KindDescriptor {
+    kind: SampleKind::OnCpu,
+    name: "on-cpu",
+    counts: "samples of threads running on a CPU",
+    weight_unit: "nanoseconds",
+    thread_time: true,
+    pprof: [("cpu-samples", "count"), ("cpu-time", "nanoseconds")],
+    datadog: Some([("cpu-samples", "count"), ("cpu-time", "nanoseconds")]),
+    otlp: ("samples", "count"),
+    perf_event: None,
+    label: None,
+    periodic: true,
+};
+
+static OFF_CPU: KindDescriptor = KindDescriptor {
+    kind: SampleKind::OffCpu,
+    name: "off-cpu",
+    counts: "waits of threads off the CPU, blocked or runnable",
+    weight_unit: "nanoseconds",
+    thread_time: true,
+    pprof: [
+        ("off-cpu-samples", "count"),
+        ("off-cpu-time", "nanoseconds"),
+    ],
+    datadog: None,
+    otlp: ("off_cpu", "nanoseconds"),
+    perf_event: Some("offcpu-time"),
+    label: Some("off_cpu_reason"),
+    periodic: false,
+};
+
+impl SampleKind {
+    /// Every kind, in the order outputs list them.
+    pub const ALL: [SampleKind; 2] = [SampleKind::OnCpu, SampleKind::OffCpu];
+
+    pub fn descriptor(self) -> &'static KindDescriptor {
+        match self {
+            Self::OnCpu => &ON_CPU,
+            Self::OffCpu => &OFF_CPU,
+        }
+    }
+
+    /// `(samples, weight)` of `stack` for this kind: its sample count and what they stand for
+    /// (`period_ns` per sample of a periodic kind).
+    pub fn stack_totals(self, stack: &Stack, period_ns: u64) -> (u64, u64) {
+        match self {
+            Self::OnCpu => (stack.count, stack.count.saturating_mul(period_ns)),
+            Self::OffCpu => (stack.off_cpu_count, stack.off_cpu_ns),
+        }
+    }
+
+    /// Zeroes this kind's totals of `stack`.
+    pub fn clear_stack(self, stack: &mut Stack) {
+        match self {
+            Self::OnCpu => stack.count = 0,
+            Self::OffCpu => {
+                stack.off_cpu_count = 0;
+                stack.off_cpu_ns = 0;
+            }
+        }
+    }
+
+    /// This kind's samples in `window`: `(time delta, tid, cpu, stack index, detail)` in order,
+    /// the detail `None` for a sample without one or that the columns cannot give (skipped).
+    pub(super) fn rows(self, window: &Window) -> KindRows<'_> {
+        match self {
+            Self::OnCpu => KindRows {
+                deltas: &window.sample_time_deltas,
+                tids: &window.sample_tids,
+                cpus: &window.sample_cpus,
+                stacks: &window.sample_stacks,
+            },
+            Self::OffCpu => KindRows {
+                deltas: &window.off_cpu_time_deltas,
+                tids: &window.off_cpu_tids,
+                cpus: &window.off_cpu_cpus,
+                stacks: &window.off_cpu_stacks,
+            },
+        }
+    }
+
+    /// The detail of this kind's sample `index` in `window` (`None` when its columns lack it).
+    pub(super) fn detail(self, window: &Window, index: usize) -> Option<Detail> {
+        match self {
+            Self::OnCpu => Some(Detail::OnCpu),
+            Self::OffCpu => {
+                let reason = OffCpuReason::try_from(*window.off_cpu_reasons.get(index)?).ok()?;
+                Some(Detail::OffCpu(OffCpu {
+                    ns: *window.off_cpu_ns.get(index)?,
+                    wait_ns: window.off_cpu_wait(index)?,
+                    reason,
+                }))
+            }
+        }
+    }
+
+    /// Empties this kind's sample columns of `window`.
+    pub fn clear(self, window: &mut Window) {
+        match self {
+            Self::OnCpu => {
+                window.sample_time_deltas.clear();
+                window.sample_tids.clear();
+                window.sample_cpus.clear();
+                window.sample_stacks.clear();
+            }
+            Self::OffCpu => {
+                window.off_cpu_time_deltas.clear();
+                window.off_cpu_tids.clear();
+                window.off_cpu_cpus.clear();
+                window.off_cpu_stacks.clear();
+                window.off_cpu_ns.clear();
+                window.off_cpu_reasons.clear();
+                window.off_cpu_wait_ns.clear();
+            }
+        }
+    }
+}
+
+/// What a sample carries beyond its time, thread, CPU and stack, by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    OnCpu,
+    OffCpu(OffCpu),
+}
+
+impl Detail {
+    pub fn kind(self) -> SampleKind {
+        match self {
+            Self::OnCpu => SampleKind::OnCpu,
+            Self::OffCpu(_) => SampleKind::OffCpu,
+        }
+    }
+
+    /// Appends a sample with this detail to its kind's columns of `window` (`previous_ns`: the
+    /// time of the kind's previous sample there, see [`Window::push_sample`]).
+    pub fn push(
+        self,
+        window: &mut Window,
+        previous_ns: &mut u64,
+        time_ns: u64,
+        tid: u32,
+        cpu: u32,
+        stack: u32,
+    ) {
+        match self {
+            Self::OnCpu => window.push_sample(previous_ns, time_ns, tid, cpu, stack),
+            Self::OffCpu(off) => {
+                window.push_off_cpu_sample(previous_ns, time_ns, tid, cpu, stack, off)
+            }
+        }
+    }
+}
+
+/// The common columns of one kind's samples.
+pub(super) struct KindRows<'w> {
+    pub deltas: &'w [u64],
+    pub tids: &'w [u32],
+    pub cpus: &'w [u32],
+    pub stacks: &'w [u32],
+}
+
+/// A set of kinds of samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KindSet(u8);
+
+impl KindSet {
+    pub const EMPTY: KindSet = KindSet(0);
+
+    pub fn of(kinds: &[SampleKind]) -> Self {
+        kinds.iter().fold(Self::EMPTY, |set, &k| set.with(k))
+    }
+
+    pub fn with(self, kind: SampleKind) -> Self {
+        Self(self.0 | 1 << kind as u8)
+    }
+
+    pub fn contains(self, kind: SampleKind) -> bool {
+        self.0 & (1 << kind as u8) != 0
+    }
+
+    /// The kinds in the set, in [`SampleKind::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = SampleKind> {
+        SampleKind::ALL
+            .into_iter()
+            .filter(move |&k| self.contains(k))
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_list_their_kinds_in_order() {
+        let both = KindSet::of(&[SampleKind::OffCpu, SampleKind::OnCpu]);
+        assert_eq!(
+            both.iter().collect::<Vec<_>>(),
+            [SampleKind::OnCpu, SampleKind::OffCpu]
+        );
+        assert_eq!(both.len(), 2);
+        assert!(!KindSet::of(&[SampleKind::OnCpu]).contains(SampleKind::OffCpu));
+        assert!(KindSet::EMPTY.is_empty());
+    }
+
+    #[test]
+    fn every_kind_describes_itself() {
+        for kind in SampleKind::ALL {
+            let descriptor = kind.descriptor();
+            assert_eq!(descriptor.kind, kind);
+            assert!(!descriptor.name.is_empty() && !descriptor.counts.is_empty());
+        }
+    }
+
+    #[test]
+    fn clearing_a_kind_leaves_the_others() {
+        let mut stack = Stack {
+            count: 3,
+            off_cpu_count: 2,
+            off_cpu_ns: 70,
+            ..Stack::default()
+        };
+        assert_eq!(SampleKind::OnCpu.stack_totals(&stack, 10), (3, 30));
+        SampleKind::OffCpu.clear_stack(&mut stack);
+        assert_eq!(SampleKind::OffCpu.stack_totals(&stack, 10), (0, 0));
+        assert_eq!(stack.count, 3);
+    }
+}
