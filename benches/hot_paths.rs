@@ -279,8 +279,11 @@ fn capture(c: &mut Criterion) {
     group.bench_function("pprof", |b| {
         let meta = meta();
         b.iter(|| {
-            let mut builder =
-                pprof::ProfileBuilder::new(&meta, pprof::Values::OnCpu).expect("builder");
+            let mut builder = pprof::ProfileBuilder::new(
+                &meta,
+                pprof::Values::of_event(amprof::capture::Event::OnCpu),
+            )
+            .expect("builder");
             for window in &windows {
                 builder
                     .add_window(window, &selection, &|_| true)

@@ -40,6 +40,10 @@ pub struct KindDescriptor {
     /// OTLP sample type `(type, unit)`, as the OpenTelemetry eBPF profiler names it; its samples
     /// carry values only when their weights differ (`OnCpu` samples are a period each).
     pub otlp: (&'static str, &'static str),
+    /// OTLP period type of a periodic kind (its samples then carry timestamps only).
+    pub otlp_period: Option<(&'static str, &'static str)>,
+    /// The OTLP attribute its samples' label goes in (`amprof.off_cpu.reason`), if any.
+    pub otlp_label: Option<&'static str>,
     /// The perf.data event of its samples; `None`: the capture's own sampling event.
     pub perf_event: Option<&'static str>,
     /// The label its samples carry in pprof and Datadog (`off_cpu_reason`), if any.
@@ -48,7 +52,7 @@ pub struct KindDescriptor {
     pub periodic: bool,
 }
 
-static ON_CPU: KindDescriptor = KindDescriptor {
+const ON_CPU: KindDescriptor = KindDescriptor {
     kind: SampleKind::OnCpu,
     name: "on-cpu",
     counts: "samples of threads running on a CPU",
@@ -57,12 +61,14 @@ static ON_CPU: KindDescriptor = KindDescriptor {
     pprof: [("cpu-samples", "count"), ("cpu-time", "nanoseconds")],
     datadog: Some([("cpu-samples", "count"), ("cpu-time", "nanoseconds")]),
     otlp: ("samples", "count"),
+    otlp_period: Some(("cpu", "nanoseconds")),
+    otlp_label: None,
     perf_event: None,
     label: None,
     periodic: true,
 };
 
-static OFF_CPU: KindDescriptor = KindDescriptor {
+const OFF_CPU: KindDescriptor = KindDescriptor {
     kind: SampleKind::OffCpu,
     name: "off-cpu",
     counts: "waits of threads off the CPU, blocked or runnable",
@@ -74,6 +80,8 @@ static OFF_CPU: KindDescriptor = KindDescriptor {
     ],
     datadog: None,
     otlp: ("off_cpu", "nanoseconds"),
+    otlp_period: None,
+    otlp_label: Some("amprof.off_cpu.reason"),
     perf_event: Some("offcpu-time"),
     label: Some("off_cpu_reason"),
     periodic: false,
@@ -83,7 +91,7 @@ impl SampleKind {
     /// Every kind, in the order outputs list them.
     pub const ALL: [SampleKind; 2] = [SampleKind::OnCpu, SampleKind::OffCpu];
 
-    pub fn descriptor(self) -> &'static KindDescriptor {
+    pub const fn descriptor(self) -> &'static KindDescriptor {
         match self {
             Self::OnCpu => &ON_CPU,
             Self::OffCpu => &OFF_CPU,
@@ -144,6 +152,24 @@ impl SampleKind {
         }
     }
 
+    /// Whether this kind's columns of `window` agree: of one length, every sample referring to
+    /// a stack and process, with a detail the columns give (an off-CPU reason amprof knows).
+    /// The reader checks this for every window it reads; windows from elsewhere (a recording
+    /// streaming its windows) are checked by whoever must not encode a corrupt one.
+    pub fn is_consistent(self, window: &Window) -> bool {
+        let rows = self.rows(window);
+        let n = rows.stacks.len();
+        let details_agree = match self {
+            Self::OnCpu => true,
+            Self::OffCpu => window.off_cpu_ns.len() == n && window.off_cpu_reasons.len() == n,
+        };
+        details_agree
+            && rows.deltas.len() == n
+            && rows.tids.len() == n
+            && rows.cpus.len() == n
+            && super::select::kind_samples(window, self).count() == n
+    }
+
     /// Empties this kind's sample columns of `window`.
     pub fn clear(self, window: &mut Window) {
         match self {
@@ -174,6 +200,15 @@ pub enum Detail {
 }
 
 impl Detail {
+    /// The value of its kind's label (`KindDescriptor::label`), if the kind has one: an
+    /// off-CPU sample's reason.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Self::OnCpu => None,
+            Self::OffCpu(off) => Some(off.reason.name()),
+        }
+    }
+
     pub fn kind(self) -> SampleKind {
         match self {
             Self::OnCpu => SampleKind::OnCpu,

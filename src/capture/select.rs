@@ -48,6 +48,19 @@ impl Event {
         }
     }
 
+    /// The event that takes `kinds`: on-CPU samples alone, off-CPU ones alone, or wall time
+    /// for more than one kind (or none).
+    pub fn of_kinds(kinds: KindSet) -> Self {
+        match (
+            kinds.contains(SampleKind::OnCpu),
+            kinds.contains(SampleKind::OffCpu),
+        ) {
+            (true, false) => Self::OnCpu,
+            (false, true) => Self::OffCpu,
+            _ => Self::Wall,
+        }
+    }
+
     /// The kinds of samples it takes.
     pub fn kinds(self) -> KindSet {
         match self {

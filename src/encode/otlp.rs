@@ -49,11 +49,7 @@ use rustc_hash::FxHashMap;
 
 use super::frames;
 use crate::{
-    capture::{
-        Meta, Window,
-        format::{ModuleKind, OffCpuReason},
-        off_cpu_samples, samples,
-    },
+    capture::{Meta, SampleKind, Window, format::ModuleKind, kind_samples},
     error::bad_input,
 };
 
@@ -150,78 +146,53 @@ impl Encoder {
     }
 }
 
-/// Samples grouped by (stack index, tid, cpu): their Unix-epoch times, in order.
-type SampleGroups = IndexMap<(u32, u32, u32), Vec<u64>>;
+/// Samples of one kind grouped by (stack index, tid, cpu, label value): their Unix-epoch
+/// times, in order, and for a kind whose samples differ in weight (not periodic), the weight
+/// of each at the same positions.
+type SampleGroups = IndexMap<(u32, u32, u32, Option<&'static str>), (Vec<u64>, Vec<i64>)>;
 
-/// Off-CPU samples grouped by (stack index, tid, cpu, reason): their Unix-epoch times and, at
-/// the same positions, the nanoseconds off the CPU each stands for.
-type OffCpuGroups = IndexMap<(u32, u32, u32, OffCpuReason), (Vec<u64>, Vec<i64>)>;
-
-/// The samples of one process in a window.
+/// The samples of one process in a window, by kind ([`SampleKind::ALL`]'s order).
 #[derive(Default)]
 struct ProcessSamples {
     process: usize,
-    samples: SampleGroups,
-    off_cpu: OffCpuGroups,
+    by_kind: [SampleGroups; SampleKind::ALL.len()],
 }
 
-/// Groups the samples of `window` by process. A window the reader did not validate is checked
-/// here: a sample of nothing is an error, not a sample dropped from a request.
+/// Groups the samples of `window` by process. A window the reader did not validate (one a
+/// recording streams) is checked here: a sample of nothing is an error, not a sample dropped
+/// from a request.
 fn group_samples(meta: &Meta, window: &Window) -> Result<Vec<ProcessSamples>> {
-    let n = window.sample_stacks.len();
-    let off = window.off_cpu_stacks.len();
-    let columns_agree = [
-        window.sample_time_deltas.len(),
-        window.sample_tids.len(),
-        window.sample_cpus.len(),
-    ]
-    .iter()
-    .all(|&len| len == n)
-        && [
-            window.off_cpu_time_deltas.len(),
-            window.off_cpu_tids.len(),
-            window.off_cpu_cpus.len(),
-            window.off_cpu_ns.len(),
-            window.off_cpu_reasons.len(),
-        ]
-        .iter()
-        .all(|&len| len == off);
-    if !columns_agree || samples(window).count() != n {
+    if let Some(kind) = SampleKind::ALL
+        .into_iter()
+        .find(|kind| !kind.is_consistent(window))
+    {
         return Err(bad_input(format!(
-            "window {} is corrupt: samples that refer to no stack or process",
-            window.index
-        )));
-    }
-    // (`off_cpu_samples` also skips a reason it does not know: that is corruption too.)
-    if off_cpu_samples(window).count() != off {
-        return Err(bad_input(format!(
-            "window {} is corrupt: off-CPU samples that refer to no stack or process, or of no \
-             known reason",
-            window.index
+            "window {} is corrupt: {} samples that refer to no stack or process, or columns \
+             that disagree",
+            window.index,
+            kind.descriptor().name
         )));
     }
     let mut by_process: IndexMap<usize, ProcessSamples> = IndexMap::new();
-    for sample in samples(window) {
-        by_process
-            .entry(sample.process_index as usize)
-            .or_default()
-            .samples
-            .entry((sample.stack_index, sample.tid, sample.cpu))
-            .or_default()
-            .push(unix_ns(meta, sample.time_ns));
-    }
-    for sample in off_cpu_samples(window) {
-        let Some(off_cpu) = sample.off_cpu() else {
-            continue;
-        };
-        let (times, values) = by_process
-            .entry(sample.process_index as usize)
-            .or_default()
-            .off_cpu
-            .entry((sample.stack_index, sample.tid, sample.cpu, off_cpu.reason))
-            .or_default();
-        times.push(unix_ns(meta, sample.time_ns));
-        values.push(i64::try_from(off_cpu.ns).unwrap_or(i64::MAX));
+    for (k, kind) in SampleKind::ALL.into_iter().enumerate() {
+        let periodic = kind.descriptor().periodic;
+        for sample in kind_samples(window, kind) {
+            let (times, weights) = by_process
+                .entry(sample.process_index as usize)
+                .or_default()
+                .by_kind[k]
+                .entry((
+                    sample.stack_index,
+                    sample.tid,
+                    sample.cpu,
+                    sample.detail.label(),
+                ))
+                .or_default();
+            times.push(unix_ns(meta, sample.time_ns));
+            if !periodic {
+                weights.push(i64::try_from(sample.nanoseconds(0)).unwrap_or(i64::MAX));
+            }
+        }
     }
     let mut groups: Vec<ProcessSamples> = by_process
         .into_iter()
@@ -312,10 +283,6 @@ struct Batch {
     profiles: usize,
     bytes: usize,
 }
-
-/// The sample attribute that says why a thread was off the CPU: `blocked` or `runnable`
-/// ([`OffCpuReason::name`]).
-pub const OFF_CPU_REASON_ATTRIBUTE: &str = "amprof.off_cpu.reason";
 
 /// What the samples of one window share while [`Batch::add`] encodes them.
 struct SampleContext<'w, 'c> {
@@ -471,67 +438,44 @@ impl Batch {
             let group = &groups[g];
             let process = &window.processes[group.process];
             let id = profile_id(meta, window, process.pid, process.first_seen_ns);
-            if !group.samples.is_empty() {
-                let mut samples = Vec::with_capacity(group.samples.len());
-                for (&(stack, tid, cpu), times) in &group.samples {
-                    let (stack_index, attribute_indices) =
-                        self.sample_key(&mut sample_context, group.process, stack, tid, cpu)?;
-                    samples.push(otlp::Sample {
-                        stack_index,
-                        attribute_indices,
-                        link_index: 0,
-                        values: vec![],
-                        timestamps_unix_nano: times.clone(),
-                    });
+            for (kind, kind_groups) in SampleKind::ALL.into_iter().zip(&group.by_kind) {
+                if kind_groups.is_empty() {
+                    continue;
                 }
-                let sample_type = otlp::ValueType {
-                    type_strindex: self.string("samples"),
-                    unit_strindex: self.string("count"),
-                };
-                let period_type = otlp::ValueType {
-                    type_strindex: self.string("cpu"),
-                    unit_strindex: self.string("nanoseconds"),
-                };
-                let profile = otlp::Profile {
-                    sample_type: Some(sample_type),
-                    samples,
-                    time_unix_nano: unix_ns(meta, window.start_ns),
-                    duration_nano: window.end_ns.saturating_sub(window.start_ns),
-                    period_type: Some(period_type),
-                    period,
-                    profile_id: id.clone(),
-                    ..Default::default()
-                };
-                self.add_profile(settings, meta, process, profile);
-            }
-            if !group.off_cpu.is_empty() {
-                let mut samples = Vec::with_capacity(group.off_cpu.len());
-                for (&(stack, tid, cpu, reason), (times, values)) in &group.off_cpu {
+                let descriptor = kind.descriptor();
+                let mut samples = Vec::with_capacity(kind_groups.len());
+                for (&(stack, tid, cpu, label), (times, weights)) in kind_groups {
                     let (stack_index, mut attribute_indices) =
                         self.sample_key(&mut sample_context, group.process, stack, tid, cpu)?;
-                    attribute_indices.push(
-                        self.attribute(OFF_CPU_REASON_ATTRIBUTE, Value::Str(reason.name().into())),
-                    );
+                    if let (Some(key), Some(label)) = (descriptor.otlp_label, label) {
+                        attribute_indices.push(self.attribute(key, Value::Str(label.into())));
+                    }
                     samples.push(otlp::Sample {
                         stack_index,
                         attribute_indices,
                         link_index: 0,
-                        values: values.clone(),
+                        values: weights.clone(),
                         timestamps_unix_nano: times.clone(),
                     });
                 }
                 let sample_type = otlp::ValueType {
-                    type_strindex: self.string("off_cpu"),
-                    unit_strindex: self.string("nanoseconds"),
+                    type_strindex: self.string(descriptor.otlp.0),
+                    unit_strindex: self.string(descriptor.otlp.1),
                 };
-                // No period: an off-CPU sample stands for its own duration, not for a period
-                // (the eBPF profiler sends none either).
+                // A kind without a period (off-CPU: a sample stands for its own duration) gets
+                // none, as the eBPF profiler sends none.
+                let period_type = descriptor.otlp_period.map(|(t, u)| otlp::ValueType {
+                    type_strindex: self.string(t),
+                    unit_strindex: self.string(u),
+                });
                 let profile = otlp::Profile {
                     sample_type: Some(sample_type),
                     samples,
                     time_unix_nano: unix_ns(meta, window.start_ns),
                     duration_nano: window.end_ns.saturating_sub(window.start_ns),
-                    profile_id: off_cpu_profile_id(&id),
+                    period: if period_type.is_some() { period } else { 0 },
+                    period_type,
+                    profile_id: kind_profile_id(&id, kind),
                     ..Default::default()
                 };
                 self.add_profile(settings, meta, process, profile);
@@ -887,12 +831,16 @@ fn profile_id(meta: &Meta, window: &Window, pid: u32, first_seen_ns: u64) -> Vec
     hash.max(1).to_be_bytes().to_vec()
 }
 
-/// The id of the off-CPU profile of the window and process whose on-CPU profile has `on_cpu`:
-/// as stable, and distinct from it (both are sent with the same resource and times).
-fn off_cpu_profile_id(on_cpu: &[u8]) -> Vec<u8> {
+/// The id of the `kind` profile of the window and process whose on-CPU profile has `on_cpu`:
+/// that id for on-CPU samples; for another kind, as stable, and distinct from it (both are sent
+/// with the same resource and times), hashed with the kind's OTLP type name.
+fn kind_profile_id(on_cpu: &[u8], kind: SampleKind) -> Vec<u8> {
+    if kind == SampleKind::OnCpu {
+        return on_cpu.to_vec();
+    }
     const PRIME: u128 = 0x0000000001000000000000000000013B;
     let mut hash = u128::from_be_bytes(on_cpu.try_into().unwrap_or([0; 16]));
-    for &byte in b"off_cpu" {
+    for &byte in kind.descriptor().otlp.0.as_bytes() {
         hash ^= u128::from(byte);
         hash = hash.wrapping_mul(PRIME);
     }
@@ -902,7 +850,7 @@ fn off_cpu_profile_id(on_cpu: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::format::Process;
+    use crate::capture::format::{OffCpuReason, Process};
     use crate::capture::testing::WindowBuilder;
 
     fn meta() -> Meta {
@@ -1309,7 +1257,10 @@ mod tests {
         assert_ne!(profile_id(&m, &w, 1, 2), profile_id(&m, &w, 2, 2));
         assert_eq!(profile_id(&m, &w, 1, 2).len(), 16);
         let on = profile_id(&m, &w, 1, 2);
-        assert_eq!(off_cpu_profile_id(&on), off_cpu_profile_id(&on));
-        assert_ne!(off_cpu_profile_id(&on), on);
+        assert_eq!(
+            kind_profile_id(&on, SampleKind::OffCpu),
+            kind_profile_id(&on, SampleKind::OffCpu)
+        );
+        assert_ne!(kind_profile_id(&on, SampleKind::OffCpu), on);
     }
 }

@@ -40,7 +40,7 @@ use rustc_hash::FxHashMap;
 use super::{Encoder, Ending, frames};
 use crate::{
     capture::{
-        Event, Meta, Selection,
+        Event, KindSet, Meta, SampleKind, Selection,
         format::{Location, Stack, Window},
     },
     error::{bad_input, usage},
@@ -69,102 +69,155 @@ pub mod labels {
     pub const END_TIMESTAMP_NS: &str = "end_timestamp_ns";
 }
 
-/// On-CPU samples, and the time they stand for (one sampling period each).
-const CPU_SAMPLES: (&str, &str) = ("cpu-samples", "count");
-const CPU_TIME: (&str, &str) = ("cpu-time", "nanoseconds");
-/// Off-CPU samples, and the time off the CPU they stand for.
-const OFF_CPU_SAMPLES: (&str, &str) = ("off-cpu-samples", "count");
-const OFF_CPU_TIME: (&str, &str) = ("off-cpu-time", "nanoseconds");
 /// Datadog's names for where a thread's time went, on the CPU or off it: dd-trace-py and
 /// dd-trace-rb send `wall-time` with `wall-samples` beside `cpu-time`, and Datadog's UI shows
 /// them as the wall time profile. `report --event wall` names its sum `wall-time` too.
 const WALL_SAMPLES: (&str, &str) = ("wall-samples", "count");
 const WALL_TIME: (&str, &str) = ("wall-time", "nanoseconds");
 
-/// `(type, unit)` of the period, when the profile has on-CPU samples.
-pub const PERIOD_TYPE: (&str, &str) = CPU_TIME;
+/// `(type, unit)` of the period, when the profile has periodic samples (on-CPU ones): the
+/// weight of the on-CPU kind.
+pub const PERIOD_TYPE: (&str, &str) = SampleKind::OnCpu.descriptor().pprof[1];
 
-/// What a profile's samples measure: which samples it takes, and the values each one carries.
-/// A value counts one kind of sample only, except the wall ones, which are by definition the sum
-/// of both (a thread's time, on the CPU or off it).
+/// What a profile's samples measure: which kinds of samples it takes, and the values each one
+/// carries, from the kinds' descriptors. A value counts one kind of sample only, except the
+/// wall ones, which are by definition the sum of every kind that is a thread's time (on the
+/// CPU or off it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Values {
+    kinds: KindSet,
+    columns: Vec<Column>,
+}
+
+/// One value of every sample: its type, and what of which kinds it adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Values {
-    /// On-CPU samples: `cpu-samples`/`count`, `cpu-time`/`nanoseconds` (a sampling period
-    /// each). `report --event on-cpu`, and every Datadog upload of a capture without off-CPU
-    /// samples.
-    OnCpu,
-    /// Off-CPU samples: `off-cpu-samples`/`count`, `off-cpu-time`/`nanoseconds` (the time off
-    /// the CPU each stands for). `report --event off-cpu`.
-    OffCpu,
-    /// Both, on one axis of time (`report --event wall`): the two pairs above, each counting its
-    /// own kind only (0 for the other), then `wall-time`/`nanoseconds`, each sample's time
-    /// whatever its kind (the default type of pprof readers, which show the last one).
-    Wall,
-    /// Both, as Datadog's profilers send wall time (the Datadog uploads of a capture recorded
-    /// with `--off-cpu`): `cpu-samples`, `cpu-time` (on-CPU samples only, as without off-CPU),
-    /// then `wall-samples`/`count` and `wall-time`/`nanoseconds` (every sample, and its time).
-    DatadogWall,
+struct Column {
+    type_unit: (&'static str, &'static str),
+    kinds: KindSet,
+    measure: Measure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// 1 per sample.
+    Count,
+    /// What the sample stands for (a period on the CPU, the time off it).
+    Weight,
 }
 
 impl Values {
-    /// The values of `report --event EVENT`.
+    /// The values of `report --event EVENT`: each kind's count and weight, as its descriptor
+    /// names them, and with more than one kind of thread time, their sum as `wall-time` (last:
+    /// the default type of pprof readers, which show the last one).
     pub fn of_event(event: Event) -> Self {
-        match event {
-            Event::OnCpu => Self::OnCpu,
-            Event::OffCpu => Self::OffCpu,
-            Event::Wall => Self::Wall,
+        let kinds = event.kinds();
+        let mut columns: Vec<Column> = kinds.iter().flat_map(own_columns).collect();
+        let thread_time = thread_time_kinds(kinds);
+        if thread_time.len() > 1 {
+            columns.push(Column {
+                type_unit: WALL_TIME,
+                kinds: thread_time,
+                measure: Measure::Weight,
+            });
         }
+        Self { kinds, columns }
     }
 
-    /// The values of Datadog uploads of the capture `meta` describes: wall time if it was
-    /// recorded with off-CPU samples; without, exactly the CPU profile as before.
+    /// The values of Datadog uploads of the capture `meta` describes, as Datadog's profilers
+    /// send them: each recorded kind's own Datadog types where it has them (on-CPU:
+    /// `cpu-samples`, `cpu-time`), then, if a recorded kind of thread time has none (off-CPU),
+    /// `wall-samples` and `wall-time` over every kind of thread time. A capture without off-CPU
+    /// samples is exactly the CPU profile.
     pub fn datadog(meta: &Meta) -> Self {
+        let mut kinds = KindSet::of(&[SampleKind::OnCpu]);
         if meta.off_cpu_period_ns != 0 {
-            Self::DatadogWall
-        } else {
-            Self::OnCpu
+            kinds = kinds.with(SampleKind::OffCpu);
         }
+        let mut columns = Vec::new();
+        for kind in kinds.iter() {
+            for (type_unit, measure) in kind
+                .descriptor()
+                .datadog
+                .into_iter()
+                .flatten()
+                .zip([Measure::Count, Measure::Weight])
+            {
+                columns.push(Column {
+                    type_unit,
+                    kinds: KindSet::of(&[kind]),
+                    measure,
+                });
+            }
+        }
+        let thread_time = thread_time_kinds(kinds);
+        if thread_time
+            .iter()
+            .any(|kind| kind.descriptor().datadog.is_none())
+        {
+            for (type_unit, measure) in
+                [(WALL_SAMPLES, Measure::Count), (WALL_TIME, Measure::Weight)]
+            {
+                columns.push(Column {
+                    type_unit,
+                    kinds: thread_time,
+                    measure,
+                });
+            }
+        }
+        Self { kinds, columns }
     }
 
     /// `(type, unit)` of each value, in order.
-    pub fn sample_types(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::OnCpu => &[CPU_SAMPLES, CPU_TIME],
-            Self::OffCpu => &[OFF_CPU_SAMPLES, OFF_CPU_TIME],
-            Self::Wall => &[
-                CPU_SAMPLES,
-                CPU_TIME,
-                OFF_CPU_SAMPLES,
-                OFF_CPU_TIME,
-                WALL_TIME,
-            ],
-            Self::DatadogWall => &[CPU_SAMPLES, CPU_TIME, WALL_SAMPLES, WALL_TIME],
-        }
+    pub fn sample_types(&self) -> Vec<(&'static str, &'static str)> {
+        self.columns.iter().map(|c| c.type_unit).collect()
     }
 
-    /// The samples it takes.
-    pub fn event(self) -> Event {
-        match self {
-            Self::OnCpu => Event::OnCpu,
-            Self::OffCpu => Event::OffCpu,
-            Self::Wall | Self::DatadogWall => Event::Wall,
-        }
+    /// The kinds of samples it takes.
+    pub fn kinds(&self) -> KindSet {
+        self.kinds
     }
 
-    /// The values of one sample: on the CPU (`off_cpu_ns` `None`) it stands for `period_ns`;
-    /// off it, for `off_cpu_ns`. Only the first `sample_types().len()` are meaningful.
-    fn of_sample(self, off_cpu_ns: Option<i64>, period_ns: i64) -> [i64; 5] {
-        match (self, off_cpu_ns) {
-            (Self::OnCpu, None) => [1, period_ns, 0, 0, 0],
-            (Self::OffCpu, Some(ns)) => [1, ns, 0, 0, 0],
-            (Self::Wall, None) => [1, period_ns, 0, 0, period_ns],
-            (Self::Wall, Some(ns)) => [0, 0, 1, ns, ns],
-            (Self::DatadogWall, None) => [1, period_ns, 1, period_ns, 0],
-            (Self::DatadogWall, Some(ns)) => [0, 0, 1, ns, 0],
-            // A kind of sample the profile does not take is never given one (see `event`).
-            (Self::OnCpu, Some(_)) | (Self::OffCpu, None) => [0; 5],
-        }
+    /// The samples it takes, as a selection's event.
+    pub fn event(&self) -> Event {
+        Event::of_kinds(self.kinds)
     }
+
+    /// The values of one sample of `kind` that stands for `weight`.
+    fn of_sample(&self, kind: SampleKind, weight: i64) -> Vec<i64> {
+        self.columns
+            .iter()
+            .map(
+                |column| match (column.kinds.contains(kind), column.measure) {
+                    (false, _) => 0,
+                    (true, Measure::Count) => 1,
+                    (true, Measure::Weight) => weight,
+                },
+            )
+            .collect()
+    }
+}
+
+/// A kind's own count and weight, as its descriptor names them for pprof.
+fn own_columns(kind: SampleKind) -> impl Iterator<Item = Column> {
+    kind.descriptor()
+        .pprof
+        .into_iter()
+        .zip([Measure::Count, Measure::Weight])
+        .map(move |(type_unit, measure)| Column {
+            type_unit,
+            kinds: KindSet::of(&[kind]),
+            measure,
+        })
+}
+
+/// The kinds of `kinds` that are a thread's time.
+fn thread_time_kinds(kinds: KindSet) -> KindSet {
+    KindSet::of(
+        &kinds
+            .iter()
+            .filter(|kind| kind.descriptor().thread_time)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The largest compressed profile libdd-profiling writes (it fails beyond).
@@ -202,7 +255,8 @@ impl ProfileBuilder {
         // The period is the on-CPU sampling period. Off-CPU samples have none: each stands for
         // the time it carries (the kernel side's `off_cpu_period_ns` only bounds how short
         // blocks are summed), so an off-CPU profile has no period.
-        let period = values.event().includes_on_cpu().then(|| api::Period {
+        let periodic = values.kinds().iter().any(|k| k.descriptor().periodic);
+        let period = periodic.then(|| api::Period {
             r#type: api::ValueType::new(PERIOD_TYPE.0, PERIOD_TYPE.1),
             value: period_ns,
         });
@@ -290,15 +344,13 @@ impl ProfileBuilder {
         {
             numbers.entry(n).or_insert_with(|| n.to_string());
         }
-        let types = self.values.sample_types().len();
         for sample in selection.samples(window) {
             let Some(Some(locations)) = stacks.get(sample.stack_index as usize) else {
                 continue;
             };
-            let off_cpu_ns = sample
-                .off_cpu()
-                .map(|off| i64::try_from(off.ns).unwrap_or(i64::MAX));
-            let values = self.values.of_sample(off_cpu_ns, self.period_ns);
+            let weight =
+                i64::try_from(sample.nanoseconds(self.period_ns as u64)).unwrap_or(i64::MAX);
+            let values = self.values.of_sample(sample.kind(), weight);
             let mut sample_labels = Vec::with_capacity(6);
             sample_labels.push(label(
                 labels::PROCESS_ID,
@@ -312,12 +364,12 @@ impl ProfileBuilder {
                 sample_labels.push(label(labels::THREAD_NAME, name));
             }
             sample_labels.push(label(labels::CPU, &numbers[&sample.cpu]));
-            if let Some(off) = sample.off_cpu() {
-                sample_labels.push(label(labels::OFF_CPU_REASON, off.reason.name()));
+            if let (Some(off), Some(name)) = (sample.off_cpu(), sample.kind().descriptor().label) {
+                sample_labels.push(label(name, off.reason.name()));
             }
             let profile_sample = api::Sample {
                 locations: locations.clone(),
-                values: &values[..types],
+                values: &values,
                 labels: sample_labels,
             };
             let timestamp = NonZeroI64::new(self.unix_ns(sample.time_ns).max(1));
@@ -700,7 +752,7 @@ mod tests {
 
     #[test]
     fn on_cpu_profiles_leave_off_cpu_samples_out() {
-        let p = profile(&off_cpu_meta(), Values::OnCpu, &window());
+        let p = profile(&off_cpu_meta(), Values::of_event(Event::OnCpu), &window());
         assert_eq!(
             types(&p),
             [("cpu-samples", "count"), ("cpu-time", "nanoseconds")]
@@ -727,7 +779,7 @@ mod tests {
 
     #[test]
     fn off_cpu_profiles_hold_off_cpu_time_and_why() {
-        let p = profile(&off_cpu_meta(), Values::OffCpu, &window());
+        let p = profile(&off_cpu_meta(), Values::of_event(Event::OffCpu), &window());
         assert_eq!(
             types(&p),
             [
@@ -765,7 +817,7 @@ mod tests {
 
     #[test]
     fn wall_profiles_keep_each_kind_apart_and_sum_them() {
-        let p = profile(&off_cpu_meta(), Values::Wall, &window());
+        let p = profile(&off_cpu_meta(), Values::of_event(Event::Wall), &window());
         assert_eq!(
             types(&p),
             [
@@ -807,9 +859,8 @@ mod tests {
 
     #[test]
     fn datadog_wall_time_is_cpu_and_off_cpu_time() {
-        assert_eq!(Values::datadog(&off_cpu_meta()), Values::DatadogWall);
-        assert_eq!(Values::datadog(&meta()), Values::OnCpu);
-        let p = profile(&off_cpu_meta(), Values::DatadogWall, &window());
+        assert_eq!(Values::datadog(&meta()), Values::of_event(Event::OnCpu));
+        let p = profile(&off_cpu_meta(), Values::datadog(&off_cpu_meta()), &window());
         assert_eq!(
             types(&p),
             [
@@ -842,15 +893,32 @@ mod tests {
 
     #[test]
     fn report_event_picks_the_values() {
-        for (event, values) in [
-            (Event::OnCpu, Values::OnCpu),
-            (Event::OffCpu, Values::OffCpu),
-            (Event::Wall, Values::Wall),
+        for (event, types) in [
+            (Event::OnCpu, &["cpu-samples", "cpu-time"][..]),
+            (Event::OffCpu, &["off-cpu-samples", "off-cpu-time"]),
+            (
+                Event::Wall,
+                &[
+                    "cpu-samples",
+                    "cpu-time",
+                    "off-cpu-samples",
+                    "off-cpu-time",
+                    "wall-time",
+                ],
+            ),
         ] {
-            assert_eq!(Values::of_event(event), values);
+            let values = Values::of_event(event);
+            let names: Vec<&str> = values.sample_types().iter().map(|t| t.0).collect();
+            assert_eq!(names, types);
             assert_eq!(values.event(), event);
         }
-        assert_eq!(Values::DatadogWall.event(), Event::Wall);
+        let datadog = Values::datadog(&off_cpu_meta());
+        let names: Vec<&str> = datadog.sample_types().iter().map(|t| t.0).collect();
+        assert_eq!(
+            names,
+            ["cpu-samples", "cpu-time", "wall-samples", "wall-time"]
+        );
+        assert_eq!(datadog.event(), Event::Wall);
     }
 
     #[test]
@@ -862,7 +930,7 @@ mod tests {
         let st = w.stack(p, &[l], 0);
         w.sample(5, 10, 0, st);
         let window = w.build();
-        let mut builder = ProfileBuilder::new(&meta(), Values::OnCpu).unwrap();
+        let mut builder = ProfileBuilder::new(&meta(), Values::of_event(Event::OnCpu)).unwrap();
         let wall = Selection {
             event: Event::Wall,
             ..Selection::default()

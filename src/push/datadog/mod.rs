@@ -12,7 +12,7 @@
 //! `--off-cpu` adds wall time as Datadog's own profilers send it (dd-trace-py, dd-trace-rb):
 //! `wall-samples` and `wall-time`, where each on-CPU sample counts its sampling period and each
 //! off-CPU sample the time it was off the CPU, so that Datadog shows where the threads' time
-//! went, on the CPU or not ([`Values::DatadogWall`]); `cpu-time` stays on-CPU samples only, and
+//! went, on the CPU or not ([`Values::datadog`]); `cpu-time` stays on-CPU samples only, and
 //! off-CPU samples carry the label `off_cpu_reason`. A capture without is uploaded as before.
 //! Requests are built once and kept as bytes, so that a retry or `--dry-run` sends or writes
 //! exactly what was built; libdd-common's HTTP client (TCP, TLS, unix sockets) sends them from a
@@ -75,7 +75,7 @@ use super::{
     http::{Secrets, retry_after, url_credentials},
 };
 use crate::{
-    capture::{Event, Meta, Selection, Window},
+    capture::{Event, Meta, SampleKind, Selection, Window},
     encode::pprof::{ProfileBuilder, Values},
     error::usage,
 };
@@ -200,7 +200,7 @@ impl Datadog {
         label: String,
     ) -> Result<Request> {
         let values = Values::datadog(meta);
-        let mut builder = ProfileBuilder::new(meta, values)?;
+        let mut builder = ProfileBuilder::new(meta, values.clone())?;
         let selection = Selection {
             event: values.event(),
             ..Selection::default()
@@ -243,7 +243,7 @@ impl Datadog {
             },
         });
         // Only for captures with off-CPU samples: the others upload exactly as before.
-        if values == Values::DatadogWall {
+        if values.kinds().contains(SampleKind::OffCpu) {
             let amprof = &mut internal["amprof"];
             // `samples` counts both kinds.
             amprof["off_cpu_samples"] = json!(off_cpu_samples);
