@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long versions of tests/reliability.rs (CI runs them shortened): 200 kill -9s, 60 s at
+# The long versions of tests/root/reliability.rs (CI runs them shortened): 200 kill -9s, 60 s at
 # 999 Hz under load, 10 minutes of flight recording; then the capture-reader fuzzer for
 # 10 minutes. As root: benches/reliability.sh
 set -euo pipefail

@@ -1,6 +1,6 @@
 //! Kinds of samples, as data: what each kind counts, in what unit, and how every output names
 //! it, in one [`KindDescriptor`] per kind; and the one adapter between a kind and the capture's
-//! columns for it ([`SampleKind::stream`], [`SampleKind::push`], [`SampleKind::clear`],
+//! columns for it ([`super::kind_samples`], [`Detail::push`], [`SampleKind::clear`],
 //! [`SampleKind::stack_totals`]).
 //!
 //! Outputs ask a kind's descriptor instead of naming kinds (in the spirit of the OpenTelemetry

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `crc32` is the CRC-32 (IEEE) of the payload; the payload is a protobuf message from
-//! [`format`], chosen by `kind`: 1 [`Meta`] (always first, exactly once), 2 [`Window`] (one per
+//! [`mod@format`], chosen by `kind`: 1 [`Meta`] (always first, exactly once), 2 [`Window`] (one per
 //! closed window, in order), 3 [`End`] (last, only when the recording was finalized).
 //!
 //! # Crash safety

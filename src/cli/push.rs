@@ -138,6 +138,8 @@ pub struct DatadogArgs {
 
     /// Intake URL for agentless uploads (e.g. through a proxy). Default:
     /// https://intake.profile.SITE/api/v2/profile.
+    // A bare URL in --help and the man page, as users copy it.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, value_name = "URL", conflicts_with = "agent_url")]
     pub intake_url: Option<String>,
 

@@ -74,7 +74,7 @@
 //!
 //! No crate writes the records perf needs (COMM, MMAP2, SAMPLE with callchains). The one that
 //! frames perf.data files (`tracepoint_perf`) would only save the header and feature framing,
-//! opens its own output path (truncating, following symlinks: not the safe [`super::Output`]),
+//! opens its own output path (truncating, following symlinks: not the safe [`crate::output::Output`]),
 //! and documents its string helper for CMDLINE, which perf reads as a list of strings. The
 //! format is small and stable; the code below follows
 //! `tools/perf/Documentation/perf.data-file-format.txt` and `include/uapi/linux/perf_event.h`.

@@ -13,7 +13,7 @@
 //!
 //! The capture is only ever opened for reading. Secrets (API keys, header values) are never in
 //! a [`Request`], and destinations hide them in what servers answer, which may echo them (see
-//! [`Secrets`]).
+//! [`http::Secrets`]).
 
 pub mod datadog;
 pub mod http;

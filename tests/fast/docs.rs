@@ -92,3 +92,99 @@ fn the_readme_lists_the_exit_codes_amprof_has() {
     let updated = format!("{}{table}\n{}", &readme[..start], &readme[end..]);
     std::fs::write(&path, updated).unwrap();
 }
+
+/// The repository's files that name other files of it: every Markdown page, the manifest, the
+/// CI scripts and benches, and every Rust source (doc comments included).
+fn files_that_name_paths(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                // Build output, fetched sources and the fuzzer's corpora name no docs.
+                if !matches!(
+                    name.as_str(),
+                    "target" | ".git" | "corpus" | "artifacts" | "data"
+                ) {
+                    dirs.push(path);
+                }
+            } else if name.ends_with(".md")
+                || name.ends_with(".rs")
+                || name.ends_with(".py")
+                || name.ends_with(".sh")
+                || name == "Cargo.toml"
+                || path.parent().unwrap().file_name() == Some(std::ffi::OsStr::new(".ci"))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A path of the repository named in prose or code (`src/...`, `tests/...`, `benches/...` and
+/// the other top-level folders) exists: docs that move with the code, checked by the same run.
+/// Placeholders (`tests/fixtures/NAME.c`, anything with `*`, `{`, `<` or `$`) and what a run
+/// creates (`fuzz/artifacts`) are not paths to check.
+#[test]
+fn every_path_the_docs_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tops = [
+        "src/",
+        "tests/",
+        "benches/",
+        "ebpf-src/",
+        "man/",
+        "completions/",
+        "docs/",
+        ".ci/",
+        "fuzz/",
+    ];
+    let created_by_runs = ["fuzz/artifacts"];
+    let mut missing = Vec::new();
+    for file in files_that_name_paths(root) {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let bytes = text.as_bytes();
+        for top in tops {
+            for (at, _) in text.match_indices(top) {
+                // Only where a path starts: not inside another path or word.
+                if at > 0 {
+                    let before = bytes[at - 1];
+                    if before.is_ascii_alphanumeric() || b"/._-".contains(&before) {
+                        continue;
+                    }
+                }
+                let end = text[at..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || "/._-*{}<>$".contains(c)))
+                    .map_or(text.len(), |n| at + n);
+                let path = text[at..end].trim_end_matches(['.', '/', '-']);
+                let placeholder = path.contains(['*', '{', '}', '<', '>', '$'])
+                    || path
+                        .split(['/', '.'])
+                        .any(|part| part.len() > 1 && part.chars().all(|c| c.is_ascii_uppercase()));
+                if path.len() <= top.len()
+                    || placeholder
+                    || created_by_runs.contains(&path)
+                    || root.join(path).exists()
+                {
+                    continue;
+                }
+                missing.push(format!(
+                    "{}: {path}",
+                    file.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "paths named that do not exist:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,4 +1,4 @@
-//! Reading pprof profiles back in tests (tests/pprof_export.rs, tests/push_datadog.rs), with
+//! Reading pprof profiles back in tests (tests/root/pprof_export.rs, tests/root/push_datadog.rs), with
 //! the prost messages of Datadog's libdd-profiling-protobuf, and comparing them with a capture.
 #![allow(dead_code)]
 

@@ -41,7 +41,7 @@
 //! - [`settings`]: where to and with which tags, from the configuration and the environment;
 //! - [`services`]: which program goes under which service;
 //! - [`http`]: the client, and what its answers mean;
-//! - [`check`]: the `--check` of the Agent;
+//! - [`mod@check`]: the `--check` of the Agent;
 //! - here: the destination, windows in, uploads out.
 
 pub mod check;

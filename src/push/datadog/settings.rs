@@ -37,7 +37,7 @@ pub struct DatadogConfig {
     pub site: Option<String>,
 
     /// Intake URL for agentless uploads (e.g. through a proxy). Default:
-    /// https://intake.profile.SITE/api/v2/profile.
+    /// `https://intake.profile.SITE/api/v2/profile`.
     pub intake_url: Option<String>,
 
     /// One service for every profile. Default: DD_SERVICE; without either, each program gets a
