@@ -165,6 +165,11 @@ pub fn one_line(error: &clap::Error) -> String {
     parts.join(" ")
 }
 
+/// `one` or `many`, as `n` asks (for the lines `record` and `push` print).
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -357,7 +357,7 @@ fn summary_line(options: &PushOptions, summary: &PushSummary) -> String {
     format!(
         "{verb} {} of {total} {} to {to} ({} KiB in {:.1} s)",
         summary.sent,
-        super::record::plural(total, "window", "windows"),
+        super::plural(total, "window", "windows"),
         summary.bytes.div_ceil(1024),
         summary.seconds
     )

@@ -335,7 +335,7 @@ fn push_line(report: &StreamReport, to: &str) -> String {
     };
     format!(
         "pushed {sent} {} to {destination} ({} retried, {} dropped, {} failed{latency})",
-        plural(sent, "window", "windows"),
+        super::plural(sent, "window", "windows"),
         report.retried,
         report.dropped.len(),
         report.failed.len(),
@@ -359,7 +359,7 @@ fn summary_line(summary: &RecordSummary) -> String {
         summary.frequency_hz,
         summary.samples,
         summary.lost,
-        plural(windows, "window", "windows"),
+        super::plural(windows, "window", "windows"),
         if summary.windows_evicted > 0 {
             format!(" ({} older evicted)", summary.windows_evicted)
         } else {
@@ -368,9 +368,4 @@ fn summary_line(summary: &RecordSummary) -> String {
         summary.output.display(),
         summary.bytes.div_ceil(1024),
     )
-}
-
-/// `one` or `many`, as `n` asks.
-pub fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
 }

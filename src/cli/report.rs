@@ -55,8 +55,8 @@ pub struct ReportArgs {
     pub base_comm: Vec<String>,
 
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = FormatArg::Summary)]
-    pub format: FormatArg,
+    #[arg(short, long, value_enum, default_value_t = Format::Summary)]
+    pub format: Format,
 
     /// Where to write: a file, or - for standard output. Default: flamegraph.svg, perf.data,
     /// profile.pb.gz (pprof) and profile.json.gz (firefox) for those formats; standard output
@@ -94,22 +94,15 @@ pub struct ReportArgs {
     pub quiet: bool,
 }
 
-/// `--format` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    /// Capture metadata, windows, and top functions, for a terminal (or JSON with --json).
-    Summary,
-    /// An interactive SVG flamegraph (inferno).
-    Flamegraph,
-    /// Folded stacks, one `frame;frame;... count` line per stack (for inferno, FlameGraph, speedscope).
-    Folded,
-    /// perf.data, for `perf report`, `perf script`, hotspot and other perf tools.
-    Perf,
-    /// Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends.
-    Pprof,
-    /// The Firefox Profiler (profiler.firefox.com, or `samply load`): a timeline per thread,
-    /// markers for CPUs, windows and off-CPU waits; gzipped when the name ends in .gz.
-    Firefox,
+/// `--format` values: [`Format::ALL`], named and explained by [`Format`] itself.
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Format::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.help()))
+    }
 }
 
 /// `--event` values.
@@ -163,14 +156,7 @@ impl ReportArgs {
         });
         ReportOptions {
             input: self.input,
-            format: match self.format {
-                FormatArg::Summary => Format::Summary,
-                FormatArg::Flamegraph => Format::Flamegraph,
-                FormatArg::Folded => Format::Folded,
-                FormatArg::Perf => Format::Perf,
-                FormatArg::Pprof => Format::Pprof,
-                FormatArg::Firefox => Format::Firefox,
-            },
+            format: self.format,
             output: self.output,
             selection: Selection {
                 windows,

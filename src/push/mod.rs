@@ -120,9 +120,7 @@ pub struct PushOptions {
 #[derive(Debug, Serialize, Clone)]
 pub struct WindowOutcome {
     pub index: u64,
-    /// `sent`, `failed`, `written` (dry run), `empty` (nothing to send: no samples) or
-    /// `not-attempted` (interrupted).
-    pub status: String,
+    pub status: WindowStatus,
     pub attempts: u32,
     pub bytes: usize,
     pub seconds: f64,
@@ -130,6 +128,39 @@ pub struct WindowOutcome {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// What became of a window (in `--json` as `sent`, `failed`, `written`, `empty`,
+/// `not-attempted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowStatus {
+    Sent,
+    Failed,
+    /// Written to the dry-run directory instead of sent.
+    Written,
+    /// Nothing to send: no samples.
+    Empty,
+    /// Interrupted before its turn.
+    NotAttempted,
+}
+
+impl WindowStatus {
+    /// Its name, as `--json` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Written => "written",
+            Self::Empty => "empty",
+            Self::NotAttempted => "not-attempted",
+        }
+    }
+
+    /// It went, or needed not go (written by a dry run, or nothing to send).
+    pub fn went(self) -> bool {
+        matches!(self, Self::Sent | Self::Written | Self::Empty)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +184,7 @@ impl PushSummary {
         let left: Vec<String> = self
             .windows
             .iter()
-            .filter(|w| w.status == "failed" || w.status == "not-attempted")
+            .filter(|w| w.status == WindowStatus::Failed || w.status == WindowStatus::NotAttempted)
             .map(|w| w.index.to_string())
             .collect();
         (!left.is_empty()).then(|| left.join(","))
@@ -211,12 +242,12 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
                 }
             }
             let outcome = if request.is_empty() {
-                outcome_of(&request, "empty", 0, 0.0, None, None)
+                outcome_of(&request, WindowStatus::Empty, 0, 0.0, None, None)
             } else if interrupted.load(Ordering::Relaxed) && !finishing {
-                outcome_of(&request, "not-attempted", 0, 0.0, None, None)
+                outcome_of(&request, WindowStatus::NotAttempted, 0, 0.0, None, None)
             } else if let Some(dir) = &options.dry_run {
                 write_dry_run(dir, request_number, &request)?;
-                outcome_of(&request, "written", 0, 0.0, None, None)
+                outcome_of(&request, WindowStatus::Written, 0, 0.0, None, None)
             } else {
                 let retries = options.retries;
                 send_with_retries(
@@ -227,7 +258,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
                     &interrupted,
                 )
             };
-            if outcome.status != "not-attempted" {
+            if outcome.status != WindowStatus::NotAttempted {
                 begun.extend(&request.windows);
             }
             // A request of several windows (OTLP batches them) shares its bytes among them, so
@@ -274,21 +305,21 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
         if later.index != first.index {
             return false;
         }
-        if later.status != "sent" && later.status != "written" {
-            first.status = later.status.clone();
+        if later.status != WindowStatus::Sent && later.status != WindowStatus::Written {
+            first.status = later.status;
             first.error = later.error.take().or(first.error.take());
         }
         first.bytes += later.bytes;
         first.attempts = first.attempts.max(later.attempts);
         true
     });
-    let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
+    let count = |status: WindowStatus| outcomes.iter().filter(|o| o.status == status).count();
     Ok(PushSummary {
         destination: destination.describe(),
-        sent: count("sent") + count("written") + count("empty"),
-        empty: count("empty"),
-        failed: count("failed"),
-        not_attempted: count("not-attempted"),
+        sent: outcomes.iter().filter(|o| o.status.went()).count(),
+        empty: count(WindowStatus::Empty),
+        failed: count(WindowStatus::Failed),
+        not_attempted: count(WindowStatus::NotAttempted),
         bytes: outcomes.iter().map(|o| o.bytes).sum(),
         seconds: started.elapsed().as_secs_f64(),
         interrupted: interrupted.load(Ordering::Relaxed),
@@ -328,7 +359,7 @@ pub fn check_summary(summary: &PushSummary) -> Result<()> {
 
 fn outcome_of(
     request: &Request,
-    status: &str,
+    status: WindowStatus,
     attempts: u32,
     seconds: f64,
     error: Option<String>,
@@ -336,7 +367,7 @@ fn outcome_of(
 ) -> WindowOutcome {
     WindowOutcome {
         index: request.windows.first().copied().unwrap_or(0),
-        status: status.into(),
+        status,
         attempts,
         bytes: request.body.len(),
         seconds,
@@ -371,16 +402,30 @@ fn send_with_retries(
         let elapsed = || started.elapsed().as_secs_f64();
         match destination.send(request, timeout) {
             Attempt::Sent { note } => {
-                return outcome_of(request, "sent", attempts, elapsed(), None, note);
+                return outcome_of(request, WindowStatus::Sent, attempts, elapsed(), None, note);
             }
             Attempt::Failed { reason } => {
-                return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
+                return outcome_of(
+                    request,
+                    WindowStatus::Failed,
+                    attempts,
+                    elapsed(),
+                    Some(reason),
+                    None,
+                );
             }
             Attempt::Retry { reason, after } => {
                 if !keep_trying(attempts) || interrupted.load(Ordering::Relaxed) {
                     let plural = if attempts == 1 { "" } else { "s" };
                     let reason = format!("{reason} (after {attempts} attempt{plural})");
-                    return outcome_of(request, "failed", attempts, elapsed(), Some(reason), None);
+                    return outcome_of(
+                        request,
+                        WindowStatus::Failed,
+                        attempts,
+                        elapsed(),
+                        Some(reason),
+                        None,
+                    );
                 }
                 // Sleep in slices so that Ctrl-C is not kept waiting.
                 let until = Instant::now() + backoff(attempts, after);
@@ -447,6 +492,22 @@ fn write_dry_run(dir: &Path, number: usize, request: &Request) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_named_in_json_as_in_words() {
+        for status in [
+            WindowStatus::Sent,
+            WindowStatus::Failed,
+            WindowStatus::Written,
+            WindowStatus::Empty,
+            WindowStatus::NotAttempted,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.name())
+            );
+        }
+    }
 
     #[test]
     fn backs_off_exponentially_with_caps() {

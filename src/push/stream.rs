@@ -336,7 +336,7 @@ fn send_one(
     };
     report.retried += u64::from(outcome.attempts.saturating_sub(1));
     for &index in &request.windows {
-        if outcome.status == "sent" {
+        if outcome.status == super::WindowStatus::Sent {
             if !report.sent.contains(&index) {
                 report.sent.push(index);
             }
@@ -349,7 +349,7 @@ fn send_one(
             let why = outcome
                 .error
                 .clone()
-                .unwrap_or_else(|| outcome.status.clone());
+                .unwrap_or_else(|| outcome.status.name().to_string());
             report.failed.push((index, why));
         }
     }

@@ -38,6 +38,42 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in the order `--help` lists them: the one table clap's values (`cli`) and
+    /// the report's dispatch both come from.
+    pub const ALL: [Format; 6] = [
+        Format::Summary,
+        Format::Flamegraph,
+        Format::Folded,
+        Format::Perf,
+        Format::Pprof,
+        Format::Firefox,
+    ];
+
+    /// What it is, as `--help` says it.
+    pub fn help(self) -> &'static str {
+        match self {
+            Format::Summary => {
+                "Capture metadata, windows, and top functions, for a terminal (or JSON with --json)"
+            }
+            Format::Flamegraph => "An interactive SVG flamegraph (inferno)",
+            Format::Folded => {
+                "Folded stacks, one `frame;frame;... count` line per stack (for inferno, \
+                 FlameGraph, speedscope)"
+            }
+            Format::Perf => {
+                "perf.data, for `perf report`, `perf script`, hotspot and other perf tools"
+            }
+            Format::Pprof => {
+                "Gzipped pprof (profile.proto), for `go tool pprof` and pprof-speaking backends"
+            }
+            Format::Firefox => {
+                "The Firefox Profiler (profiler.firefox.com, or `samply load`): a timeline per \
+                 thread, markers for CPUs, windows and off-CPU waits; gzipped when the name ends \
+                 in .gz"
+            }
+        }
+    }
+
     /// The name `--format` takes.
     pub fn name(self) -> &'static str {
         match self {
