@@ -31,7 +31,7 @@
 //! samples and the new one's. A FINISHED_ROUND ends every window, and every [`ROUND_SAMPLES`]
 //! samples within one, which bounds perf's queue.
 //!
-//! Windows are read one at a time ([`CaptureReader::next_window`]) and written as they come:
+//! Windows are read one at a time ([`crate::capture::CaptureReader::next_window`]) and written as they come:
 //! memory grows with the number of distinct processes, threads and mappings, not with samples.
 //!
 //! # Off-CPU samples
@@ -89,13 +89,9 @@ use anyhow::{Context as _, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Encoder, Ending};
-use crate::{
-    capture::{
-        CaptureReader, Event, OffCpu, Selection,
-        format::{Meta, Module, ModuleKind, Window},
-    },
-    error::usage,
-    output::Output,
+use crate::capture::{
+    Event, OffCpu, Selection,
+    format::{Meta, Module, ModuleKind, Window},
 };
 
 /// Constants of the perf ABI (`perf_event.h`, perf's `header.h`).
@@ -229,44 +225,37 @@ const fn data_offset(events: usize) -> u64 {
 /// A FINISHED_ROUND at least this often, so that perf's sorting queue stays small.
 const ROUND_SAMPLES: u64 = 16_384;
 /// The running kernel's symbols, to check whether its `_text` is the capture's.
-const KALLSYMS: &str = "/proc/kallsyms";
+pub const KALLSYMS: &str = "/proc/kallsyms";
 
-/// `report --format perf`: the selected windows as perf.data, written as they come.
-pub struct PerfFile<'o> {
+/// `report --format perf`: the selected windows as perf.data, written as they come into `W`
+/// (a file: perf.data's header is rewritten at the end, so the output must seek).
+pub struct PerfFile<W: Write + Seek> {
     /// The output until the first window (the file is started then, or at the end if no
     /// window is selected).
-    file: Option<&'o mut std::io::BufWriter<std::fs::File>>,
+    file: Option<W>,
     meta: Meta,
     /// Which samples: the file's events (its attrs, at its start).
     event: Event,
-    writer: Option<PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>>,
+    writer: Option<PerfWriter<W>>,
     kernel: Kernel,
 }
 
-impl<'o> PerfFile<'o> {
-    /// perf.data of `event`'s samples for the capture at `input` (whose first window with
-    /// kernel frames is read once more to plan the kernel map), described by `meta`, into `out`.
-    pub fn new(input: &Path, meta: &Meta, event: Event, out: &'o mut Output) -> Result<Self> {
-        let file = match out {
-            Output::File(file) => file.writer(),
-            Output::Stdout(_) => {
-                return Err(usage(
-                    "perf.data cannot go to standard output (perf needs a seekable file): give -o FILE",
-                ));
-            }
-        };
-        let kernel = Kernel::probe(input, Path::new(KALLSYMS))?;
-        Ok(Self {
-            file: Some(file),
+impl<W: Write + Seek> PerfFile<W> {
+    /// perf.data of `event`'s samples for a capture described by `meta`, into `out`, with the
+    /// kernel map `kernel` plans (gathered by the caller in its pass over the capture, see
+    /// [`Kernel::check`]).
+    pub fn new(meta: &Meta, event: Event, kernel: Kernel, out: W) -> Self {
+        Self {
+            file: Some(out),
             meta: meta.clone(),
             event,
             writer: None,
             kernel,
-        })
+        }
     }
 
     /// The writer, started if it was not yet.
-    fn writer(&mut self) -> Result<&mut PerfWriter<&'o mut std::io::BufWriter<std::fs::File>>> {
+    fn writer(&mut self) -> Result<&mut PerfWriter<W>> {
         if self.writer.is_none() {
             // Taken once: after a failed start the report has ended with that error.
             let file = self
@@ -286,7 +275,7 @@ impl<'o> PerfFile<'o> {
     }
 }
 
-impl Encoder for PerfFile<'_> {
+impl<W: Write + Seek> Encoder for PerfFile<W> {
     fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
         self.writer()?.window(window, selection)
     }
@@ -320,18 +309,6 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Checks the first window of the capture at `input` that has kernel frames against the
-    /// running kernel's `kallsyms`. Usually that is the first window: the rest is not read.
-    pub fn probe(input: &Path, kallsyms: &Path) -> Result<Self> {
-        let mut reader = CaptureReader::open(input)?;
-        while let Some(window) = reader.next_window()? {
-            if window.stacks.iter().any(|s| s.kernel_frames > 0) {
-                return Ok(Self::check(Some(&window), kallsyms));
-            }
-        }
-        Ok(Self::check(None, kallsyms))
-    }
-
     /// The plan for a capture whose first window with kernel frames is `window` (`None`: it has
     /// none).
     pub fn check(window: Option<&Window>, kallsyms: &Path) -> Self {

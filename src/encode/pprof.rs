@@ -43,8 +43,7 @@ use crate::{
         Event, KindSet, Meta, SampleKind, Selection,
         format::{Location, Stack, Window},
     },
-    error::{bad_input, usage},
-    output::Output,
+    error::bad_input,
 };
 
 /// Label keys of each sample. Datadog's native profiler (ddprof) uses these names, with ids as
@@ -530,20 +529,15 @@ impl<'w> WindowNames<'w> {
     }
 }
 
-/// `report --format pprof`: the selected windows and processes as one gzipped profile.
-pub struct PprofFile<'o> {
+/// `report --format pprof`: the selected windows and processes as one gzipped profile, into `W`.
+pub struct PprofFile<W: Write> {
     builder: ProfileBuilder,
-    out: &'o mut Output,
+    out: W,
 }
 
-impl<'o> PprofFile<'o> {
+impl<W: Write> PprofFile<W> {
     /// A profile of the samples of `event` (`report --event`).
-    pub fn new(meta: &Meta, event: Event, out: &'o mut Output) -> Result<Self> {
-        if out.is_terminal() {
-            return Err(usage(
-                "pprof is binary: give -o FILE or redirect standard output",
-            ));
-        }
+    pub fn new(meta: &Meta, event: Event, out: W) -> Result<Self> {
         Ok(Self {
             builder: ProfileBuilder::new(meta, Values::of_event(event))?,
             out,
@@ -551,7 +545,7 @@ impl<'o> PprofFile<'o> {
     }
 }
 
-impl Encoder for PprofFile<'_> {
+impl<W: Write> Encoder for PprofFile<W> {
     fn add(&mut self, window: &Window, selection: &Selection) -> Result<()> {
         self.builder.add_window(window, selection, &|_| true)
     }
@@ -564,7 +558,7 @@ impl Encoder for PprofFile<'_> {
         let mut gzip = flate2::write::GzEncoder::new(self.out, flate2::Compression::default());
         gzip.write_all(&pprof)
             .and_then(|()| gzip.finish())
-            .and_then(|out| out.flush())
+            .and_then(|mut out| out.flush())
             .context("cannot write the pprof profile")?;
         Ok(Vec::new())
     }

@@ -157,7 +157,7 @@ impl Side {
     /// Reads the windows of the capture at `path` that `selection` keeps, into what `format`
     /// needs; `what` names the capture in errors.
     fn read(path: &Path, selection: &Selection, what: &str, format: Format) -> Result<Self> {
-        let mut reader = open_capture(path, selection.event, what)?;
+        let mut reader = open_capture(path, selection.event, what, &mut |_| {})?;
         let meta = reader.meta().clone();
         let mut side = Side {
             path: path.to_path_buf(),

@@ -12,7 +12,11 @@ use anyhow::Result;
 use crate::{
     capture::{CaptureReader, Event, Selection, Window},
     encode::{
-        Encoder, Ending, firefox::Firefox, flamegraph::Flamegraph, folded::Folded, perf::PerfFile,
+        Encoder, Ending,
+        firefox::Firefox,
+        flamegraph::Flamegraph,
+        folded::Folded,
+        perf::{KALLSYMS, Kernel, PerfFile},
         pprof::PprofFile,
     },
     error::usage,
@@ -119,7 +123,23 @@ pub fn report(options: &ReportOptions) -> Result<()> {
     if let Some(base) = &options.base {
         return diff::report(options, base);
     }
-    let mut reader = open_capture(&options.input, options.selection.event, "the capture")?;
+    // The one pass that validates the capture also finds what perf.data needs of the kernel:
+    // the first window with kernel frames (usually the first window).
+    let mut kernel_window: Option<Window> = None;
+    let wants_kernel = options.format == Format::Perf;
+    let mut reader = open_capture(
+        &options.input,
+        options.selection.event,
+        "the capture",
+        &mut |window| {
+            if wants_kernel
+                && kernel_window.is_none()
+                && window.stacks.iter().any(|s| s.kernel_frames > 0)
+            {
+                kernel_window = Some(window.clone());
+            }
+        },
+    )?;
     let meta = reader.meta().clone();
     let event = options.selection.event;
     // Nothing appears at the output path unless the whole report is written.
@@ -141,8 +161,23 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         )),
         Format::Folded => Box::new(Folded::new(event, meta.sample_period_ns(), &mut output)),
         Format::Flamegraph => Box::new(Flamegraph::new(&meta, event, &mut output)),
-        Format::Pprof => Box::new(PprofFile::new(&meta, event, &mut output)?),
-        Format::Perf => Box::new(PerfFile::new(&options.input, &meta, event, &mut output)?),
+        Format::Pprof => {
+            if output.is_terminal() {
+                return Err(usage(
+                    "pprof is binary: give -o FILE or redirect standard output",
+                ));
+            }
+            Box::new(PprofFile::new(&meta, event, &mut output)?)
+        }
+        Format::Perf => {
+            let Output::File(file) = &mut output else {
+                return Err(usage(
+                    "perf.data cannot go to standard output (perf needs a seekable file): give -o FILE",
+                ));
+            };
+            let kernel = Kernel::check(kernel_window.as_ref(), Path::new(KALLSYMS));
+            Box::new(PerfFile::new(&meta, event, kernel, file.writer()))
+        }
         Format::Firefox => Box::new(Firefox::new(&meta, event, gzip, &mut output)),
     };
     each_selected_window(&mut reader, &options.selection, "the capture", |window| {
@@ -170,9 +205,17 @@ pub fn report(options: &ReportOptions) -> Result<()> {
 /// A damaged or hostile capture is refused before any format starts on it, in the memory of one
 /// window: every window is read and validated once (the reader bounds what they expand to),
 /// then the capture is opened again for the format.
-fn open_capture(path: &Path, event: Event, what: &str) -> Result<CaptureReader> {
+/// `inspect` sees every window of that pass (what a format needs before it starts).
+fn open_capture(
+    path: &Path,
+    event: Event,
+    what: &str,
+    inspect: &mut dyn FnMut(&Window),
+) -> Result<CaptureReader> {
     let mut check = CaptureReader::open(path)?;
-    while check.next_window()?.is_some() {}
+    while let Some(window) = check.next_window()? {
+        inspect(&window);
+    }
     drop(check);
     let reader = CaptureReader::open(path)?;
     if event.includes_off_cpu() && reader.meta().off_cpu_period_ns == 0 {
