@@ -96,6 +96,17 @@ struct Entry {
 const REREAD_INTERVAL: Duration = Duration::from_millis(200);
 /// Re-reads allowed at once before the rate limit applies.
 const FREE_REREADS: u32 = 4;
+/// Re-reads of a process for a file it maps that could not be pinned (the moment of an exec):
+/// a file that never pins (over [`MAX_PINNED_FILES`], or hostile) costs no more than these.
+const PIN_RETRIES: u32 = 8;
+
+/// True if one of `image`'s file mappings has no pinned file.
+fn has_unpinned_files(image: &ProcessImage) -> bool {
+    image
+        .maps
+        .iter()
+        .any(|m| m.kind == ModuleKind::File && m.pinned.is_none())
+}
 /// Executable mappings kept of one process: more than any real program has (the kernel allows
 /// 65,530 mappings of any kind); beyond it, the rest of its code goes unnamed.
 pub const MAX_MAPS_PER_PROCESS: usize = 16_384;
@@ -112,7 +123,8 @@ pub struct ProcessTable {
     proc_root: PathBuf,
     by_pid: FxHashMap<u32, Entry>,
     next_id: ImageId,
-    /// Mapped files, pinned (shared by the processes mapping them); `None`: pinning failed.
+    /// Mapped files, pinned (shared by the processes mapping them). Only pins that succeeded
+    /// are kept (see [`pin_files`]); `None` is kept only over [`MAX_PINNED_FILES`].
     files: FxHashMap<FileKey, Option<Arc<Pinned>>>,
     /// Executable mappings held by the images in `by_pid`.
     maps_held: usize,
@@ -183,7 +195,8 @@ impl ProcessTable {
     }
 
     /// Re-reads `pid`'s mappings if some of `addresses` fall outside them (a library loaded or
-    /// code generated since they were read), at most every [`REREAD_INTERVAL`].
+    /// code generated since they were read), or, the first [`PIN_RETRIES`] times, if one of its
+    /// files could not be pinned (it exec'd as it was read), at most every [`REREAD_INTERVAL`].
     pub fn refresh_if_unmapped(&mut self, pid: u32, addresses: &[u64]) {
         let Some(entry) = self.by_pid.get_mut(&pid) else {
             return;
@@ -193,7 +206,8 @@ impl ProcessTable {
                 && entry
                     .last_reread
                     .is_some_and(|t| t.elapsed() < REREAD_INTERVAL))
-            || addresses.iter().all(|&a| entry.image.find(a).is_some())
+            || (addresses.iter().all(|&a| entry.image.find(a).is_some())
+                && !(entry.rereads < PIN_RETRIES && has_unpinned_files(&entry.image)))
         {
             return;
         }
@@ -275,10 +289,17 @@ fn pin_files(
             Some(pinned) => pinned.clone(),
             None if files.len() >= MAX_PINNED_FILES => None,
             None => {
+                // A failure is not remembered: it is often a moment, not the file (the process
+                // exec'd or exited between reading its maps and the open, as `sh -c 'exec
+                // prog'` does as recording starts), and remembered it would leave every
+                // process mapping that file (libc) unnamed and unwalked for the whole
+                // recording. The next image or re-read mapping it tries again: one open each.
                 let pinned = Pinned::mapping(proc_root, pid, map.start, map.end)
                     .ok()
                     .map(Arc::new);
-                files.insert(key, pinned.clone());
+                if pinned.is_some() {
+                    files.insert(key, pinned.clone());
+                }
                 pinned
             }
         };
@@ -478,6 +499,31 @@ mod tests {
         assert!(image.find(0xfff).is_none());
         assert_eq!(image.find(0x3abc).map(|m| m.start), Some(0x3000));
         assert!(image.find(0x4000).is_none());
+    }
+
+    /// A file that could not be pinned once (its process exec'd or exited in between) is
+    /// pinned when the next process mapping it is seen: the failure is not remembered.
+    #[test]
+    fn a_failed_pin_is_tried_again_by_the_next_process() {
+        let root = tempfile::tempdir().unwrap();
+        let line = "1000-2000 r-xp 00000000 fe:01 7 /lib/libc.so.6\n";
+        for pid in ["42", "43"] {
+            let dir = root.path().join(pid);
+            std::fs::create_dir_all(dir.join("map_files")).unwrap();
+            std::fs::write(dir.join("maps"), line).unwrap();
+            std::fs::write(dir.join("comm"), "app\n").unwrap();
+        }
+        // 42's mapping is gone by the time it is pinned; 43's is there.
+        std::fs::write(root.path().join("43/map_files/1000-2000"), "ELF").unwrap();
+        let mut table = ProcessTable::new(root.path());
+        table.image(42, &[0; 16], 0, 0);
+        assert!(table.get(42).unwrap().maps[0].pinned.is_none());
+        table.image(43, &[0; 16], 0, 0);
+        assert!(table.get(43).unwrap().maps[0].pinned.is_some());
+        // 42's own image pins it at its next sample, though its addresses are all mapped.
+        std::fs::write(root.path().join("42/map_files/1000-2000"), "ELF").unwrap();
+        table.refresh_if_unmapped(42, &[0x1010]);
+        assert!(table.get(42).unwrap().maps[0].pinned.is_some());
     }
 
     /// Re-reading the maps of a process that has begun to exit (they read empty) keeps the
