@@ -11,7 +11,7 @@
 //! The sampling thread does only cheap per-sample work and reads `/proc` for new processes;
 //! symbolization, encoding and disk writes happen on the writer thread, window by window.
 //!
-//! Nothing a sampled process chooses is trusted (see README, "Guarantees"): its files are opened
+//! Nothing a sampled process chooses is trusted (see docs/guarantees.md): its files are opened
 //! one way ([`files`]), on worker threads that nothing waits on for long ([`worker`]: the
 //! unwinder's loader, the symbolizer's resolver), and the sampling thread never blocks on the
 //! writer. Ctrl-C or SIGTERM ends a recording within [`STOP_WITHIN`]: windows not named by then

@@ -5,7 +5,7 @@
 
 RESULTS holds the guest's files (NAME.out, NAME.err, NAME.rc and the captures), SERIES is the
 kernel line (5.10, 6.1, ...), AMPROF the host's amprof, which reads the guest's captures (they
-are symbolized when recorded). What each kernel must do is the README's table ("Kernels"):
+are symbolized when recorded). What each kernel must do is the table of docs/kernels.md:
 every mode and --off-cpu from 6.1 on; on 5.10 frame pointers and stack copies, the default
 falling back to the copy with one warning line, and --off-cpu turning itself off.
 """

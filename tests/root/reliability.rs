@@ -250,7 +250,7 @@ fn heavy_load_is_recorded_completely_in_bounded_memory() {
         samples + lost > 1500 * seconds,
         "{samples} samples + {lost} lost in {seconds} s"
     );
-    // The bound (README, guarantees): the process table and caches are bounded, the rest is
+    // The bound (docs/guarantees.md): the process table and caches are bounded, the rest is
     // one window of samples. Here that is far below 256 MiB.
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
     eprintln!(
