@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 use amprof::{
-    capture::{CaptureReader, Selection},
+    capture::{CaptureReader, Event, Selection},
     encode::{
         folded, perf, pprof,
         otlp::{EncodeSettings, Encoder},
@@ -67,7 +67,7 @@ fn read(data: &[u8]) {
         let _ = writer.finish();
     }
     // Wall: every sample of both kinds goes through the builder.
-    if let Ok(mut builder) = pprof::ProfileBuilder::new(&meta, pprof::Values::Wall) {
+    if let Ok(mut builder) = pprof::ProfileBuilder::new(&meta, pprof::Values::of_event(Event::Wall)) {
         for window in &windows {
             let _ = builder.add_window(window, &selection, &|_| true);
         }
