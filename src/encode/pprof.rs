@@ -181,18 +181,17 @@ impl Values {
         Event::of_kinds(self.kinds)
     }
 
-    /// The values of one sample of `kind` that stands for `weight`.
-    fn of_sample(&self, kind: SampleKind, weight: i64) -> Vec<i64> {
-        self.columns
-            .iter()
-            .map(
-                |column| match (column.kinds.contains(kind), column.measure) {
-                    (false, _) => 0,
-                    (true, Measure::Count) => 1,
-                    (true, Measure::Weight) => weight,
-                },
-            )
-            .collect()
+    /// The values of one sample of `kind` that stands for `weight`, into `values` (reused from
+    /// sample to sample: the report's hot path allocates nothing per sample).
+    fn of_sample(&self, kind: SampleKind, weight: i64, values: &mut Vec<i64>) {
+        values.clear();
+        values.extend(self.columns.iter().map(|column| {
+            match (column.kinds.contains(kind), column.measure) {
+                (false, _) => 0,
+                (true, Measure::Count) => 1,
+                (true, Measure::Weight) => weight,
+            }
+        }));
     }
 }
 
@@ -343,13 +342,14 @@ impl ProfileBuilder {
         {
             numbers.entry(n).or_insert_with(|| n.to_string());
         }
+        let mut values = Vec::with_capacity(self.values.columns.len());
         for sample in selection.samples(window) {
             let Some(Some(locations)) = stacks.get(sample.stack_index as usize) else {
                 continue;
             };
             let weight =
                 i64::try_from(sample.nanoseconds(self.period_ns as u64)).unwrap_or(i64::MAX);
-            let values = self.values.of_sample(sample.kind(), weight);
+            self.values.of_sample(sample.kind(), weight, &mut values);
             let mut sample_labels = Vec::with_capacity(6);
             sample_labels.push(label(
                 labels::PROCESS_ID,

@@ -89,6 +89,9 @@ struct Entry {
     /// milliseconds); later ones are rate-limited (JIT runtimes map code all the time).
     rereads: u32,
     last_reread: Option<Instant>,
+    /// One of the image's files could not be pinned: worth a re-read (see [`PIN_RETRIES`]).
+    /// Kept here so that the per-sample check does not scan the mappings.
+    unpinned: bool,
 }
 
 /// Re-reading a process's mappings because an address fell outside them happens at most this
@@ -100,11 +103,9 @@ const FREE_REREADS: u32 = 4;
 /// a file that never pins (over [`MAX_PINNED_FILES`], or hostile) costs no more than these.
 const PIN_RETRIES: u32 = 8;
 
-/// True if one of `image`'s file mappings has no pinned file.
-fn has_unpinned_files(image: &ProcessImage) -> bool {
-    image
-        .maps
-        .iter()
+/// True if one of `maps` (file mappings) has no pinned file.
+fn has_unpinned_files(maps: &[MapEntry]) -> bool {
+    maps.iter()
         .any(|m| m.kind == ModuleKind::File && m.pinned.is_none())
 }
 /// Executable mappings kept of one process: more than any real program has (the kernel allows
@@ -168,6 +169,7 @@ impl ProcessTable {
         self.by_pid.insert(
             pid,
             Entry {
+                unpinned: has_unpinned_files(&image.maps),
                 image: Arc::new(image),
                 last_window: window,
                 rereads: 0,
@@ -207,7 +209,7 @@ impl ProcessTable {
                     .last_reread
                     .is_some_and(|t| t.elapsed() < REREAD_INTERVAL))
             || (addresses.iter().all(|&a| entry.image.find(a).is_some())
-                && !(entry.rereads < PIN_RETRIES && has_unpinned_files(&entry.image)))
+                && !(entry.unpinned && entry.rereads < PIN_RETRIES))
         {
             return;
         }
@@ -226,6 +228,7 @@ impl ProcessTable {
             let Some(entry) = self.by_pid.get_mut(&pid) else {
                 return;
             };
+            entry.unpinned = has_unpinned_files(&maps);
             let old = &entry.image;
             entry.image = Arc::new(ProcessImage {
                 id: old.id,
