@@ -12,14 +12,15 @@ use std::{hint::black_box, io::Cursor, path::Path, sync::Arc};
 
 use amprof::{
     capture::{
-        CaptureReader, CaptureWriter, Completeness, Event as CaptureEvent, Meta, Selection, Window,
+        CaptureReader, CaptureWriter, Completeness, Detail, Event as CaptureEvent, Meta, Selection,
+        Window,
     },
     encode::{Encoder, Ending, firefox, folded, otlp, perf, pprof},
     record::{
         procs::{ProcessImage, ProcessTable, read_maps},
-        sampler::{Event, parse_event},
+        sampler::{RingEvent, parse_event},
         symbolize::WindowSymbolizer,
-        window::{ClosedStack, ClosedWindow, WindowAggregator},
+        window::{ClosedSample, ClosedStack, ClosedWindow, WindowAggregator},
     },
 };
 use amprof_abi::{EVENT_SAMPLE, EventHeader, SampleHead};
@@ -107,7 +108,7 @@ fn ingest(c: &mut Criterion) {
             |mut aggregator| {
                 let mut scratch = Vec::new();
                 for record in &records {
-                    if let Some(Event::Sample(sample)) = parse_event(record, &mut scratch) {
+                    if let Some(RingEvent::Sample(sample)) = parse_event(record, &mut scratch) {
                         aggregator.add(&sample);
                     }
                 }
@@ -152,7 +153,13 @@ fn own_window(index: u64) -> ClosedWindow {
         })
         .collect();
     let samples = (0..STACKS * 10)
-        .map(|i| (1_000 + i as u64, pid, (i % 2) as u32, (i / 10) as u32))
+        .map(|i| ClosedSample {
+            time_ns: 1_000 + i as u64,
+            tid: pid,
+            cpu: (i % 2) as u32,
+            stack: (i / 10) as u32,
+            detail: Detail::OnCpu,
+        })
         .collect();
     ClosedWindow {
         index,
@@ -165,7 +172,6 @@ fn own_window(index: u64) -> ClosedWindow {
         threads: vec![(pid, 0, "hot_paths".into())],
         stacks,
         samples,
-        off_cpu_samples: Vec::new(),
         off_cpu_lost: 0,
         problems: Default::default(),
         unwinding: None,

@@ -193,7 +193,7 @@ impl SampleKind {
 }
 
 /// What a sample carries beyond its time, thread, CPU and stack, by kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Detail {
     OnCpu,
     OffCpu(OffCpu),

@@ -8,6 +8,7 @@
 //! - [`values`]: durations, sizes, window lists.
 
 pub mod check;
+pub mod progress;
 pub mod push;
 pub mod record;
 pub mod report;

@@ -7,7 +7,10 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::values::{WindowRange, parse_duration, parse_size};
+use super::{
+    progress::{PushProgress, Show},
+    values::{WindowRange, parse_duration, parse_size},
+};
 use crate::{
     capture::{Event, Selection},
     error::usage,
@@ -283,13 +286,18 @@ impl From<OtlpArgs> for OtlpConfig {
 
 impl PushCommon {
     /// The options of the push, with the request `timeout` resolved.
-    fn options(self, timeout: Duration) -> Result<PushOptions> {
+    /// Also what may be shown as it runs.
+    fn options(self, timeout: Duration) -> Result<(PushOptions, Show)> {
+        let show = Show {
+            quiet: self.quiet,
+            json: self.json,
+        };
         if self.output.is_some() && !self.dry_run {
             return Err(usage(
                 "-o/--output is the directory of --dry-run: add --dry-run",
             ));
         }
-        Ok(PushOptions {
+        let options = PushOptions {
             input: self.input,
             selection: Selection {
                 windows: self.windows.into_iter().map(|w| w.0).collect(),
@@ -301,22 +309,21 @@ impl PushCommon {
             dry_run: if self.dry_run { self.output } else { None },
             timeout,
             retries: self.send.retries(),
-            json: self.json,
-            quiet: self.quiet,
-        })
+        };
+        Ok((options, show))
     }
 }
 
 /// Runs the push (or `datadog --check`) and prints its summary.
 pub fn run(args: PushArgs) -> Result<()> {
-    let (options, mut destination) = match args.destination {
+    let (options, show, mut destination) = match args.destination {
         PushTo::Datadog(push) => {
             let config = DatadogConfig::from(push.datadog);
             let timeout = push.common.send.timeout("datadog")?;
-            let options = push.common.options(timeout)?;
+            let (options, show) = push.common.options(timeout)?;
             if push.check {
                 let report = datadog::check(&config, options.timeout)?;
-                if options.json {
+                if show.json {
                     crate::text::write_json(&mut std::io::stdout().lock(), &report)?;
                     println!();
                 } else {
@@ -324,20 +331,22 @@ pub fn run(args: PushArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            (options, datadog::destination(&config)?)
+            (options, show, datadog::destination(&config)?)
         }
         PushTo::Otlp(push) => {
             let timeout = push.common.send.timeout("otlp")?;
-            let options = push.common.options(timeout)?;
-            (options, otlp::destination(&OtlpConfig::from(push.otlp))?)
+            let (options, show) = push.common.options(timeout)?;
+            let destination = otlp::destination(&OtlpConfig::from(push.otlp))?;
+            (options, show, destination)
         }
     };
-    let summary = push::push(&options, destination.as_mut())?;
-    if options.json {
+    let mut progress = PushProgress::new(show);
+    let summary = push::push(&options, destination.as_mut(), &mut progress)?;
+    if show.json {
         crate::text::write_json(&mut std::io::stdout().lock(), &summary)?;
         println!();
     }
-    if !options.quiet || summary.failed > 0 {
+    if !show.quiet || summary.failed > 0 {
         eprintln!("amprof: {}", summary_line(&options, &summary));
     }
     push::check_summary(&summary)

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::{
+    progress::{RecordProgress, Show},
     push::{DatadogArgs, OtlpArgs, SendArgs},
     values::{parse_duration, parse_ring_bytes},
 };
@@ -19,7 +20,7 @@ use crate::{
         stream::{self, Stream, StreamReport, StreamSettings},
     },
     record::{
-        self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary, WindowSink,
+        self, CallGraph, DEFAULT_STACK_SIZE, RecordOptions, RecordSummary, StopReason, WindowSink,
         kernel_tables::DEFAULT_TABLE_ROWS,
     },
 };
@@ -228,8 +229,6 @@ impl RecordArgs {
             keep: self.keep,
             pids: self.pid,
             command: self.command,
-            quiet: self.quiet,
-            json: self.json,
             ring_bytes: self.buffer_size,
             call_graph: match self.call_graph {
                 CallGraphArg::Fp => CallGraph::Fp,
@@ -262,23 +261,27 @@ struct JsonSummary<'a> {
 /// backend (unless the command failed: its code wins).
 pub fn run(mut args: RecordArgs) -> Result<u8> {
     let streaming = args.stream()?;
+    let show = Show {
+        quiet: args.quiet,
+        json: args.json,
+    };
     let options = args.options();
     let (sink, stream, to) = match streaming {
         Some(Streaming { sink, stream, to }) => (Some(sink), Some(stream), to),
         None => (None, None, String::new()),
     };
-    let summary = record::record(&options, sink)?;
-    let interrupted = summary.stopped_by == "signal";
+    let summary = record::record(&options, sink, &mut RecordProgress::new(show))?;
+    let interrupted = summary.stopped_by == StopReason::Signal;
     // After a signal the recording has used some of its 2 s: the push gets what is left.
     let report = stream.map(|s| s.finish(interrupted, std::time::Duration::from_millis(700)));
     eprintln!("amprof: {}", summary_line(&summary));
     if let Some(unwinding) = summary.unwinding.as_ref().filter(|u| u.samples() > 0)
-        && !options.quiet
+        && !show.quiet
     {
         eprintln!("amprof: {}", unwinding.phrase());
     }
     let problems = summary.problems.phrases();
-    if !problems.is_empty() && !options.quiet {
+    if !problems.is_empty() && !show.quiet {
         eprintln!(
             "amprof: note: the profiled system's files: {} (never fatal; see `amprof report`)",
             problems.join(", ")
@@ -288,11 +291,11 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
         if let Some(warning) = &report.warning {
             eprintln!("amprof: warning: {warning}");
         }
-        if !options.quiet || report.resend().is_some() {
+        if !show.quiet || report.resend().is_some() {
             eprintln!("amprof: {}", push_line(report, &to));
         }
     }
-    if options.json {
+    if show.json {
         let json = JsonSummary {
             record: &summary,
             push: report.as_ref(),

@@ -166,12 +166,19 @@ impl ReportArgs {
             },
             json: self.json,
             top: self.top,
-            quiet: self.quiet,
             base,
         }
     }
 }
 
+/// Writes the report, then its notes on stderr (unless `--quiet`).
 pub fn run(args: ReportArgs) -> Result<()> {
-    report::report(&args.options())
+    let quiet = args.quiet;
+    let notes = report::report(&args.options())?;
+    if !quiet {
+        for note in notes {
+            eprintln!("amprof: {note}");
+        }
+    }
+    Ok(())
 }

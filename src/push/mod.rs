@@ -3,7 +3,7 @@
 //! What every destination shares lives here, written once: reading the capture window by
 //! window (memory does not grow with its length), choosing windows (`--windows`, to resend the
 //! ones that failed), bounded retries with exponential backoff (honouring `Retry-After`),
-//! `--dry-run` files, the progress bar, Ctrl-C between requests, and the per-window summary
+//! `--dry-run` files, progress (told to an [`Observer`]), Ctrl-C between requests, and the per-window summary
 //! with its exit code. A destination ([`Destination`]) only turns windows into requests and
 //! sends one request once.
 //!
@@ -22,7 +22,6 @@ pub mod stream;
 
 use std::{
     collections::BTreeSet,
-    io::IsTerminal as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -32,7 +31,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{
@@ -101,6 +99,19 @@ pub trait Destination {
     }
 }
 
+/// What the person running a push should hear as it runs. `cli` implements it (a progress bar
+/// on a terminal, messages on stderr); this module never prints.
+pub trait Observer {
+    /// Sending starts.
+    fn started(&mut self) {}
+    /// A sentence to show now (an interruption being handled).
+    fn notice(&mut self, message: &str);
+    /// `windows` more windows are done (sent, failed or skipped).
+    fn windows_done(&mut self, _windows: u64) {}
+    /// Sending is over; the summary follows.
+    fn finished(&mut self) {}
+}
+
 /// Settings shared by every destination.
 #[derive(Clone, Debug)]
 pub struct PushOptions {
@@ -112,8 +123,6 @@ pub struct PushOptions {
     pub timeout: Duration,
     /// Attempts after the first, for retryable failures.
     pub retries: u32,
-    pub json: bool,
-    pub quiet: bool,
 }
 
 /// What happened to one window.
@@ -192,7 +201,11 @@ impl PushSummary {
 }
 
 /// Pushes the selected windows of the capture through `destination`.
-pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<PushSummary> {
+pub fn push(
+    options: &PushOptions,
+    destination: &mut dyn Destination,
+    observer: &mut dyn Observer,
+) -> Result<PushSummary> {
     check_timeout(options.timeout)?;
     if let Some(dir) = &options.dry_run {
         prepare_dry_run_dir(dir)?;
@@ -216,7 +229,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     let mut reader = CaptureReader::open(&options.input)?;
     let meta = reader.meta().clone();
     let started = Instant::now();
-    let progress = progress_bar(options);
+    observer.started();
     let mut outcomes: Vec<WindowOutcome> = Vec::new();
     let mut request_number = 0usize;
     // The last window counted by the progress bar (a window may take several requests).
@@ -224,7 +237,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     // Windows some request of which was sent (or tried): once interrupted, their other requests
     // still go, so that no window is left half-sent.
     let mut begun: BTreeSet<u64> = BTreeSet::new();
-    let mut told_interrupted = options.quiet;
+    let mut told_interrupted = false;
 
     let mut send_all = |destination: &mut dyn Destination,
                         requests: Vec<Request>,
@@ -235,11 +248,9 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
             let finishing = request.windows.iter().any(|w| begun.contains(w));
             if finishing && interrupted.load(Ordering::Relaxed) && !told_interrupted {
                 told_interrupted = true;
-                let message = "amprof: interrupted: finishing the window in progress (Ctrl-C again stops at once, without a summary)";
-                match &progress {
-                    Some(bar) => bar.suspend(|| eprintln!("{message}")),
-                    None => eprintln!("{message}"),
-                }
+                observer.notice(
+                    "interrupted: finishing the window in progress (Ctrl-C again stops at once, without a summary)",
+                );
             }
             let outcome = if request.is_empty() {
                 outcome_of(&request, WindowStatus::Empty, 0, 0.0, None, None)
@@ -276,9 +287,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
                 .filter(|&&w| counted.is_none_or(|c| w > c))
                 .count();
             counted = request.windows.iter().copied().max().max(counted);
-            if let Some(bar) = &progress {
-                bar.inc(new as u64);
-            }
+            observer.windows_done(new as u64);
         }
         Ok(())
     };
@@ -293,9 +302,7 @@ pub fn push(options: &PushOptions, destination: &mut dyn Destination) -> Result<
     }
     let requests = destination.flush(&meta)?;
     send_all(destination, requests, &mut outcomes)?;
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    observer.finished();
     if outcomes.is_empty() && !options.selection.windows.is_empty() {
         return Err(usage("no window of the capture matches --windows"));
     }
@@ -435,18 +442,6 @@ fn send_with_retries(
             }
         }
     }
-}
-
-fn progress_bar(options: &PushOptions) -> Option<ProgressBar> {
-    if options.quiet || options.json || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::no_length().with_style(
-        ProgressStyle::with_template("{spinner} pushing: {pos} windows {elapsed_precise}")
-            .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
 }
 
 fn prepare_dry_run_dir(dir: &Path) -> Result<()> {

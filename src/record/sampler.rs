@@ -1,5 +1,5 @@
 //! The kernel side of recording: loads amprof's eBPF object, attaches it to a cpu-clock perf event
-//! on every online CPU, and hands the ring buffer's records to userspace as [`Event`]s.
+//! on every online CPU, and hands the ring buffer's records to userspace as [`RingEvent`]s.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -29,7 +29,10 @@ use super::{
     refusal::{Refusal, object_refusal, program_refusal},
 };
 use crate::{
-    capture::format::{OffCpu, OffCpuReason},
+    capture::{
+        Detail,
+        format::{OffCpu, OffCpuReason},
+    },
     error::{Exit, coded},
 };
 
@@ -122,8 +125,8 @@ impl UserUnwind {
 
 /// One record from the kernel.
 #[derive(Debug)]
-pub enum Event<'a> {
-    Sample(Sample<'a>),
+pub enum RingEvent<'a> {
+    Sample(RingSample<'a>),
     /// Process `pid` called execve at `time_ns`.
     Exec {
         pid: u32,
@@ -133,7 +136,7 @@ pub enum Event<'a> {
 
 /// A stack sample as the eBPF program wrote it.
 #[derive(Debug)]
-pub struct Sample<'a> {
+pub struct RingSample<'a> {
     pub time_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -152,22 +155,22 @@ pub struct Sample<'a> {
     pub user_regs: [u64; 3],
     /// ...and the user stack from the stack pointer up, for userspace to unwind.
     pub user_stack: &'a [u8],
-    /// `None` for an on-CPU sample. An off-CPU sample (`--off-cpu`) is the stack a thread
-    /// waited in, taken as it ran again: the nanoseconds off the CPU it stands for, its own
-    /// wait, and why.
-    pub off_cpu: Option<OffCpu>,
+    /// What kind of sample it is, and what it carries beyond its stack: an off-CPU sample
+    /// (`--off-cpu`) is the stack a thread waited in, taken as it ran again, with the
+    /// nanoseconds off the CPU it stands for, its own wait, and why.
+    pub detail: Detail,
 }
 
 /// Parses one ring-buffer record. `scratch` holds the frames when the record is not 8-byte
 /// aligned (ring-buffer records always are; synthetic ones in benchmarks may not be).
-pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Event<'a>> {
+pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<RingEvent<'a>> {
     if bytes.len() < size_of::<EventHeader>() {
         return None;
     }
     // SAFETY: the length was checked; EventHeader is plain old data, any bit pattern is valid.
     let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     match header.kind {
-        EVENT_EXEC => Some(Event::Exec {
+        EVENT_EXEC => Some(RingEvent::Exec {
             pid: header.pid,
             time_ns: header.time_ns,
         }),
@@ -197,7 +200,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 );
                 &scratch[..]
             };
-            Some(Event::Sample(Sample {
+            Some(RingEvent::Sample(RingSample {
                 time_ns: header.time_ns,
                 pid: header.pid,
                 tid: header.tid,
@@ -209,9 +212,9 @@ pub fn parse_event<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u64>) -> Option<Eve
                 user_unwind,
                 user_regs: head.user_regs,
                 user_stack,
-                off_cpu: match (header.kind, head.off_cpu_reason) {
-                    (EVENT_SAMPLE, _) => None,
-                    (_, reason) => Some(OffCpu {
+                detail: match (header.kind, head.off_cpu_reason) {
+                    (EVENT_SAMPLE, _) => Detail::OnCpu,
+                    (_, reason) => Detail::OffCpu(OffCpu {
                         ns: head.off_cpu_ns,
                         wait_ns: head.off_cpu_wait_ns.min(head.off_cpu_ns),
                         reason: match reason {
@@ -446,7 +449,7 @@ impl Sampler {
     }
 
     /// Hands every record now in the ring buffer to `handle`.
-    pub fn drain(&mut self, mut handle: impl FnMut(Event<'_>)) {
+    pub fn drain(&mut self, mut handle: impl FnMut(RingEvent<'_>)) {
         let mut scratch = Vec::new();
         while let Some(record) = self.events.next() {
             self.ring_bytes += record.len() as u64;

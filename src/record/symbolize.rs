@@ -25,8 +25,12 @@ use super::{
     window::ClosedWindow,
     worker::Worker,
 };
-use crate::capture::format::{
-    Function, Line, Location, Mapping, Module, ModuleKind, Problems, Process, Stack, Thread, Window,
+use crate::capture::{
+    SampleKind,
+    format::{
+        Function, Line, Location, Mapping, Module, ModuleKind, Problems, Process, Stack, Thread,
+        Window,
+    },
 };
 
 /// Keeps caches from growing without bound over a long recording.
@@ -173,13 +177,12 @@ impl WindowSymbolizer {
         out.mappings = tables.mappings;
         out.locations = tables.locations;
 
-        let mut previous = closed.start_ns;
-        for (time, tid, cpu, stack) in closed.samples {
-            out.push_sample(&mut previous, time, tid, cpu, stack);
-        }
-        let mut previous = closed.start_ns;
-        for s in closed.off_cpu_samples {
-            out.push_off_cpu_sample(&mut previous, s.time_ns, s.tid, s.cpu, s.stack, s.off);
+        // Each kind's columns hold its times as deltas from its own previous sample.
+        let mut previous = [closed.start_ns; SampleKind::ALL.len()];
+        for s in closed.samples {
+            let previous = &mut previous[s.detail.kind() as usize];
+            s.detail
+                .push(&mut out, previous, s.time_ns, s.tid, s.cpu, s.stack);
         }
         out.off_cpu_lost = closed.off_cpu_lost;
         let vanished = super::sigbus::pages_replaced();

@@ -6,7 +6,7 @@
 //! little out of order), empty ones included, so that closed windows tile the recording with no
 //! gap. A sample for a window already closed is counted as `late` in the next one.
 //!
-//! Per sample, the work is one process lookup, one hash of the stack, and four column pushes:
+//! Per sample, the work is one process lookup, one hash of the stack, and one push of the sample:
 //! stacks are interned per window, and everything else (symbols, mappings) is done per distinct
 //! stack when the window closes.
 
@@ -15,15 +15,17 @@ use std::{collections::BTreeMap, hash::BuildHasherDefault, sync::Arc};
 use indexmap::IndexMap;
 use rustc_hash::{FxHashMap, FxHasher};
 
-use crate::capture::format::{OffCpu, Problems};
+use crate::capture::{
+    Detail,
+    format::{Problems, Unwinding},
+};
 
 use super::{
     kernel_tables::KernelTables,
     procs::{ImageId, ProcessImage, ProcessTable},
-    sampler::{Sample, UserUnwind},
+    sampler::{RingSample, UserUnwind},
     unwind::{DwarfUnwinder, MAX_DWARF_FRAMES, Unwound},
 };
-use crate::capture::format::Unwinding;
 
 const NO_USER_STACK: u64 = 1 << 48;
 const TRUNCATED: u64 = 1 << 49;
@@ -43,11 +45,8 @@ struct OpenWindow {
     stacks: IndexMap<StackKey, StackCounts, BuildHasherDefault<FxHasher>>,
     images: FxHashMap<ImageId, Arc<ProcessImage>>,
     threads: FxHashMap<u32, (ImageId, [u8; 16])>,
-    times: Vec<u64>,
-    tids: Vec<u32>,
-    cpus: Vec<u32>,
-    stack_ids: Vec<u32>,
-    off_cpu: Vec<OffCpuSample>,
+    /// Samples of every kind, in arrival order.
+    samples: Vec<ClosedSample>,
     unwinding: Unwinding,
 }
 
@@ -57,11 +56,7 @@ impl OpenWindow {
             stacks: IndexMap::default(),
             images: FxHashMap::default(),
             threads: FxHashMap::default(),
-            times: Vec::new(),
-            tids: Vec::new(),
-            cpus: Vec::new(),
-            stack_ids: Vec::new(),
-            off_cpu: Vec::new(),
+            samples: Vec::new(),
             unwinding: Unwinding::default(),
         }
     }
@@ -84,15 +79,17 @@ pub struct ClosedStack {
     pub off_cpu_ns: u64,
 }
 
-/// An off-CPU sample of a window: the thread ran again at `time_ns` after `ns` off the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct OffCpuSample {
+/// A sample of a closed window, of any kind (an off-CPU sample's time is when the thread ran
+/// again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedSample {
     pub time_ns: u64,
     pub tid: u32,
     pub cpu: u32,
     /// Index into [`ClosedWindow::stacks`].
     pub stack: u32,
-    pub off: OffCpu,
+    /// Its kind, and what that kind carries.
+    pub detail: Detail,
 }
 
 /// A window whose samples are all in, ready to be symbolized and written.
@@ -109,10 +106,8 @@ pub struct ClosedWindow {
     /// `(tid, index into images, thread name)`.
     pub threads: Vec<(u32, u32, String)>,
     pub stacks: Vec<ClosedStack>,
-    /// Samples in time order: `(time_ns, tid, cpu, index into stacks)`.
-    pub samples: Vec<(u64, u32, u32, u32)>,
-    /// Off-CPU samples in time order.
-    pub off_cpu_samples: Vec<OffCpuSample>,
+    /// Samples by kind ([`SampleKind`] order), each kind's in time order.
+    pub samples: Vec<ClosedSample>,
     /// Off-CPU samples the kernel side could not deliver.
     pub off_cpu_lost: u64,
     /// Problems met while the window was recorded (symbolization adds its own).
@@ -204,7 +199,7 @@ impl WindowAggregator {
             .min(self.end_ns)
     }
 
-    pub fn add(&mut self, sample: &Sample<'_>) {
+    pub fn add(&mut self, sample: &RingSample<'_>) {
         if sample.time_ns < self.start_ns || sample.time_ns >= self.end_ns {
             return;
         }
@@ -213,9 +208,9 @@ impl WindowAggregator {
             self.late += 1;
             return;
         }
-        match sample.off_cpu {
-            None => self.samples += 1,
-            Some(off) => {
+        match sample.detail {
+            Detail::OnCpu => self.samples += 1,
+            Detail::OffCpu(off) => {
                 self.off_cpu_samples += 1;
                 self.off_cpu_ns = self.off_cpu_ns.saturating_add(off.ns);
             }
@@ -275,31 +270,25 @@ impl WindowAggregator {
         // goes by that name, not by the one it inherited.
         window.threads.insert(sample.tid, (image, sample.comm));
         let counts = &mut window.stacks[stack];
-        match sample.off_cpu {
-            None => {
-                counts.on_cpu += 1;
-                window.times.push(sample.time_ns);
-                window.tids.push(sample.tid);
-                window.cpus.push(sample.cpu);
-                window.stack_ids.push(stack as u32);
-            }
-            Some(off) => {
+        match sample.detail {
+            Detail::OnCpu => counts.on_cpu += 1,
+            Detail::OffCpu(off) => {
                 counts.off_cpu += 1;
                 counts.off_cpu_ns = counts.off_cpu_ns.saturating_add(off.ns);
-                window.off_cpu.push(OffCpuSample {
-                    time_ns: sample.time_ns,
-                    tid: sample.tid,
-                    cpu: sample.cpu,
-                    stack: stack as u32,
-                    off,
-                });
             }
         }
+        window.samples.push(ClosedSample {
+            time_ns: sample.time_ns,
+            tid: sample.tid,
+            cpu: sample.cpu,
+            stack: stack as u32,
+            detail: sample.detail,
+        });
     }
 
     /// DWARF mode: appends the user frames unwound from `sample`'s stack copy to the key (after
     /// those the kernel found, if any).
-    fn unwind_into_key(&mut self, sample: &Sample<'_>) -> Unwound {
+    fn unwind_into_key(&mut self, sample: &RingSample<'_>) -> Unwound {
         let Some(unwinder) = self.unwinder.as_mut() else {
             return Unwound::Truncated;
         };
@@ -411,17 +400,10 @@ impl WindowAggregator {
             .map(|(tid, (image, comm))| (tid, position(image), super::procs::comm_to_string(&comm)))
             .collect();
         threads.sort_unstable();
-        let mut samples: Vec<(u64, u32, u32, u32)> = window
-            .times
-            .into_iter()
-            .zip(window.tids)
-            .zip(window.cpus)
-            .zip(window.stack_ids)
-            .map(|(((t, tid), cpu), s)| (t, tid, cpu, s))
-            .collect();
-        samples.sort_unstable();
-        let mut off_cpu_samples = window.off_cpu;
-        off_cpu_samples.sort_unstable();
+        let mut samples = window.samples;
+        samples.sort_unstable_by_key(|s| {
+            (s.detail.kind(), s.time_ns, s.tid, s.cpu, s.stack, s.detail)
+        });
         ClosedWindow {
             index,
             start_ns,
@@ -433,7 +415,6 @@ impl WindowAggregator {
             threads,
             stacks,
             samples,
-            off_cpu_samples,
             off_cpu_lost,
             problems,
             unwinding,
@@ -445,8 +426,8 @@ impl WindowAggregator {
 mod tests {
     use super::*;
 
-    fn sample(time_ns: u64, pid: u32, frames: &[u64]) -> Sample<'_> {
-        Sample {
+    fn sample(time_ns: u64, pid: u32, frames: &[u64]) -> RingSample<'_> {
+        RingSample {
             time_ns,
             pid,
             tid: pid,
@@ -458,7 +439,7 @@ mod tests {
             user_unwind: UserUnwind::FramePointers,
             user_regs: [0; 3],
             user_stack: &[],
-            off_cpu: None,
+            detail: Detail::OnCpu,
         }
     }
 
@@ -511,7 +492,7 @@ mod tests {
     fn a_thread_goes_by_its_latest_name() {
         let mut a = aggregator(1_000, 100);
         a.add(&sample(1_000, 7, &[0x10]));
-        let renamed = Sample {
+        let renamed = RingSample {
             comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
             ..sample(1_010, 7, &[0x10])
         };

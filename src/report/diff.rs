@@ -59,8 +59,9 @@ pub struct Base {
     pub pids_from_new_side: bool,
 }
 
-/// `report --diff`: compares `base` with `options.input` in `options.format`.
-pub fn report(options: &ReportOptions, base: &Base) -> Result<()> {
+/// `report --diff`: compares `base` with `options.input` in `options.format`; returns the notes
+/// for the user.
+pub fn report(options: &ReportOptions, base: &Base) -> Result<Vec<String>> {
     if !matches!(
         options.format,
         Format::Summary | Format::Flamegraph | Format::Folded
@@ -128,12 +129,7 @@ pub fn report(options: &ReportOptions, base: &Base) -> Result<()> {
         }
     });
     output.finish()?;
-    if !options.quiet {
-        for note in notes {
-            eprintln!("amprof: {note}");
-        }
-    }
-    Ok(())
+    Ok(notes)
 }
 
 /// One side of the comparison, read.

@@ -113,13 +113,13 @@ pub struct ReportOptions {
     pub json: bool,
     /// Functions and processes the summary lists.
     pub top: usize,
-    /// No notes on standard error.
-    pub quiet: bool,
     /// `--diff`: the capture to compare `input` with, and what of it to read.
     pub base: Option<diff::Base>,
 }
 
-pub fn report(options: &ReportOptions) -> Result<()> {
+/// Writes the report, and returns the notes for the user (an unfinished capture, what the
+/// format could not show), for `cli` to print.
+pub fn report(options: &ReportOptions) -> Result<Vec<String>> {
     if let Some(base) = &options.base {
         return diff::report(options, base);
     }
@@ -191,12 +191,7 @@ pub fn report(options: &ReportOptions) -> Result<()> {
         end: reader.end(),
     })?;
     output.finish()?;
-    if !options.quiet {
-        for note in completeness.note().into_iter().chain(notes) {
-            eprintln!("amprof: {note}");
-        }
-    }
-    Ok(())
+    Ok(completeness.note().into_iter().chain(notes).collect())
 }
 
 /// Opens the capture at `path` for a report of `event`'s samples. `what` names the capture in
