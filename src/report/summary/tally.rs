@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     capture::{
-        Completeness, Event, Meta, Selection,
+        Completeness, Event, Meta, SampleKind, Selection,
         format::{Stack, TargetKind, Window},
         off_cpu_samples,
     },
@@ -136,6 +136,15 @@ struct OffCpuTally {
     ns: [u64; 2],
 }
 
+/// What [`Tally::take_kind`] takes of one kind of sample.
+struct KindWeights {
+    ranking: Ranking,
+    samples: u64,
+    /// The samples' weight, in the unit of the kind's ranking: samples (a periodic kind's, each
+    /// one period), or nanoseconds.
+    weight: u64,
+}
+
 /// What the summary counts, window by window as the capture is read.
 #[derive(Default)]
 pub struct Tally {
@@ -156,7 +165,7 @@ impl Tally {
     pub fn add(&mut self, meta: &Meta, window: &Window, selection: &Selection) {
         let mut samples = 0;
         let mut processes = FxHashSet::default();
-        let on_cpu_lists = selection.event != Event::OffCpu;
+        let on_cpu_lists = selection.event.includes_on_cpu();
         self.event = selection.event;
         for stack in &window.stacks {
             // A stack only off the CPU has no on-CPU sample to count.
@@ -214,29 +223,47 @@ impl Tally {
         self.last = Some((window.end_ns, window.evicted_before));
     }
 
-    /// Takes every function's weight of `event` out of the tally (not a top list): on-CPU
-    /// samples (`on-cpu`), off-CPU nanoseconds (`off-cpu`), or nanoseconds of both (`wall`, an
-    /// on-CPU sample standing for `period_ns`), as the summary ranks them. The tally's lists
-    /// are empty afterwards; its windows and totals stay.
+    /// Takes every function's weight of `event` out of the tally (not a top list), as the
+    /// summary ranks them, kind by kind of the event: one kind alone in the unit of its ranking
+    /// (on-CPU samples for `on-cpu`, off-CPU nanoseconds for `off-cpu`), several (`wall`) in
+    /// nanoseconds, a sample of a periodic kind standing for `period_ns`. The tally's lists are
+    /// empty afterwards; its windows and totals stay.
     pub fn take_function_weights(&mut self, event: Event, period_ns: u64) -> FunctionWeights {
+        let kinds = event.kinds();
         let mut weights = FunctionWeights::default();
-        if event.includes_on_cpu() {
-            let scale = if event == Event::OnCpu { 1 } else { period_ns };
-            weights.add(std::mem::take(&mut self.on_cpu), scale);
-            weights.samples = self.totals.samples;
-            weights.total = self.totals.samples.saturating_mul(scale);
-        }
-        if event.includes_off_cpu()
-            && let Some(off) = &mut self.off_cpu
-        {
-            weights.add(std::mem::take(&mut off.ranking), 1);
-            weights.samples = weights.samples.saturating_add(off.samples);
-            weights.total = off
-                .ns
-                .iter()
-                .fold(weights.total, |t, &ns| t.saturating_add(ns));
+        for kind in kinds.iter() {
+            let Some(taken) = self.take_kind(kind) else {
+                continue;
+            };
+            let scale = if kind.descriptor().periodic && kinds.len() > 1 {
+                period_ns
+            } else {
+                1
+            };
+            weights.add(taken.ranking, scale);
+            weights.samples = weights.samples.saturating_add(taken.samples);
+            weights.total = weights
+                .total
+                .saturating_add(taken.weight.saturating_mul(scale));
         }
         weights
+    }
+
+    /// `kind`'s ranking taken out of the tally, with its samples and their weight (`None`: the
+    /// capture was not recording that kind). Which of the tally's fields count which kind.
+    fn take_kind(&mut self, kind: SampleKind) -> Option<KindWeights> {
+        match kind {
+            SampleKind::OnCpu => Some(KindWeights {
+                ranking: std::mem::take(&mut self.on_cpu),
+                samples: self.totals.samples,
+                weight: self.totals.samples,
+            }),
+            SampleKind::OffCpu => self.off_cpu.as_mut().map(|off| KindWeights {
+                ranking: std::mem::take(&mut off.ranking),
+                samples: off.samples,
+                weight: off.total_ns(),
+            }),
+        }
     }
 
     /// The summary of what was added: `top` functions and processes of each list.
@@ -331,7 +358,7 @@ impl Tally {
             top_total,
             top_processes,
             off_cpu,
-            on_cpu_lists: self.event != Event::OffCpu,
+            on_cpu_lists: self.event.includes_on_cpu(),
         }
     }
 }
@@ -378,11 +405,18 @@ impl OffCpuTally {
         }
     }
 
+    /// Time off the CPU, blocked and runnable.
+    fn total_ns(&self) -> u64 {
+        self.ns
+            .iter()
+            .fold(0, |total, &ns| total.saturating_add(ns))
+    }
+
     /// The summary's off-CPU section of what was added: `top` functions and processes of each
     /// list.
     fn section(self, period_ns: u64, top: usize) -> OffCpuSection {
+        let total_ns = self.total_ns();
         let [blocked_ns, runnable_ns] = self.ns;
-        let total_ns = blocked_ns.saturating_add(runnable_ns);
         let Top {
             self_weights: top_self,
             total_weights: top_total,
