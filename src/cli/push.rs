@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{
     progress::{PushProgress, Show},
@@ -39,11 +39,27 @@ Exit codes: see amprof --help; 5 when any window failed.")]
 pub struct PushArgs {
     /// The destination, as the subcommand says it: datadog or otlp (`push --to datadog` is
     /// `push datadog`).
-    #[arg(long, value_name = "TO", value_parser = ["datadog", "otlp"])]
-    pub to: Option<String>,
+    #[arg(long, value_name = "TO")]
+    pub to: Option<Backend>,
 
     #[command(subcommand)]
     pub destination: PushTo,
+}
+
+/// A kind of destination: what `push --to`, `push`'s subcommands and `record --push-to` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Datadog,
+    Otlp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Datadog => "datadog",
+            Self::Otlp => "otlp",
+        }
+    }
 }
 
 /// Where to send.
@@ -245,10 +261,10 @@ impl SendArgs {
 
     /// The request timeout for `to` (`datadog` or `otlp`): the flag, else (OTLP) the standard
     /// setting, else 10 s.
-    pub fn timeout(&self, to: &str) -> Result<Duration> {
+    pub fn timeout(&self, to: Backend) -> Result<Duration> {
         match self.timeout {
             Some(timeout) => Ok(timeout),
-            None if to == "otlp" => otlp::timeout_setting(),
+            None if to == Backend::Otlp => otlp::timeout_setting(),
             None => Ok(Duration::from_secs(10)),
         }
     }
@@ -319,7 +335,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     let (options, show, mut destination) = match args.destination {
         PushTo::Datadog(push) => {
             let config = DatadogConfig::from(push.datadog);
-            let timeout = push.common.send.timeout("datadog")?;
+            let timeout = push.common.send.timeout(Backend::Datadog)?;
             let (options, show) = push.common.options(timeout)?;
             if push.check {
                 let report = datadog::check(&config, options.timeout)?;
@@ -334,7 +350,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             (options, show, datadog::destination(&config)?)
         }
         PushTo::Otlp(push) => {
-            let timeout = push.common.send.timeout("otlp")?;
+            let timeout = push.common.send.timeout(Backend::Otlp)?;
             let (options, show) = push.common.options(timeout)?;
             let destination = otlp::destination(&OtlpConfig::from(push.otlp))?;
             (options, show, destination)

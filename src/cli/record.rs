@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     progress::{RecordProgress, Show},
-    push::{DatadogArgs, OtlpArgs, SendArgs},
+    push::{Backend, DatadogArgs, OtlpArgs, SendArgs},
     values::{parse_duration, parse_ring_bytes},
 };
 use crate::{
@@ -121,8 +121,8 @@ pub struct RecordArgs {
     /// on, with the settings of `amprof push` (the same flags and environment variables). The
     /// capture is written all the same: it is what `amprof push --windows` resends from (with
     /// --keep it stays small); it cannot be skipped.
-    #[arg(long, value_name = "TO", value_parser = ["datadog", "otlp"])]
-    pub push_to: Option<String>,
+    #[arg(long, value_name = "TO")]
+    pub push_to: Option<Backend>,
 
     /// With --push-to: windows waiting to be sent, at most; when the backend is slower or
     /// down, the oldest waiting window is dropped (and counted) to make room.
@@ -162,7 +162,7 @@ pub enum CallGraphArg {
 struct Streaming {
     sink: Box<dyn WindowSink>,
     stream: Stream,
-    to: String,
+    to: Backend,
 }
 
 /// Windows waiting to be pushed by default: a minute at the default window length.
@@ -173,7 +173,7 @@ impl RecordArgs {
     /// stream to finish. Flags of a destination need `--push-to` that destination.
     fn stream(&mut self) -> Result<Option<Streaming>> {
         let (datadog_flag, otlp_flag) = (self.datadog.given(), self.otlp.given());
-        let Some(to) = self.push_to.clone() else {
+        let Some(to) = self.push_to else {
             if let Some(flag) = self
                 .send
                 .given()
@@ -185,31 +185,34 @@ impl RecordArgs {
             }
             return Ok(None);
         };
-        match (to.as_str(), datadog_flag, otlp_flag) {
-            ("datadog", _, Some(flag)) => {
+        match (to, datadog_flag, otlp_flag) {
+            (Backend::Datadog, _, Some(flag)) => {
                 return Err(usage(format!("{flag} applies to --push-to otlp only")));
             }
-            ("otlp", Some(flag), _) => {
+            (Backend::Otlp, Some(flag), _) => {
                 return Err(usage(format!("{flag} applies to --push-to datadog only")));
             }
             _ => {}
         }
-        let timeout = self.send.timeout(&to)?;
+        let timeout = self.send.timeout(to)?;
         crate::push::check_timeout(timeout)?;
         let settings = StreamSettings {
             timeout,
             retries: self.send.retries(),
             queue: self.push_queue.unwrap_or(DEFAULT_PUSH_QUEUE) as usize,
         };
-        let make: stream::MakeDestination = if to == "datadog" {
-            let config = DatadogConfig::from(std::mem::take(&mut self.datadog));
-            // Bad settings are a usage error now, not a warning once recording runs.
-            datadog::destination(&config)?;
-            Box::new(move || datadog::destination(&config))
-        } else {
-            let config = OtlpConfig::from(std::mem::take(&mut self.otlp));
-            otlp::destination(&config)?;
-            Box::new(move || otlp::destination(&config))
+        // Bad settings are a usage error now, not a warning once recording runs.
+        let make: stream::MakeDestination = match to {
+            Backend::Datadog => {
+                let config = DatadogConfig::from(std::mem::take(&mut self.datadog));
+                datadog::destination(&config)?;
+                Box::new(move || datadog::destination(&config))
+            }
+            Backend::Otlp => {
+                let config = OtlpConfig::from(std::mem::take(&mut self.otlp));
+                otlp::destination(&config)?;
+                Box::new(move || otlp::destination(&config))
+            }
         };
         let (sink, stream) = stream::start(make, settings);
         Ok(Some(Streaming {
@@ -267,8 +270,8 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
     };
     let options = args.options();
     let (sink, stream, to) = match streaming {
-        Some(Streaming { sink, stream, to }) => (Some(sink), Some(stream), to),
-        None => (None, None, String::new()),
+        Some(Streaming { sink, stream, to }) => (Some(sink), Some(stream), Some(to)),
+        None => (None, None, None),
     };
     let summary = record::record(&options, sink, &mut RecordProgress::new(show))?;
     let interrupted = summary.stopped_by == StopReason::Signal;
@@ -287,12 +290,12 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
             problems.join(", ")
         );
     }
-    if let Some(report) = &report {
+    if let (Some(report), Some(to)) = (&report, to) {
         if let Some(warning) = &report.warning {
             eprintln!("amprof: warning: {warning}");
         }
         if !show.quiet || report.resend().is_some() {
-            eprintln!("amprof: {}", push_line(report, &to));
+            eprintln!("amprof: {}", push_line(report, to));
         }
     }
     if show.json {
@@ -304,7 +307,7 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
         println!();
     }
     let code = summary.command_exit_code.unwrap_or(Exit::Success.code());
-    if let (Some(report), 0) = (&report, code)
+    if let (Some(report), Some(to), 0) = (&report, to, code)
         && let Some(windows) = report.resend()
     {
         let first = report
@@ -316,8 +319,9 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
         return Err(coded(
             Exit::PushFailed,
             format!(
-                "windows {windows} did not reach {} ({first}); resend them with `amprof push {to} -i {} --windows {windows}`",
+                "windows {windows} did not reach {} ({first}); resend them with `amprof push {} -i {} --windows {windows}`",
                 report.destination,
+                to.name(),
                 options.output.display()
             ),
         ));
@@ -326,13 +330,13 @@ pub fn run(mut args: RecordArgs) -> Result<u8> {
 }
 
 /// `pushed 3 windows to ... (0 retried, 0 dropped, 0 failed; window end to acknowledgement: median 50 ms, max 80 ms)`.
-fn push_line(report: &StreamReport, to: &str) -> String {
+fn push_line(report: &StreamReport, to: Backend) -> String {
     let sent = report.sent.len() as u64;
     let latency = report.latency().map_or(String::new(), |(median, max)| {
         format!("; window end to acknowledgement: median {median:.0} ms, max {max:.0} ms")
     });
     let destination = if report.destination.is_empty() {
-        to
+        to.name()
     } else {
         &report.destination
     };
