@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::{
     abi,
     bytes::{put_build_id_event, put_header_string, put_u32, put_u64},
-    events::{PerfEvent, attr, event_name},
+    events::PerfEvent,
 };
 use crate::capture::format::Meta;
 
@@ -58,13 +58,13 @@ pub(super) fn start(meta: &Meta, events: &[PerfEvent]) -> Vec<u8> {
     let mut ids_offset = abi::FILE_HEADER_SIZE
         + events.len() as u64 * (abi::ATTR_SIZE as u64 + abi::FILE_SECTION_SIZE);
     for (i, &e) in events.iter().enumerate() {
-        start.extend_from_slice(&attr(meta, e, i == 0));
+        start.extend_from_slice(&e.attr(meta, i == 0));
         put_u64(&mut start, ids_offset);
         put_u64(&mut start, 8);
         ids_offset += 8;
     }
     for e in events {
-        put_u64(&mut start, e.id());
+        put_u64(&mut start, e.id);
     }
     debug_assert_eq!(start.len() as u64, data_offset);
     start
@@ -129,10 +129,10 @@ pub(super) fn features(
     put_u32(&mut desc, events.len() as u32);
     put_u32(&mut desc, abi::ATTR_SIZE);
     for (i, &event) in events.iter().enumerate() {
-        desc.extend_from_slice(&attr(meta, event, i == 0));
+        desc.extend_from_slice(&event.attr(meta, i == 0));
         put_u32(&mut desc, 1); // ids
-        put_header_string(&mut desc, event_name(meta, event));
-        put_u64(&mut desc, event.id());
+        put_header_string(&mut desc, event.name(meta));
+        put_u64(&mut desc, event.id);
     }
     sections.push((abi::FEAT_EVENT_DESC, desc));
     if let Some((first, last)) = sample_times {

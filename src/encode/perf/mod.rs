@@ -45,6 +45,13 @@
 //! (PERF_SAMPLE_IDENTIFIER) tells perf which event it belongs to: cpu-clock is 1, offcpu-time
 //! 2, in every file (an off-CPU file alone has only offcpu-time).
 //!
+//! No kind is named for this: a file has one event per kind of sample its `--event` takes, in
+//! [`Event::kinds`]' order, its id the kind's place in [`SampleKind::ALL`](crate::capture::SampleKind::ALL)
+//! and its name the kind's descriptor's
+//! [`perf_event`](crate::capture::KindDescriptor::perf_event) (none: the capture's sampling
+//! event); see [`events`]. A kind with a perf event of its own is a BPF-output event beside
+//! cpu-clock, as offcpu-time is.
+//!
 //! A sample's time is when the thread ran again, as in the capture: that keeps the stream in
 //! time order with on-CPU samples (the blocking time, a whole block earlier, would land behind
 //! records perf already flushed), and it is the time of perf's own off-CPU samples sent as they

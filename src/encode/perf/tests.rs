@@ -11,13 +11,16 @@ use linux_perf_data::{
 use super::{
     Kernel, PerfWriter, Written, abi,
     bytes::{put_build_id_event, put_c_string, put_header_string},
-    events::{EVENT_ID, OFF_CPU_EVENT_ID},
 };
 use crate::capture::{
-    Event, Selection,
+    Event, SampleKind, Selection,
     format::{Meta, ModuleKind, OffCpuReason, Process, Window},
     testing::{self, WindowBuilder},
 };
+
+/// The ids perf tells events apart by: cpu-clock's, offcpu-time's, the same in every file.
+const EVENT_ID: u64 = 1;
+const OFF_CPU_EVENT_ID: u64 = 2;
 
 const TEXT: u64 = 0xffff_ffff_8100_0000;
 const KFUNC: u64 = TEXT + 0x100;
@@ -444,7 +447,7 @@ fn off_cpu_samples_are_perfs_offcpu_time_event() {
         ..Selection::default()
     };
     let (file, written, _) = convert(&windows, &wall, &this_kernel());
-    assert_eq!((written.samples, written.off_cpu_samples), (10, 4));
+    assert_eq!((written.samples, written.of(SampleKind::OffCpu)), (10, 4));
     let (samples, others, attrs) = events_of(&file);
     assert_eq!(
         attrs,
@@ -492,7 +495,7 @@ fn off_cpu_samples_are_perfs_offcpu_time_event() {
         ..Selection::default()
     };
     let (file, written, _) = convert(&windows, &off_cpu, &this_kernel());
-    assert_eq!((written.samples, written.off_cpu_samples), (4, 4));
+    assert_eq!((written.samples, written.of(SampleKind::OffCpu)), (4, 4));
     let (samples, others, attrs) = events_of(&file);
     assert_eq!(attrs, [("offcpu-time".to_string(), vec![OFF_CPU_EVENT_ID])]);
     let periods: Vec<(u64, u64)> = samples.iter().map(|s| (s.0, s.3)).collect();
@@ -509,7 +512,7 @@ fn off_cpu_samples_are_perfs_offcpu_time_event() {
 
     // On-CPU (the default) leaves them out: the file of a capture without them.
     let (with, written, _) = convert(&windows, &Selection::default(), &this_kernel());
-    assert_eq!((written.samples, written.off_cpu_samples), (6, 0));
+    assert_eq!((written.samples, written.of(SampleKind::OffCpu)), (6, 0));
     let plain = [
         window(0, 1_000, 100, "app", 900),
         window(1, 1_000_001_000, 100, "app", 900),
@@ -623,4 +626,27 @@ fn strings_and_build_id_entries_are_padded_as_perf_writes_them() {
     assert_eq!(u16::from_ne_bytes(b[6..8].try_into().unwrap()), 100);
     assert_eq!(b[12 + 20], 3, "size byte");
     assert_eq!(&b[36..43], b"/bin/x\0");
+}
+
+#[test]
+fn every_kind_is_an_event_of_its_own_named_by_its_descriptor() {
+    use super::events::PerfEvent;
+    let meta = meta();
+    for event in [Event::OnCpu, Event::OffCpu, Event::Wall] {
+        let events = PerfEvent::of(event);
+        let kinds: Vec<SampleKind> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, event.kinds().iter().collect::<Vec<_>>());
+        for e in events {
+            let place = SampleKind::ALL.iter().position(|&k| k == e.kind).unwrap();
+            assert_eq!(e.id, place as u64 + 1, "{e:?}");
+            let name = e.kind.descriptor().perf_event.unwrap_or("cpu-clock");
+            assert_eq!(e.name(&meta), name);
+        }
+    }
+    // The capture's own sampling event goes by the capture's name of it.
+    let cycles = Meta {
+        event: "cycles".into(),
+        ..meta
+    };
+    assert_eq!(PerfEvent::of(Event::OnCpu)[0].name(&cycles), "cycles");
 }

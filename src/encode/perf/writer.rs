@@ -18,7 +18,7 @@ use super::{
     kernel::Kernel,
 };
 use crate::capture::{
-    Event, OffCpu, Selection,
+    Detail, Event, SampleKind, Selection,
     format::{Meta, Module, ModuleKind, Window},
 };
 
@@ -30,8 +30,18 @@ pub(super) const ROUND_SAMPLES: u64 = 16_384;
 pub struct Written {
     /// Samples of every event.
     pub samples: u64,
-    /// Of which off-CPU (`offcpu-time`) samples.
-    pub off_cpu_samples: u64,
+    /// Samples of each kind the file has an event for, in the order of its events.
+    pub per_kind: Vec<(SampleKind, u64)>,
+}
+
+impl Written {
+    /// Samples of `kind` written (none when the file has no event for it).
+    pub fn of(&self, kind: SampleKind) -> u64 {
+        self.per_kind
+            .iter()
+            .find(|&&(k, _)| k == kind)
+            .map_or(0, |&(_, samples)| samples)
+    }
 }
 
 /// A process image as the capture identifies it across windows: its pid and when amprof first
@@ -56,9 +66,8 @@ pub struct PerfWriter<W: Write + Seek> {
     meta: Meta,
     /// The file's events, in the order of its attrs.
     events: Vec<PerfEvent>,
-    /// Nanoseconds between on-CPU samples: what perf sums as cpu-clock's count (an off-CPU
-    /// sample's period is its time off the CPU).
-    period: u64,
+    /// Nanoseconds between samples of the capture's sampling event (see [`PerfEvent::period`]).
+    sampling_period: u64,
     data_bytes: u64,
     record: Record,
     /// Images whose COMM was written.
@@ -70,8 +79,8 @@ pub struct PerfWriter<W: Write + Seek> {
     mappings: FxHashSet<MappingKey>,
     /// BUILD_ID feature entries: path, build-id, kernel or not.
     build_ids: BTreeSet<(String, Vec<u8>, bool)>,
-    samples: u64,
-    off_cpu_samples: u64,
+    /// Samples written of each of [`Self::events`].
+    samples: Vec<u64>,
     since_round: u64,
     first_time: Option<u64>,
     last_time: u64,
@@ -85,8 +94,9 @@ impl<W: Write + Seek> PerfWriter<W> {
         Self::for_event(out, meta, kernel, Event::OnCpu)
     }
 
-    /// As [`Self::new`], for the samples of `event`: on-CPU ones as `cpu-clock`, off-CPU ones
-    /// as `offcpu-time`. On-CPU alone is exactly the file [`Self::new`] writes.
+    /// As [`Self::new`], for the samples of `event`: one perf event per kind it takes
+    /// ([`PerfEvent::of`]; on-CPU samples as `cpu-clock`, off-CPU ones as `offcpu-time`).
+    /// On-CPU alone is exactly the file [`Self::new`] writes.
     pub fn for_event(mut out: W, meta: &Meta, kernel: &Kernel, event: Event) -> Result<Self> {
         let events = PerfEvent::of(event);
         let start = header::start(meta, &events);
@@ -96,17 +106,16 @@ impl<W: Write + Seek> PerfWriter<W> {
             meta: meta.clone(),
             // Non-sample records carry the first event's id, as perf's own carry their
             // tracking event's.
-            record: Record::new(events[0].id()),
+            record: Record::new(events[0].id),
+            samples: vec![0; events.len()],
             events,
-            period: 1_000_000_000 / meta.frequency_hz.max(1),
+            sampling_period: 1_000_000_000 / meta.frequency_hz.max(1),
             data_bytes: 0,
             images: FxHashSet::default(),
             pids: FxHashSet::default(),
             threads: FxHashMap::default(),
             mappings: FxHashSet::default(),
             build_ids: BTreeSet::new(),
-            samples: 0,
-            off_cpu_samples: 0,
             since_round: 0,
             first_time: None,
             last_time: 0,
@@ -151,20 +160,12 @@ impl<W: Write + Seek> PerfWriter<W> {
             .iter()
             .map(|t| (t.tid, (t.process, t.name.as_str())))
             .collect();
-        // Samples of an event the file has no attr for are left out (the selection that started
-        // the file decided its events).
-        let (on_cpu, off_cpu) = (
-            self.events.contains(&PerfEvent::OnCpu),
-            self.events.contains(&PerfEvent::OffCpu),
-        );
-        let wanted = selection.samples(window).filter(|s| {
-            if s.off_cpu().is_some() {
-                off_cpu
-            } else {
-                on_cpu
-            }
-        });
-        for sample in wanted {
+        for sample in selection.samples(window) {
+            // Samples of a kind the file has no event for are left out (the selection that
+            // started the file decided its events).
+            let Some(event) = self.events.iter().position(|e| e.kind == sample.kind()) else {
+                continue;
+            };
             let (stack, process, tid) = (sample.stack, sample.process, sample.tid);
             let stack_index = sample.stack_index as usize;
             let id = SampleId {
@@ -203,14 +204,12 @@ impl<W: Write + Seek> PerfWriter<W> {
                 };
                 self.announce_thread((process.pid, process.first_seen_ns), name, id)?;
             }
-            self.sample(window, stack_index, id, sample.off_cpu())?;
+            self.sample(window, stack_index, id, event, sample.detail)?;
         }
         // What the kernel side lost, counted against the event it was lost from.
-        for (event, lost, included) in [
-            (PerfEvent::OnCpu, window.lost, on_cpu),
-            (PerfEvent::OffCpu, window.off_cpu_lost, off_cpu),
-        ] {
-            if lost == 0 || !included {
+        for event in self.events.clone() {
+            let lost = event.lost(window);
+            if lost == 0 {
                 continue;
             }
             let time = self.last_time.max(window.start_ns);
@@ -223,7 +222,7 @@ impl<W: Write + Seek> PerfWriter<W> {
                     time,
                     cpu: 0,
                 },
-                event.id(),
+                event.id,
             );
             self.emit()?;
         }
@@ -349,13 +348,14 @@ impl<W: Write + Seek> PerfWriter<W> {
         self.emit()
     }
 
-    /// A sample of `stack` of `window`: on-CPU, or off-CPU for `off_cpu`'s time.
+    /// A sample of `stack` of `window` with `detail`, of the file's `event`th event.
     fn sample(
         &mut self,
         window: &Window,
         stack: usize,
         id: SampleId,
-        off_cpu: Option<OffCpu>,
+        event: usize,
+        detail: Detail,
     ) -> Result<()> {
         let stack = &window.stacks[stack];
         let kernel_frames = stack.kernel_frames as usize;
@@ -365,12 +365,8 @@ impl<W: Write + Seek> PerfWriter<W> {
         } else {
             abi::MISC_USER
         };
-        let (event, period) = match off_cpu {
-            None => (PerfEvent::OnCpu, self.period),
-            Some(off) => (PerfEvent::OffCpu, off.ns),
-        };
         self.record.begin(abi::RECORD_SAMPLE, misc);
-        self.record.u64(event.id());
+        self.record.u64(self.events[event].id);
         self.record
             .u64(stack.locations.first().map_or(0, |&l| address(l)));
         self.record.u32(id.pid);
@@ -378,7 +374,8 @@ impl<W: Write + Seek> PerfWriter<W> {
         self.record.u64(id.time);
         self.record.u32(id.cpu);
         self.record.u32(0);
-        self.record.u64(period);
+        self.record
+            .u64(PerfEvent::period(detail, self.sampling_period));
         let (kernel, user) = stack.locations.split_at(kernel_frames);
         let contexts = usize::from(!kernel.is_empty()) + usize::from(!user.is_empty());
         self.record.u64((stack.locations.len() + contexts) as u64);
@@ -391,8 +388,7 @@ impl<W: Write + Seek> PerfWriter<W> {
             }
         }
         self.emit()?;
-        self.samples += 1;
-        self.off_cpu_samples += u64::from(off_cpu.is_some());
+        self.samples[event] += 1;
         self.first_time.get_or_insert(id.time);
         self.last_time = id.time;
         self.since_round += 1;
@@ -444,8 +440,13 @@ impl<W: Write + Seek> PerfWriter<W> {
             .and_then(|_| self.out.flush())
             .context("cannot write perf.data")?;
         Ok(Written {
-            samples: self.samples,
-            off_cpu_samples: self.off_cpu_samples,
+            samples: self.samples.iter().sum(),
+            per_kind: self
+                .events
+                .iter()
+                .map(|e| e.kind)
+                .zip(self.samples)
+                .collect(),
         })
     }
 }
