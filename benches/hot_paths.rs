@@ -322,13 +322,13 @@ fn capture(c: &mut Criterion) {
     group.bench_function("otlp", |b| {
         let meta = meta();
         b.iter(|| {
-            let mut encoder = otlp::Encoder::new(otlp::EncodeSettings {
+            let mut encoder = otlp::RequestEncoder::new(otlp::EncodeSettings {
                 max_request_bytes: 64 << 20,
                 ..Default::default()
             });
             let mut requests = Vec::new();
             for window in &windows {
-                requests.extend(encoder.push(&meta, window).expect("encode"));
+                requests.extend(encoder.push(&meta, window));
             }
             requests.extend(encoder.finish());
             black_box(requests)

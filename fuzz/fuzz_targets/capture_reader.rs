@@ -10,7 +10,7 @@ use amprof::{
     capture::{CaptureReader, Event, Selection},
     encode::{
         folded, perf, pprof,
-        otlp::{EncodeSettings, Encoder},
+        otlp::{EncodeSettings, RequestEncoder},
     },
     report::summary::Tally,
 };
@@ -73,12 +73,12 @@ fn read(data: &[u8]) {
         }
         let _ = builder.finish();
     }
-    let mut encoder = Encoder::new(EncodeSettings {
+    let mut encoder = RequestEncoder::new(EncodeSettings {
         max_request_bytes: 1 << 20,
         ..EncodeSettings::default()
     });
     for window in &windows {
-        let _ = encoder.push(&meta, window);
+        encoder.push(&meta, window);
     }
     let _ = encoder.finish();
 }

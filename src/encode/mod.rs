@@ -5,7 +5,7 @@
 //! same. The formats `report` writes implement [`Encoder`]: windows go in one at a time, as the
 //! capture is read (memory grows with what the format keeps, never with the capture), and the
 //! result goes out at [`Encoder::finish`]. `push` builds its requests from the same modules:
-//! [`pprof::ProfileBuilder`] for Datadog, [`otlp::Encoder`] for OTLP.
+//! [`pprof::ProfileBuilder`] for Datadog, [`otlp::RequestEncoder`] for OTLP.
 //!
 //! - [`folded`]: folded stacks, the input of flamegraph tools;
 //! - [`flamegraph`]: an SVG drawn by inferno from the folded stacks;

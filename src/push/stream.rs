@@ -12,6 +12,10 @@
 //! them). A stop by signal only finishes the request in flight.
 //!
 //! The latency of each window, from its end to the backend's acknowledgement, is measured.
+//!
+//! A window handed over by the recording was never read back by the capture reader, which
+//! checks every window read from a file: [`check_streamed`] checks it here, once, before any
+//! destination encodes it, so that every window an encoder sees has passed one check.
 
 use std::{
     collections::VecDeque,
@@ -28,7 +32,8 @@ use serde::Serialize;
 
 use super::{Destination, Request, send_with_retries};
 use crate::{
-    capture::{Meta, Window},
+    capture::{Meta, SampleKind, Window},
+    error::bad_input,
     record::{WindowSink, monotonic_ns},
 };
 
@@ -264,10 +269,12 @@ fn send(make: MakeDestination, settings: &StreamSettings, shared: &Shared) {
         };
         let last = next.is_none();
         let requests = match &next {
-            Some((meta, window)) => destination.encode(meta, window).and_then(|mut requests| {
-                requests.extend(destination.ready(meta)?);
-                Ok(requests)
-            }),
+            Some((meta, window)) => check_streamed(window)
+                .and_then(|()| destination.encode(meta, window))
+                .and_then(|mut requests| {
+                    requests.extend(destination.ready(meta)?);
+                    Ok(requests)
+                }),
             // Closed and empty: what the destination still batches (`--period`).
             None => match lock(&shared.state).meta.clone() {
                 Some(meta) => destination.flush(&meta),
@@ -295,6 +302,38 @@ fn send(make: MakeDestination, settings: &StreamSettings, shared: &Shared) {
             return;
         }
     }
+}
+
+/// Checks what the encoders index in a window the recording handed over (the capture reader
+/// checks it of every window it reads): every kind's sample columns agree
+/// ([`SampleKind::is_consistent`]) and every stack's locations exist. A corrupt window fails
+/// (`cannot encode: window N is corrupt: ...`) instead of being encoded without some of its
+/// samples or frames.
+fn check_streamed(window: &Window) -> Result<()> {
+    if let Some(kind) = SampleKind::ALL
+        .into_iter()
+        .find(|kind| !kind.is_consistent(window))
+    {
+        return Err(bad_input(format!(
+            "window {} is corrupt: {} samples that refer to no stack or process, or columns \
+             that disagree",
+            window.index,
+            kind.descriptor().name
+        )));
+    }
+    let locations = window.locations.len();
+    if let Some(&index) = window
+        .stacks
+        .iter()
+        .flat_map(|stack| &stack.locations)
+        .find(|&&index| index as usize >= locations)
+    {
+        return Err(bad_input(format!(
+            "window {} is corrupt: a stack refers to location {index}, which does not exist",
+            window.index
+        )));
+    }
+    Ok(())
 }
 
 /// Sends one request and records what happened to its windows.
@@ -376,7 +415,10 @@ fn fail_everything(shared: &Shared, why: &str) {
 mod tests {
     use super::*;
     use crate::{
-        capture::testing::{WindowBuilder, meta},
+        capture::{
+            format::OffCpuReason,
+            testing::{WindowBuilder, meta},
+        },
         push::Attempt,
     };
 
@@ -418,6 +460,15 @@ mod tests {
         let l = w.location(0x10, &[]);
         let s = w.stack(p, &[l], 0);
         w.sample(1, 1, 0, s);
+        w.build()
+    }
+
+    /// `window(index)` with an off-CPU sample on its stack too.
+    fn window_with_off_cpu(index: u64) -> Window {
+        let on_cpu = window(index);
+        let mut w = WindowBuilder::at(index, on_cpu.start_ns, on_cpu.end_ns);
+        *w.window_mut() = on_cpu;
+        w.off_cpu_sample(2, 1, 0, 0, 1_000_000, OffCpuReason::Blocked);
         w.build()
     }
 
@@ -508,5 +559,36 @@ mod tests {
         let report = stream.finish(false, Duration::ZERO);
         assert_eq!(report.sent, [1]);
         assert_eq!(report.failed, [(0, "HTTP 400".to_string())]);
+    }
+
+    #[test]
+    fn a_corrupt_window_is_failed_not_encoded() {
+        // What no encoder checks again: samples of no stack, columns of different lengths, a
+        // stack of a location that does not exist, an off-CPU reason amprof does not know.
+        let corruptions: [fn(&mut Window); 6] = [
+            |w| w.sample_stacks[0] = 9,
+            |w| w.sample_cpus.clear(),
+            |w| w.stacks[0].locations.push(99),
+            |w| w.off_cpu_stacks[0] = 9,
+            |w| w.off_cpu_ns.clear(),
+            |w| w.off_cpu_reasons[0] = 7,
+        ];
+        let (mut sink, stream, sent, _) = stream(vec![], 10);
+        for (index, corrupt) in corruptions.iter().enumerate() {
+            let mut w = window_with_off_cpu(index as u64);
+            assert!(check_streamed(&w).is_ok());
+            corrupt(&mut w);
+            sink.window(&meta(), &w);
+        }
+        sink.window(&meta(), &window_with_off_cpu(6));
+        let report = stream.finish(false, Duration::ZERO);
+        assert_eq!(*lock(&sent), [6]);
+        assert_eq!(report.sent, [6]);
+        let failed: Vec<u64> = report.failed.iter().map(|(index, _)| *index).collect();
+        assert_eq!(failed, [0, 1, 2, 3, 4, 5]);
+        for (index, why) in &report.failed {
+            let corrupt = format!("cannot encode: window {index} is corrupt: ");
+            assert!(why.starts_with(&corrupt), "{why}");
+        }
     }
 }

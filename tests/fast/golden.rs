@@ -17,7 +17,7 @@ use std::{
 use amprof::{
     capture::{CaptureReader, Selection, Window},
     encode::{
-        otlp::{EncodeSettings, Encoder},
+        otlp::{EncodeSettings, RequestEncoder},
         perf::{Kernel, PerfWriter},
     },
 };
@@ -305,13 +305,13 @@ fn perf_data_matches() {
 fn otlp_requests_match() {
     for capture in CAPTURES {
         let (meta, windows) = windows(capture);
-        let mut encoder = Encoder::new(EncodeSettings {
+        let mut encoder = RequestEncoder::new(EncodeSettings {
             max_request_bytes: 4 << 20,
             ..EncodeSettings::default()
         });
         let mut requests = Vec::new();
         for window in &windows {
-            requests.extend(encoder.push(&meta, window).unwrap());
+            requests.extend(encoder.push(&meta, window));
         }
         requests.extend(encoder.finish());
         let mut dump = String::new();

@@ -24,7 +24,7 @@ use prost::Message as _;
 
 use self::transport::Transport;
 use super::{Attempt, Destination, Request, http::without_credentials};
-use crate::encode::otlp::{EncodeSettings, Encoded, Encoder};
+use crate::encode::otlp::{EncodeSettings, Encoded, RequestEncoder};
 use crate::{
     capture::{Meta, Window},
     error::usage,
@@ -419,7 +419,7 @@ fn percent_decode(text: &str, source: &str) -> Result<String> {
 /// The `push otlp` destination.
 pub struct Otlp {
     settings: Settings,
-    encoder: Encoder,
+    encoder: RequestEncoder,
     transport: Transport,
 }
 
@@ -428,7 +428,7 @@ pub fn destination(config: &OtlpConfig) -> Result<Box<dyn Destination>> {
     let settings = Settings::resolve(config, |name| std::env::var(name).ok())?;
     let transport = Transport::new(&settings)?;
     Ok(Box::new(Otlp {
-        encoder: Encoder::new(settings.encode.clone()),
+        encoder: RequestEncoder::new(settings.encode.clone()),
         settings,
         transport,
     }))
@@ -488,7 +488,7 @@ impl Destination for Otlp {
 
     fn encode(&mut self, meta: &Meta, window: &Window) -> Result<Vec<Request>> {
         self.encoder
-            .push(meta, window)?
+            .push(meta, window)
             .into_iter()
             .map(|encoded| self.request(encoded))
             .collect()
