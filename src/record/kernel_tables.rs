@@ -5,25 +5,29 @@
 //! (see ebpf-src/README.md): only frame addresses then leave the kernel, and stacks are complete
 //! at any depth. This module is the userspace half:
 //!
-//! - **Tables** ([`super::unwind_table`]) are built off the sampling thread by a [`Worker`], once
-//!   per file (identified like the symbolizer's files, by device, inode and path), and copied
-//!   into the `UNWIND_ROWS` array map, one run of rows per binary. A build that overstays
-//!   [`BUILD_TIMEOUT`] gives the file up (hostile or huge); a file without usable `.eh_frame`
-//!   gets no table. Either way its code is unwound as before, from the stack copy.
+//! - **Tables** ([`super::unwind_table`]) are built off the sampling thread by a [`JobQueue`],
+//!   once per file (identified like the symbolizer's files, by device, inode and path), and
+//!   copied into the `UNWIND_ROWS` array map, one run of rows per binary. A build that
+//!   overstays [`BUILD_TIMEOUT`] (from when the builder starts it) gives the file up (hostile
+//!   or huge); a file without usable `.eh_frame` gets no table. Either way its code is unwound
+//!   as before, from the stack copy.
 //! - **Processes**: when a process is first sampled (or its mappings change), its executable
 //!   mappings whose binaries have tables go into the `MAPPINGS` array and `PROCESSES` points
 //!   the process at them. Until then, and for code without a table (JIT code, a binary whose
 //!   table is still building), the eBPF program copies the stack as `-g dwarf-copy` does.
-//! - **Bounds**: both arrays have a fixed size, chosen at load time. Space is handed out in
-//!   runs ([`Space`]); tables no live process uses are evicted, least recently used first,
-//!   when a new one needs room, and a table that still does not fit is counted and left out.
-//!   Space given back is reused only after [`REUSE_AFTER`], so that a sample being unwound
-//!   while userspace updates a process never reads a run that has been handed to another.
-//!   (A sample that reads a process's old mappings in that moment unwinds with the process's
-//!   previous tables: right for everything still mapped.)
+//! - **Bounds**: both arrays have a fixed size, chosen at load time. Where things go in them,
+//!   and which table is evicted for a new one, is decided by a [`Room`] ([`room`], plain data
+//!   and no map, so tested without root): tables no live process uses are evicted, least
+//!   recently used first, when a new one needs room, and a table that still does not fit is
+//!   counted and left out. Space given back is reused only after [`room::REUSE_AFTER`], so that
+//!   a sample being unwound while userspace updates a process never reads a run that has been
+//!   handed to another. (A sample that reads a process's old mappings in that moment unwinds
+//!   with the process's previous tables: right for everything still mapped.) This module
+//!   carries the decisions out: the writes to the BPF maps.
+
+mod room;
 
 use std::{
-    collections::BTreeMap,
     ops::Range,
     os::fd::{AsFd as _, AsRawFd as _},
     sync::Arc,
@@ -42,16 +46,16 @@ use super::{
     procs::{FileKey, ProcessImage},
     sampler::{TableMaps, TableSpace},
     unwind_table,
-    worker::{self, Worker},
+    worker::{self, Event, JobQueue},
 };
 use crate::capture::format::ModuleKind;
+pub use room::Space;
+use room::{Placed, Room};
 
-/// Longest a table may take to build before its file is given up. Generous: the largest
-/// binaries (librustc_driver, libLLVM: hundreds of thousands of functions) take about a second.
+/// Longest a table may take to build, from when the builder starts on it, before its file is
+/// given up. Generous: the largest binaries (librustc_driver, libLLVM: hundreds of thousands of
+/// functions) take about a second.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Space given back (a process gone or changed, a table evicted) is reused after this: longer
-/// than any in-flight sample takes to unwind.
-const REUSE_AFTER: Duration = Duration::from_millis(100);
 /// Default room for tables: 8 M rows (64 MiB of kernel memory) holds the tables of every
 /// binary of a busy machine, a Rust build's librustc_driver included.
 pub const DEFAULT_TABLE_ROWS: u32 = 8 << 20;
@@ -65,9 +69,10 @@ struct ProcessValue(ProcessMappings);
 // SAFETY: plain old data (two u32), any bit pattern valid.
 unsafe impl aya::Pod for ProcessValue {}
 
-/// What the tables cost and did, for a window's summary.
+/// What the kernel's tables hold now and what went wrong since the last take, for a window's
+/// summary (not what building one table found: that is [`unwind_table::BuildStats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TableStats {
+pub struct KernelTableStats {
     /// Tables loaded now, and their rows.
     pub tables: u64,
     pub rows: u64,
@@ -85,22 +90,13 @@ pub struct TableStats {
 /// A file's table, as far as it got.
 enum Table {
     Building,
-    Loaded(Loaded),
+    /// In the rows map, where the [`Room`] says; the file's load segments, to place it in a
+    /// process.
+    Loaded(Arc<[LoadSegment]>),
     /// No table can be had for it (counted once).
     Unusable,
     /// Built, but there was no room.
     NoRoom,
-}
-
-struct Loaded {
-    rows: Range<u32>,
-    segments: Arc<[LoadSegment]>,
-    /// Processes whose published mappings use this table...
-    users: u32,
-    /// ...and since when none has (eviction waits for samples in flight to be done with it).
-    unused_since: Option<Instant>,
-    /// When it was last published, for eviction.
-    last_used: u64,
 }
 
 /// A process as the kernel knows it.
@@ -124,23 +120,16 @@ pub struct KernelTables {
     rows: SharedArray,
     mappings: SharedArray,
     processes: BpfHashMap<MapData, u32, ProcessValue>,
-    row_space: Space,
-    mapping_space: Space,
+    /// Where tables and mappings go in `rows` and `mappings`, and what is evicted.
+    room: Room<FileKey>,
     tables: FxHashMap<FileKey, Table>,
-    /// Files submitted to the current builder, oldest first: answers come in this order.
-    in_flight: Vec<FileKey>,
-    /// When the oldest file in flight got the builder to itself (its build's start, at the
-    /// latest): the timeout counts from there, not from a wait in the queue behind others.
-    head_since: Instant,
-    builder: Worker<Arc<Pinned>, Option<Built>>,
-    vdso: Option<Loaded>,
+    /// Builds tables, each within [`BUILD_TIMEOUT`].
+    builder: JobQueue<FileKey, Arc<Pinned>, Option<Built>>,
+    /// The vDSO's rows (kept for good) and load segments.
+    vdso: Option<(Range<u32>, Arc<[LoadSegment]>)>,
     published: FxHashMap<u32, Published>,
     /// Bumped each time a table loads.
     generation: u64,
-    /// Counts publications, as a clock for least-recently-used eviction.
-    clock: u64,
-    /// Runs of `MAPPINGS` given back, reusable once old enough.
-    returned: Vec<(Instant, Range<u32>)>,
     unusable: u64,
     no_room: u64,
 }
@@ -160,25 +149,21 @@ impl KernelTables {
             rows: SharedArray::new(rows, size_of::<UnwindRow>(), space.rows),
             mappings: SharedArray::new(mappings, size_of::<ExecMapping>(), space.mappings),
             processes,
-            row_space: Space::new(space.rows),
-            mapping_space: Space::new(space.mappings),
+            room: Room::new(space.rows, space.mappings),
             tables: FxHashMap::default(),
-            in_flight: Vec::new(),
-            head_since: Instant::now(),
-            builder: Worker::start(
+            builder: JobQueue::new(
                 "amprof-tables",
+                BUILD_TIMEOUT,
                 Arc::new(|| Box::new(|pinned: Arc<Pinned>| build_file(&pinned))),
             ),
             vdso: None,
             published: FxHashMap::default(),
             generation: 0,
-            clock: 0,
-            returned: Vec::new(),
             unusable: 0,
             no_room: 0,
         };
         if let Some(built) = super::unwind::own_vdso().and_then(|bytes| build_bytes(&bytes)) {
-            tables.vdso = tables.load(built);
+            tables.vdso = tables.load_for_good(built);
         }
         Ok(tables)
     }
@@ -196,7 +181,7 @@ impl KernelTables {
         {
             return;
         }
-        self.clock += 1;
+        self.room.start_publication();
         let mut entries: Vec<ExecMapping> = Vec::new();
         let mut files = Vec::new();
         let mut incomplete = false;
@@ -207,14 +192,13 @@ impl KernelTables {
             let (rows, segments) = match map.kind {
                 ModuleKind::File => {
                     let key = map.file_key();
-                    let clock = self.clock;
                     match self.table(&key, map.pinned.as_ref()) {
-                        Some(Ok(loaded)) => {
-                            loaded.last_used = clock;
-                            loaded.users += 1;
-                            loaded.unused_since = None;
+                        Some(Ok(segments)) => {
+                            let Some(rows) = self.room.use_table(&key) else {
+                                continue;
+                            };
                             files.push(key);
-                            (loaded.rows.clone(), Arc::clone(&loaded.segments))
+                            (rows, segments)
                         }
                         Some(Err(Pending)) => {
                             incomplete = true;
@@ -224,7 +208,7 @@ impl KernelTables {
                     }
                 }
                 ModuleKind::Vdso => match &self.vdso {
-                    Some(vdso) => (vdso.rows.clone(), Arc::clone(&vdso.segments)),
+                    Some((rows, segments)) => (rows.clone(), Arc::clone(segments)),
                     None => continue,
                 },
                 _ => continue,
@@ -246,7 +230,10 @@ impl KernelTables {
         let mappings = if entries.is_empty() {
             0..0
         } else {
-            match self.mapping_space.take(entries.len() as u32) {
+            match self
+                .room
+                .take_mappings(entries.len() as u32, Instant::now())
+            {
                 Some(run) => {
                     self.mappings.write(run.start, &entries);
                     run
@@ -272,7 +259,8 @@ impl KernelTables {
         };
         if result.is_err() {
             // PROCESSES is full: this process is unwound from stack copies.
-            self.give_back(mappings.clone());
+            self.room
+                .give_back_mappings(mappings.clone(), Instant::now());
         }
         let published = Published {
             image: Arc::clone(image),
@@ -303,20 +291,11 @@ impl KernelTables {
     }
 
     /// The counts for a window's summary (the problem counts restart from zero).
-    pub fn take_stats(&mut self) -> TableStats {
-        let loaded = || {
-            self.tables.values().filter_map(|t| match t {
-                Table::Loaded(l) => Some(l),
-                _ => None,
-            })
-        };
-        TableStats {
-            tables: loaded().count() as u64,
-            rows: loaded()
-                .chain(self.vdso.as_ref())
-                .map(|l| u64::from(l.rows.end - l.rows.start))
-                .sum(),
-            row_capacity: u64::from(self.row_space.capacity),
+    pub fn take_stats(&mut self) -> KernelTableStats {
+        KernelTableStats {
+            tables: self.room.tables() as u64,
+            rows: self.room.rows_used(),
+            row_capacity: u64::from(self.room.row_capacity()),
             unusable: std::mem::take(&mut self.unusable),
             no_room: std::mem::take(&mut self.no_room),
             processes: self
@@ -327,24 +306,20 @@ impl KernelTables {
         }
     }
 
-    /// The table of `key` if loaded (`Err(Pending)` while building, after asking for it);
-    /// `None` if it has none.
+    /// The load segments of `key` if its table is loaded (`Err(Pending)` while building,
+    /// after asking for it); `None` if it has none.
     fn table(
         &mut self,
         key: &FileKey,
         pinned: Option<&Arc<Pinned>>,
-    ) -> Option<Result<&mut Loaded, Pending>> {
+    ) -> Option<Result<Arc<[LoadSegment]>, Pending>> {
         if !self.tables.contains_key(key) {
             let pinned = pinned?;
             self.tables.insert(key.clone(), Table::Building);
-            if self.in_flight.is_empty() {
-                self.head_since = Instant::now();
-            }
-            self.in_flight.push(key.clone());
-            self.builder.submit(Arc::clone(pinned));
+            self.builder.submit(key.clone(), Arc::clone(pinned));
         }
-        match self.tables.get_mut(key)? {
-            Table::Loaded(loaded) => Some(Ok(loaded)),
+        match self.tables.get(key)? {
+            Table::Loaded(segments) => Some(Ok(Arc::clone(segments))),
             Table::Building => Some(Err(Pending)),
             Table::Unusable | Table::NoRoom => None,
         }
@@ -352,124 +327,67 @@ impl KernelTables {
 
     /// Takes in the tables the builder finished, and gives up on a build that overstays.
     fn collect_built(&mut self) {
-        self.reuse_returned();
-        while let Some(answer) = self.builder.try_answer() {
-            if self.in_flight.is_empty() {
-                break;
-            }
-            let key = self.in_flight.remove(0);
-            self.head_since = Instant::now();
-            let table = match answer.flatten() {
-                Some(built) => match self.load(built) {
-                    Some(loaded) => Table::Loaded(loaded),
+        while let Some(event) = self.builder.next_event() {
+            let (key, table) = match event {
+                Event::Done(key, Some(Some(built))) => match self.load(&key, built) {
+                    Some(segments) => (key, Table::Loaded(segments)),
                     None => {
                         self.no_room += 1;
-                        Table::NoRoom
+                        (key, Table::NoRoom)
                     }
                 },
-                None => {
+                // No usable `.eh_frame`, a build that failed or panicked, or one that
+                // overstayed (the builder was replaced).
+                Event::Done(key, _) | Event::Overstayed(key) => {
                     self.unusable += 1;
-                    Table::Unusable
+                    (key, Table::Unusable)
+                }
+                // Queued behind one that overstayed: submitted again, to the fresh builder,
+                // when next asked for.
+                Event::Untried(key) => {
+                    self.tables.remove(&key);
+                    continue;
                 }
             };
             self.tables.insert(key, table);
             self.generation += 1;
         }
-        let stalled = !self.in_flight.is_empty() && self.head_since.elapsed() > BUILD_TIMEOUT;
-        if stalled {
-            // The builder is stuck on its current file: give that one up, and hand the files
-            // queued behind it to a fresh builder when they are next asked for.
-            let stuck = self.in_flight.remove(0);
-            self.tables.insert(stuck, Table::Unusable);
-            self.unusable += 1;
-            self.generation += 1;
-            self.builder.restart();
-            for key in std::mem::take(&mut self.in_flight) {
-                self.tables.remove(&key);
-            }
-        }
     }
 
-    /// Copies `built` into the rows map, evicting unused tables if it needs the room.
-    fn load(&mut self, built: Built) -> Option<Loaded> {
-        let len = u32::try_from(built.rows.len()).ok()?;
-        if len == 0 || len > MAX_TABLE_ROWS {
-            return None;
+    /// Copies `built` into the rows map where the room says, evicting unused tables if it
+    /// needs the room; `None` if it does not fit.
+    fn load(&mut self, key: &FileKey, built: Built) -> Option<Arc<[LoadSegment]>> {
+        let len = table_len(&built)?;
+        let Placed { rows, evicted } = self.room.place(key.clone(), len, Instant::now());
+        for key in evicted {
+            // Built again when next asked for.
+            self.tables.remove(&key);
         }
-        let run = loop {
-            if let Some(run) = self.row_space.take(len) {
-                break run;
-            }
-            if !self.evict_one() {
-                return None;
-            }
-        };
-        self.rows.write(run.start, &built.rows);
-        Some(Loaded {
-            rows: run,
-            segments: built.segments,
-            users: 0,
-            unused_since: Some(Instant::now()),
-            last_used: self.clock,
-        })
+        self.rows.write(rows?.start, &built.rows);
+        Some(built.segments)
     }
 
-    /// Evicts the least recently used table no process uses; false if there is none.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .tables
-            .iter()
-            .filter_map(|(key, t)| match t {
-                Table::Loaded(l) if l.unused_since.is_some_and(|t| t.elapsed() >= REUSE_AFTER) => {
-                    Some((l.last_used, key.clone()))
-                }
-                _ => None,
-            })
-            .min_by_key(|(used, _)| *used)
-            .map(|(_, key)| key);
-        let Some(key) = victim else {
-            return false;
-        };
-        if let Some(Table::Loaded(loaded)) = self.tables.remove(&key) {
-            // Unused for longer than any sample takes to unwind: its rows are free at once.
-            self.row_space.give(loaded.rows);
-        }
-        true
+    /// Copies `built` into the rows map for good (the vDSO's table, which every process uses).
+    fn load_for_good(&mut self, built: Built) -> Option<(Range<u32>, Arc<[LoadSegment]>)> {
+        let rows = self.room.keep(table_len(&built)?)?;
+        self.rows.write(rows.start, &built.rows);
+        Some((rows, built.segments))
     }
 
     /// Drops `old`'s claims: its mapping run and its tables' users.
     fn release(&mut self, old: Published) {
-        self.give_back(old.mappings);
-        for key in &old.files {
-            if let Some(Table::Loaded(loaded)) = self.tables.get_mut(key) {
-                loaded.users = loaded.users.saturating_sub(1);
-                if loaded.users == 0 {
-                    loaded.unused_since = Some(Instant::now());
-                }
-            }
-        }
-    }
-
-    /// Gives a run of `MAPPINGS` back, for reuse once samples in flight are done with it.
-    fn give_back(&mut self, run: Range<u32>) {
-        if !run.is_empty() {
-            self.returned.push((Instant::now(), run));
-        }
-    }
-
-    fn reuse_returned(&mut self) {
-        if self.returned.is_empty() {
-            return;
-        }
         let now = Instant::now();
-        let (old, young): (Vec<_>, Vec<_>) = std::mem::take(&mut self.returned)
-            .into_iter()
-            .partition(|(at, _)| now.duration_since(*at) >= REUSE_AFTER);
-        self.returned = young;
-        for (_, run) in old {
-            self.mapping_space.give(run);
+        self.room.give_back_mappings(old.mappings, now);
+        for key in &old.files {
+            self.room.release_table(key, now);
         }
     }
+}
+
+/// The rows of `built`, if the eBPF side can take a table that long.
+fn table_len(built: &Built) -> Option<u32> {
+    let len = u32::try_from(built.rows.len()).ok()?;
+    (len != 0 && len <= MAX_TABLE_ROWS).then_some(len)
 }
 
 /// A table still being built.
@@ -559,58 +477,6 @@ fn page_size() -> usize {
     usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
-/// Runs of a fixed-size array handed out and given back: first fit, adjacent free runs merged.
-#[derive(Debug)]
-pub struct Space {
-    capacity: u32,
-    /// Free runs, by start: start -> end.
-    free: BTreeMap<u32, u32>,
-}
-
-impl Space {
-    pub fn new(capacity: u32) -> Self {
-        let mut free = BTreeMap::new();
-        if capacity > 0 {
-            free.insert(0, capacity);
-        }
-        Self { capacity, free }
-    }
-
-    /// A run of `len` entries, if there is room.
-    pub fn take(&mut self, len: u32) -> Option<Range<u32>> {
-        let (&start, &end) = self.free.iter().find(|&(&s, &e)| e - s >= len)?;
-        self.free.remove(&start);
-        if end - start > len {
-            self.free.insert(start + len, end);
-        }
-        Some(start..start + len)
-    }
-
-    /// Gives `run` back.
-    pub fn give(&mut self, run: Range<u32>) {
-        if run.is_empty() {
-            return;
-        }
-        let (mut start, mut end) = (run.start, run.end);
-        if let Some((&s, &e)) = self.free.range(..start).next_back()
-            && e == start
-        {
-            self.free.remove(&s);
-            start = s;
-        }
-        if let Some(&e) = self.free.get(&end) {
-            self.free.remove(&end);
-            end = e;
-        }
-        self.free.insert(start, end);
-    }
-
-    /// Entries free.
-    pub fn free(&self) -> u32 {
-        self.free.iter().map(|(s, e)| e - s).sum()
-    }
-}
-
 impl TableSpace {
     /// The default room for tables.
     pub fn default_room() -> Self {
@@ -618,33 +484,5 @@ impl TableSpace {
             rows: DEFAULT_TABLE_ROWS,
             mappings: DEFAULT_MAPPINGS,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn space_hands_out_runs_and_merges_what_comes_back() {
-        let mut space = Space::new(100);
-        let a = space.take(30).unwrap();
-        let b = space.take(30).unwrap();
-        let c = space.take(40).unwrap();
-        assert_eq!((a.clone(), b.clone(), c.clone()), (0..30, 30..60, 60..100));
-        assert_eq!(space.take(1), None);
-        space.give(b);
-        assert_eq!(space.take(31), None, "only 30 free in one run");
-        space.give(a);
-        assert_eq!(space.free(), 60);
-        assert_eq!(space.take(60), Some(0..60), "merged with its neighbour");
-        space.give(0..60);
-        space.give(c);
-        assert_eq!(space.free(), 100);
-        assert_eq!(
-            space.take(100),
-            Some(0..100),
-            "all merged back into one run"
-        );
     }
 }

@@ -6,10 +6,11 @@
 //! uses) from the binaries' `.eh_frame`/`.debug_frame`.
 //!
 //! Unwinding runs on the sampling thread, which must never wait on a sampled process's files.
-//! So binaries are opened and indexed by a loader [`Worker`] on a thread of its own: the first
+//! So binaries are opened and indexed by a loader [`JobQueue`] on a thread of its own: the first
 //! samples through a binary not loaded yet keep the frames found so far (counted truncated),
 //! and the process's unwinder is rebuilt once the binary arrives. A load that overstays
-//! [`LOAD_TIMEOUT`] marks the file unusable and the loader is replaced. A binary whose unwind
+//! [`LOAD_TIMEOUT`] (from when the loader starts it) marks the file unusable and the loader is
+//! replaced. A binary whose unwind
 //! sections lie outside the file, or that is not a regular file, is "no unwind information"
 //! and counted ([`DwarfUnwinder::take_unusable`]), never a panic.
 //!
@@ -21,7 +22,7 @@ use std::{
     ops::{Deref, Range},
     path::Path,
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use framehop::{
@@ -35,11 +36,12 @@ use super::{
     elf::{self, LoadSegment},
     files::Pinned,
     procs::{FileKey, ImageId, MapEntry, ProcessImage},
-    worker::{self, Worker},
+    worker::{self, Event, JobQueue},
 };
 use crate::capture::format::ModuleKind;
 
-/// Longest a binary may take to open and index before it is given up as unusable.
+/// Longest a binary may take to open and index (from when the loader starts on it) before it
+/// is given up as unusable.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deepest user stack DWARF unwinding follows (frame pointers stop at the kernel's 127).
 pub const MAX_DWARF_FRAMES: usize = 512;
@@ -166,9 +168,7 @@ struct ProcessUnwinder {
 
 /// A binary, as far as the loader got with it.
 enum Binary {
-    Loading {
-        since: Instant,
-    },
+    Loading,
     Ready(Arc<BinaryInfo>),
     /// No unwind information can be had from it.
     Unusable,
@@ -177,10 +177,8 @@ enum Binary {
 /// Unwinds user stacks for every process being sampled.
 pub struct DwarfUnwinder {
     binaries: FxHashMap<FileKey, Binary>,
-    /// Keys submitted to the current loader, oldest first: the first is the one it works on.
-    in_flight: Vec<FileKey>,
-    /// Opens and indexes pinned files; answers come back in the order of `in_flight`.
-    loader: Worker<Arc<Pinned>, Option<Arc<BinaryInfo>>>,
+    /// Opens and indexes pinned files, each within [`LOAD_TIMEOUT`].
+    loader: JobQueue<FileKey, Arc<Pinned>, Option<Arc<BinaryInfo>>>,
     /// Bumped each time a binary finishes loading.
     generation: u64,
     processes: FxHashMap<ImageId, ProcessUnwinder>,
@@ -209,9 +207,9 @@ impl DwarfUnwinder {
     pub fn new() -> Self {
         Self {
             binaries: FxHashMap::default(),
-            in_flight: Vec::new(),
-            loader: Worker::start(
+            loader: JobQueue::new(
                 "amprof-unwind-load",
+                LOAD_TIMEOUT,
                 Arc::new(|| {
                     Box::new(|pinned: Arc<Pinned>| BinaryInfo::load(&pinned).map(Arc::new))
                 }),
@@ -314,8 +312,7 @@ impl DwarfUnwinder {
         if self.binaries.len() > MAX_BINARIES {
             // Binaries of long-gone processes: drop the loaded ones, live ones are re-read on
             // demand (those still loading stay: their answers are on the way).
-            self.binaries
-                .retain(|_, b| matches!(b, Binary::Loading { .. }));
+            self.binaries.retain(|_, b| matches!(b, Binary::Loading));
         }
     }
 
@@ -326,37 +323,24 @@ impl DwarfUnwinder {
 
     /// Takes in what the loader finished, and gives up on a load that overstays.
     fn collect_loaded(&mut self) {
-        while let Some(answer) = self.loader.try_answer() {
-            if self.in_flight.is_empty() {
-                break;
-            }
-            let key = self.in_flight.remove(0);
-            let binary = match answer {
-                Some(Some(info)) => Binary::Ready(info),
-                // Not readable, not ELF, no usable CFI, or its parser panicked.
-                _ => {
+        while let Some(event) = self.loader.next_event() {
+            let (key, binary) = match event {
+                Event::Done(key, Some(Some(info))) => (key, Binary::Ready(info)),
+                // Not readable, not ELF, no usable CFI, its parser panicked, or it overstayed
+                // (the loader was replaced).
+                Event::Done(key, _) | Event::Overstayed(key) => {
                     self.unusable += 1;
-                    Binary::Unusable
+                    (key, Binary::Unusable)
+                }
+                // Queued behind one that overstayed: asked for again when next needed, of the
+                // fresh loader.
+                Event::Untried(key) => {
+                    self.binaries.remove(&key);
+                    continue;
                 }
             };
             self.binaries.insert(key, binary);
             self.generation += 1;
-        }
-        let stalled = self.in_flight.first().is_some_and(|key| {
-            matches!(self.binaries.get(key), Some(Binary::Loading { since }) if since.elapsed() > LOAD_TIMEOUT)
-        });
-        if stalled {
-            // The loader is stuck on its current file: abandon it, give that file up, and
-            // hand the files queued behind it to a fresh loader.
-            let stuck = self.in_flight.remove(0);
-            self.binaries.insert(stuck, Binary::Unusable);
-            self.unusable += 1;
-            self.generation += 1;
-            self.loader.restart();
-            let queued = std::mem::take(&mut self.in_flight);
-            for key in queued {
-                self.binaries.remove(&key);
-            }
         }
     }
 
@@ -397,21 +381,15 @@ impl DwarfUnwinder {
         match self.binaries.get(&key) {
             Some(Binary::Ready(info)) => return Ok(Some(Arc::clone(info))),
             Some(Binary::Unusable) => return Ok(None),
-            Some(Binary::Loading { .. }) => return Err(Loading),
+            Some(Binary::Loading) => return Err(Loading),
             None => {}
         }
         let Some(pinned) = map.pinned.clone() else {
             // Not pinned (over the cap, or the process was gone): nothing to read.
             return Ok(None);
         };
-        self.binaries.insert(
-            key.clone(),
-            Binary::Loading {
-                since: Instant::now(),
-            },
-        );
-        self.in_flight.push(key);
-        self.loader.submit(pinned);
+        self.binaries.insert(key.clone(), Binary::Loading);
+        self.loader.submit(key, pinned);
         Err(Loading)
     }
 }

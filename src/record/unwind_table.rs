@@ -37,12 +37,14 @@ use super::elf;
 pub struct UnwindTable {
     /// Sorted by `pc`, strictly increasing; adjacent rows never have the same rule (merged).
     pub rows: Vec<UnwindRow>,
-    pub stats: TableStats,
+    pub stats: BuildStats,
 }
 
-/// What building a table found, for reporting how much of a binary the kernel walk covers.
+/// What building one binary's table found (its FDEs and rows), for reporting how much of the
+/// binary the kernel walk covers (not the kernel's tables of a recording: that is
+/// [`super::kernel_tables::KernelTableStats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TableStats {
+pub struct BuildStats {
     /// FDEs whose rules are in the table (some perhaps only partly: see `fdes_overlapping`).
     pub fdes: usize,
     /// FDEs left out because gimli could not parse or evaluate them, or their CIE is longer
@@ -130,7 +132,7 @@ pub fn build(data: &[u8], max_rows: usize) -> Option<UnwindTable> {
     }
     let mut eh_frame = EhFrame::new(bytes, LittleEndian);
     eh_frame.set_address_size(8);
-    let mut stats = TableStats::default();
+    let mut stats = BuildStats::default();
     let mut cies = Cies::default();
     let fdes = list_fdes(&eh_frame, &bases, &mut cies, max_rows, &mut stats)?;
 
@@ -225,7 +227,7 @@ fn list_fdes<'d>(
     bases: &BaseAddresses,
     cies: &mut Cies<'d>,
     max_fdes: usize,
-    stats: &mut TableStats,
+    stats: &mut BuildStats,
 ) -> Option<Vec<FdeRef>> {
     let mut fdes = Vec::new();
     let mut entries = eh_frame.entries(bases);
@@ -924,7 +926,7 @@ mod tests {
         );
         assert_eq!(
             table.stats,
-            TableStats {
+            BuildStats {
                 fdes: 5,
                 fdes_skipped: 0,
                 fdes_overlapping: 0,
