@@ -50,6 +50,37 @@ pub struct KindDescriptor {
     pub label: Option<&'static str>,
     /// True when every sample weighs one sampling period (and outputs with a period give it).
     pub periodic: bool,
+    /// What a title calls a profile of it alone (`off-CPU time`).
+    pub title: &'static str,
+    /// Its name where it qualifies a unit (`µs off-CPU`) or names a category (`Off-CPU`).
+    pub short_name: &'static str,
+    /// Where a sentence puts a total of its weight (`1.2 s off the CPU`), then the same after
+    /// another kind's total in that sentence (`2 s on the CPU, 1.2 s off it`).
+    pub place: [&'static str; 2],
+    /// The unit of its weight in folded stacks (and the flamegraphs drawn from them), and how
+    /// many of [`Self::weight_unit`] make one (µs: 1000 ns). A periodic kind folded alone is
+    /// counted in samples instead. Kinds of one weight unit fold in one unit, so that an event
+    /// of several kinds adds them up.
+    pub folded_unit: (&'static str, u64),
+    /// The values of its label ([`Self::label`]), in the order of [`Detail::label_index`]: a
+    /// kind with values ends each sample's stack with the synthetic leaf frame of its value
+    /// (folded stacks, flamegraphs, Firefox profiles). Empty: no label, no leaf frame.
+    pub label_values: &'static [LabelValue],
+}
+
+/// One value of a kind's label, and how outputs show the samples that carry it.
+#[derive(Debug)]
+pub struct LabelValue {
+    /// The value (`blocked`), as [`Detail::label`] gives it.
+    pub name: &'static str,
+    /// The synthetic leaf frame of its samples' stacks (`[off-cpu: blocked]`): under the same
+    /// callers, it tells this value's samples from the other values' and the other kinds'.
+    pub leaf_frame: &'static str,
+    /// A few words that say what the value means, for a sentence about the kind alone
+    /// (`waiting for a CPU`), if its name does not say enough.
+    pub gloss: Option<&'static str>,
+    /// The RGB colour of its leaf frame in a flamegraph.
+    pub color: [u8; 3],
 }
 
 const ON_CPU: KindDescriptor = KindDescriptor {
@@ -66,6 +97,11 @@ const ON_CPU: KindDescriptor = KindDescriptor {
     perf_event: None,
     label: None,
     periodic: true,
+    title: "on-CPU samples",
+    short_name: "on-CPU",
+    place: ["on the CPU", "on it"],
+    folded_unit: ("µs", 1_000),
+    label_values: &[],
 };
 
 const OFF_CPU: KindDescriptor = KindDescriptor {
@@ -85,6 +121,26 @@ const OFF_CPU: KindDescriptor = KindDescriptor {
     perf_event: Some("offcpu-time"),
     label: Some("off_cpu_reason"),
     periodic: false,
+    title: "off-CPU time",
+    short_name: "off-CPU",
+    place: ["off the CPU", "off it"],
+    folded_unit: ("µs", 1_000),
+    // FlameGraph's colours for off-CPU time are blues: two shades, so that waits stand out from
+    // the hot (red, orange) on-CPU frames and from each other.
+    label_values: &[
+        LabelValue {
+            name: "blocked",
+            leaf_frame: "[off-cpu: blocked]",
+            gloss: None,
+            color: [80, 120, 230],
+        },
+        LabelValue {
+            name: "runnable",
+            leaf_frame: "[off-cpu: runnable]",
+            gloss: Some("waiting for a CPU"),
+            color: [140, 170, 250],
+        },
+    ],
 };
 
 impl SampleKind {
@@ -96,6 +152,12 @@ impl SampleKind {
             Self::OnCpu => &ON_CPU,
             Self::OffCpu => &OFF_CPU,
         }
+    }
+
+    /// The synthetic leaf frame of this kind's samples whose label has value `index` (see
+    /// [`KindDescriptor::label_values`]), if it has one.
+    pub fn leaf_frame(self, index: usize) -> Option<&'static str> {
+        Some(self.descriptor().label_values.get(index)?.leaf_frame)
     }
 
     /// `(samples, weight)` of `stack` for this kind: its sample count and what they stand for
@@ -203,9 +265,37 @@ impl Detail {
     /// The value of its kind's label (`KindDescriptor::label`), if the kind has one: an
     /// off-CPU sample's reason.
     pub fn label(self) -> Option<&'static str> {
+        Some(self.label_value()?.name)
+    }
+
+    /// The index of its label's value in its kind's [`KindDescriptor::label_values`].
+    pub fn label_index(self) -> Option<usize> {
         match self {
             Self::OnCpu => None,
-            Self::OffCpu(off) => Some(off.reason.name()),
+            Self::OffCpu(off) => Some(off.reason as usize),
+        }
+    }
+
+    /// Its label's value, and how outputs show it.
+    pub fn label_value(self) -> Option<&'static LabelValue> {
+        self.kind()
+            .descriptor()
+            .label_values
+            .get(self.label_index()?)
+    }
+
+    /// The synthetic leaf frame of its stack (an off-CPU sample's `[off-cpu: blocked]`), if
+    /// its kind has them.
+    pub fn leaf_frame(self) -> Option<&'static str> {
+        self.kind().leaf_frame(self.label_index()?)
+    }
+
+    /// What the sample weighs, in its kind's weight unit: `period_ns` for an on-CPU sample, the
+    /// time off the CPU for an off-CPU one.
+    pub fn weight(self, period_ns: u64) -> u64 {
+        match self {
+            Self::OnCpu => period_ns,
+            Self::OffCpu(off) => off.ns,
         }
     }
 
@@ -301,7 +391,36 @@ mod tests {
             let descriptor = kind.descriptor();
             assert_eq!(descriptor.kind, kind);
             assert!(!descriptor.name.is_empty() && !descriptor.counts.is_empty());
+            assert_eq!(
+                descriptor.label.is_some(),
+                !descriptor.label_values.is_empty()
+            );
+            // Kinds of one weight unit fold in one unit (an event adds them up).
+            for other in SampleKind::ALL {
+                if other.descriptor().weight_unit == descriptor.weight_unit {
+                    assert_eq!(other.descriptor().folded_unit, descriptor.folded_unit);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn off_cpu_reasons_are_the_label_values() {
+        for reason in [OffCpuReason::Blocked, OffCpuReason::Runnable] {
+            let detail = Detail::OffCpu(OffCpu {
+                ns: 5,
+                wait_ns: 7,
+                reason,
+            });
+            assert_eq!(detail.label(), Some(reason.name()));
+            assert_eq!(
+                detail.leaf_frame(),
+                Some(format!("[off-cpu: {}]", reason.name()).as_str())
+            );
+            assert_eq!(detail.weight(10), 5);
+        }
+        assert_eq!(Detail::OnCpu.leaf_frame(), None);
+        assert_eq!(Detail::OnCpu.weight(10), 10);
     }
 
     #[test]

@@ -61,6 +61,34 @@ impl Event {
         }
     }
 
+    /// Its kind, if it takes only one.
+    pub fn kind(self) -> Option<SampleKind> {
+        let kinds = self.kinds();
+        if kinds.len() == 1 {
+            kinds.iter().next()
+        } else {
+            None
+        }
+    }
+
+    /// What a title calls a profile of it (`off-CPU time`): its kind's
+    /// [`title`](super::KindDescriptor::title), or wall-clock time.
+    pub fn title(self) -> &'static str {
+        match self.kind() {
+            Some(kind) => kind.descriptor().title,
+            None => "wall-clock time (on + off CPU)",
+        }
+    }
+
+    /// Its name where it qualifies a unit (`µs off-CPU`, `µs wall`): its kind's
+    /// [`short_name`](super::KindDescriptor::short_name), or `wall`.
+    pub fn short_name(self) -> &'static str {
+        match self.kind() {
+            Some(kind) => kind.descriptor().short_name,
+            None => "wall",
+        }
+    }
+
     /// The kinds of samples it takes.
     pub fn kinds(self) -> KindSet {
         match self {
@@ -383,6 +411,21 @@ mod tests {
         assert_eq!((b.count, b.off_cpu_count, b.off_cpu_ns), (0, 0, 0));
         let a = &kept.stacks[sa as usize];
         assert_eq!((a.count, a.off_cpu_count, a.off_cpu_ns), (1, 1, 3_000));
+    }
+
+    #[test]
+    fn events_name_their_kinds() {
+        assert_eq!(Event::OffCpu.kind(), Some(SampleKind::OffCpu));
+        assert_eq!(Event::Wall.kind(), None);
+        let names = [Event::OnCpu, Event::OffCpu, Event::Wall].map(|e| (e.title(), e.short_name()));
+        assert_eq!(
+            names,
+            [
+                ("on-CPU samples", "on-CPU"),
+                ("off-CPU time", "off-CPU"),
+                ("wall-clock time (on + off CPU)", "wall")
+            ]
+        );
     }
 
     #[test]

@@ -2,20 +2,23 @@
 //! inferno and Brendan Gregg's FlameGraph. Kernel frames carry the `_[k]` suffix of
 //! stackcollapse-perf, which flamegraph palettes color apart.
 //!
-//! The weight depends on `report --event`:
-//! - `on-cpu` (the default): on-CPU samples, as perf's stackcollapse counts them;
-//! - `off-cpu`: microseconds off the CPU (the off-CPU samples' nanoseconds summed per line, then
-//!   rounded to the nearest µs), the unit of BCC's `offcputime -f`;
-//! - `wall`: microseconds of both, an on-CPU sample standing for one sampling period
-//!   ([`Meta::sample_period_ns`](crate::capture::Meta::sample_period_ns)).
+//! The weight depends on `report --event`, and each kind's descriptor
+//! ([`KindDescriptor`](crate::capture::KindDescriptor)) says how ([`Unit`]):
+//! - a periodic kind alone (`on-cpu`, the default): samples, as perf's stackcollapse counts them;
+//! - otherwise the kinds' weight in their folded unit (`folded_unit`), summed per line, then
+//!   rounded to the nearest unit: `off-cpu`, microseconds off the CPU (the unit of BCC's
+//!   `offcputime -f`); `wall`, microseconds of both, an on-CPU sample standing for one sampling
+//!   period ([`Meta::sample_period_ns`](crate::capture::Meta::sample_period_ns)).
 //!
-//! An off-CPU stack ends with one synthetic leaf frame, `[off-cpu: blocked]` (it waited: a
-//! sleep, a lock, I/O) or `[off-cpu: runnable]` (preempted, it waited for a CPU), in both
-//! `off-cpu` and `wall`. In `wall` it is what tells the time off the CPU from the time on it
-//! under the same caller; in `off-cpu` it tells a lock or I/O wait from CPU saturation, which
-//! the stack alone does not (a preempted thread's stack is wherever it was running). A leaf
-//! (not a root) keeps the callers' tree the same as on-CPU; `sed 's/;\[off-cpu: [a-z]*\]//'`
-//! turns the lines into offcputime's plain stacks. Lines that round to 0 µs are left out.
+//! A kind whose samples carry a label (`label_values`) ends their stacks with the synthetic
+//! leaf frame of its value ([`SampleKind::leaf_frame`]). An off-CPU stack ends with
+//! `[off-cpu: blocked]` (it waited: a sleep, a lock, I/O) or `[off-cpu: runnable]` (preempted, it
+//! waited for a CPU), in both `off-cpu` and `wall`. In `wall` it is what tells the time off the
+//! CPU from the time on it under the same caller; in `off-cpu` it tells a lock or I/O wait from
+//! CPU saturation, which the stack alone does not (a preempted thread's stack is wherever it was
+//! running). A leaf (not a root) keeps the callers' tree the same as on-CPU;
+//! `sed 's/;\[off-cpu: [a-z]*\]//'` turns the lines into offcputime's plain stacks. Lines that
+//! round to 0 are left out.
 use std::io::Write;
 
 use anyhow::Result;
@@ -24,23 +27,12 @@ use rustc_hash::FxHashMap;
 use super::{Encoder, Ending, frames};
 use crate::{
     capture::{
-        Event, Selection,
-        format::{OffCpuReason, Stack, Window},
-        off_cpu_samples,
+        Event, SampleKind, Selection,
+        format::{Stack, Window},
+        kind_samples,
     },
     text::printable,
 };
-
-/// The synthetic leaf frame of an off-CPU stack, by reason (see the module documentation).
-pub fn off_cpu_frame(reason: OffCpuReason) -> &'static str {
-    match reason {
-        OffCpuReason::Blocked => "[off-cpu: blocked]",
-        OffCpuReason::Runnable => "[off-cpu: runnable]",
-    }
-}
-
-/// The reasons, in the order of [`Fold`]'s per-reason arrays.
-const REASONS: [OffCpuReason; 2] = [OffCpuReason::Blocked, OffCpuReason::Runnable];
 
 /// Appends the folded form of `stack` (without its count) to `line`.
 pub fn stack_line(window: &Window, stack: &Stack, line: &mut String) {
@@ -83,18 +75,86 @@ fn push_frame(line: &mut String, name: &str, suffix: &str) {
     line.push_str(suffix);
 }
 
+/// What the lines of a fold weigh (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Samples, counted: a periodic kind alone.
+    Samples,
+    /// The kinds' weight: `per` of their weight unit make one `name` (1000 ns one µs), each
+    /// line's sum rounded to the nearest.
+    Weight { name: &'static str, per: u64 },
+}
+
+impl Unit {
+    /// The unit of folded stacks of `event`.
+    pub fn of(event: Event) -> Self {
+        if let Some(kind) = event.kind()
+            && kind.descriptor().periodic
+        {
+            return Self::Samples;
+        }
+        match event.kinds().iter().next() {
+            Some(kind) => {
+                let (name, per) = kind.descriptor().folded_unit;
+                Self::Weight {
+                    name,
+                    per: per.max(1),
+                }
+            }
+            None => Self::Samples,
+        }
+    }
+
+    /// `samples`, `µs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Samples => "samples",
+            Self::Weight { name, .. } => name,
+        }
+    }
+
+    /// What `totals` add to a line, before rounding.
+    fn of_totals(self, totals: Totals) -> u64 {
+        match self {
+            Self::Samples => totals.samples,
+            Self::Weight { .. } => totals.weight,
+        }
+    }
+
+    /// A line's sum in this unit (0: the line is left out).
+    fn rounded(self, sum: u64) -> u64 {
+        match self {
+            Self::Samples => sum,
+            Self::Weight { per, .. } => sum.saturating_add(per / 2) / per,
+        }
+    }
+}
+
+/// Samples and what they weigh (in their kind's weight unit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub samples: u64,
+    pub weight: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: Totals) {
+        self.samples = self.samples.saturating_add(other.samples);
+        self.weight = self.weight.saturating_add(other.weight);
+    }
+}
+
 /// The selected stacks of the windows added, merged by folded line, weighted as the event
 /// asks (see the module documentation).
 pub struct Fold {
     event: Event,
-    /// Nanoseconds one on-CPU sample stands for (`wall`).
+    unit: Unit,
+    /// Nanoseconds one sample of a periodic kind stands for.
     period_ns: u64,
-    /// Per line: on-CPU samples (`on-cpu`), or nanoseconds (`off-cpu`, `wall`).
+    /// Per line: its sum, in [`Unit`] before rounding.
     weights: FxHashMap<String, u64>,
-    /// On-CPU samples added.
-    on_cpu_samples: u64,
-    /// Off-CPU nanoseconds added, by reason ([`REASONS`]).
-    off_cpu_ns: [u64; 2],
+    /// What was added, by kind and label value (an index into the kind's `label_values`).
+    totals: FxHashMap<(SampleKind, Option<usize>), Totals>,
     line: String,
 }
 
@@ -106,14 +166,14 @@ impl Default for Fold {
 }
 
 impl Fold {
-    /// A fold of `event`'s samples; `period_ns`: what one on-CPU sample stands for.
+    /// A fold of `event`'s samples; `period_ns`: what one sample of a periodic kind stands for.
     pub fn new(event: Event, period_ns: u64) -> Self {
         Self {
             event,
+            unit: Unit::of(event),
             period_ns,
             weights: FxHashMap::default(),
-            on_cpu_samples: 0,
-            off_cpu_ns: [0; 2],
+            totals: FxHashMap::default(),
             line: String::new(),
         }
     }
@@ -122,60 +182,69 @@ impl Fold {
         self.event
     }
 
-    /// On-CPU samples added (0 unless the event includes them).
-    pub fn on_cpu_samples(&self) -> u64 {
-        self.on_cpu_samples
+    pub fn unit(&self) -> Unit {
+        self.unit
     }
 
-    /// Off-CPU nanoseconds added with `reason` (0 unless the event includes them).
-    pub fn off_cpu_ns(&self, reason: OffCpuReason) -> u64 {
-        self.off_cpu_ns[reason as usize]
+    /// What was added of `kind`, every label value together (nothing unless the event
+    /// includes it).
+    pub fn total(&self, kind: SampleKind) -> Totals {
+        let mut total = Totals::default();
+        for (_, totals) in self.totals.iter().filter(|((k, _), _)| *k == kind) {
+            total.add(*totals);
+        }
+        total
+    }
+
+    /// What was added of `kind` with the label value of index `value` (see
+    /// [`KindDescriptor::label_values`](crate::capture::KindDescriptor::label_values)).
+    pub fn label_total(&self, kind: SampleKind, value: usize) -> Totals {
+        self.totals
+            .get(&(kind, Some(value)))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Adds the stacks of `window` whose process `selection` keeps.
     pub fn add(&mut self, window: &Window, selection: &Selection) {
-        // A stack's own off-CPU total has no reason: the samples have.
-        let mut off_cpu = Vec::new();
-        if self.event.includes_off_cpu() {
-            off_cpu = vec![[0u64; 2]; window.stacks.len()];
-            for sample in off_cpu_samples(window) {
-                if let (Some(off), Some(ns)) = (
-                    sample.off_cpu(),
-                    off_cpu.get_mut(sample.stack_index as usize),
-                ) {
-                    let ns = &mut ns[off.reason as usize];
-                    *ns = ns.saturating_add(off.ns);
-                }
-            }
-        }
+        let kinds: Vec<KindWeights> = self
+            .event
+            .kinds()
+            .iter()
+            .map(|kind| KindWeights::new(window, kind, self.period_ns))
+            .collect();
+        let unit = self.unit;
         for (index, stack) in window.stacks.iter().enumerate() {
             if !selection.includes_stack(window, stack) {
                 continue;
             }
-            let on_cpu = match self.event {
-                Event::OnCpu => stack.count,
-                Event::Wall => stack.count.saturating_mul(self.period_ns),
-                Event::OffCpu => 0,
+            let weighs = |kind: &KindWeights| {
+                (0..kind.values()).any(|value| unit.of_totals(kind.totals(index, stack, value)) > 0)
             };
-            let off_cpu = off_cpu.get(index).copied().unwrap_or_default();
-            if on_cpu == 0 && off_cpu == [0; 2] {
+            if !kinds.iter().any(weighs) {
                 continue;
             }
             self.line.clear();
             stack_line(window, stack, &mut self.line);
             let base = self.line.len();
-            if on_cpu > 0 {
-                self.on_cpu_samples = self.on_cpu_samples.saturating_add(stack.count);
-                self.weigh(on_cpu);
-            }
-            for (reason, ns) in REASONS.into_iter().zip(off_cpu) {
-                if ns > 0 {
-                    let total = &mut self.off_cpu_ns[reason as usize];
-                    *total = total.saturating_add(ns);
+            for kind in &kinds {
+                for value in 0..kind.values() {
+                    let totals = kind.totals(index, stack, value);
+                    let weight = unit.of_totals(totals);
+                    if weight == 0 {
+                        continue;
+                    }
+                    let label = kind.labelled().then_some(value);
+                    self.totals
+                        .entry((kind.kind, label))
+                        .or_default()
+                        .add(totals);
                     self.line.truncate(base);
-                    self.line.push(';');
-                    self.line.push_str(off_cpu_frame(reason));
-                    self.weigh(ns);
+                    if let Some(frame) = kind.kind.leaf_frame(value) {
+                        self.line.push(';');
+                        self.line.push_str(frame);
+                    }
+                    self.weigh(weight);
                 }
             }
         }
@@ -191,20 +260,82 @@ impl Fold {
         }
     }
 
-    /// The lines with their weights (samples, or µs: see the module documentation), sorted by
+    /// The lines with their weights (in [`Unit`]: see the module documentation), sorted by
     /// line.
     pub fn lines(self) -> Vec<(String, u64)> {
-        let mut lines: Vec<(String, u64)> = if self.event == Event::OnCpu {
-            self.weights.into_iter().collect()
-        } else {
-            self.weights
-                .into_iter()
-                .map(|(line, ns)| (line, ns.saturating_add(500) / 1000))
-                .filter(|&(_, us)| us > 0)
-                .collect()
-        };
+        let unit = self.unit;
+        let mut lines: Vec<(String, u64)> = self
+            .weights
+            .into_iter()
+            .map(|(line, sum)| (line, unit.rounded(sum)))
+            .filter(|&(_, weight)| weight > 0)
+            .collect();
         lines.sort_unstable();
         lines
+    }
+}
+
+/// One kind's samples in the stacks of a window, by label value: the stacks' own totals for a
+/// kind without a label, the samples summed for a kind with one (a stack's totals do not keep
+/// its samples' labels).
+struct KindWeights {
+    kind: SampleKind,
+    /// What one sample of a periodic kind stands for.
+    period_ns: u64,
+    /// Per stack, per label value (`values` of them): a labelled kind's samples.
+    by_label: Option<(usize, Vec<Totals>)>,
+}
+
+impl KindWeights {
+    fn new(window: &Window, kind: SampleKind, period_ns: u64) -> Self {
+        let values = kind.descriptor().label_values.len();
+        if values == 0 {
+            return Self {
+                kind,
+                period_ns,
+                by_label: None,
+            };
+        }
+        let mut totals = vec![Totals::default(); window.stacks.len() * values];
+        for sample in kind_samples(window, kind) {
+            let Some(value) = sample.detail.label_index().filter(|&v| v < values) else {
+                continue;
+            };
+            if let Some(slot) = totals.get_mut(sample.stack_index as usize * values + value) {
+                slot.add(Totals {
+                    samples: 1,
+                    weight: sample.detail.weight(period_ns),
+                });
+            }
+        }
+        Self {
+            kind,
+            period_ns,
+            by_label: Some((values, totals)),
+        }
+    }
+
+    fn labelled(&self) -> bool {
+        self.by_label.is_some()
+    }
+
+    /// How many label values its stacks are split by (1 without a label).
+    fn values(&self) -> usize {
+        self.by_label.as_ref().map_or(1, |(values, _)| *values)
+    }
+
+    /// Its samples with label value `value` in `stack`, of index `index`.
+    fn totals(&self, index: usize, stack: &Stack, value: usize) -> Totals {
+        match &self.by_label {
+            None => {
+                let (samples, weight) = self.kind.stack_totals(stack, self.period_ns);
+                Totals { samples, weight }
+            }
+            Some((values, totals)) => totals
+                .get(index * values + value)
+                .copied()
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -241,7 +372,16 @@ impl<W: Write> Encoder for Folded<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::testing::WindowBuilder;
+    use crate::capture::{format::OffCpuReason, testing::WindowBuilder};
+
+    /// Off-CPU nanoseconds `fold` added with `reason`.
+    fn off_cpu_ns(fold: &Fold, reason: OffCpuReason) -> u64 {
+        fold.label_total(SampleKind::OffCpu, reason as usize).weight
+    }
+
+    fn on_cpu_samples(fold: &Fold) -> u64 {
+        fold.total(SampleKind::OnCpu).samples
+    }
 
     #[test]
     fn frames_stay_one_frame_on_one_line() {
@@ -308,8 +448,8 @@ mod tests {
         let fold = fold(Event::OnCpu, &Selection::default());
         assert_eq!(
             (
-                fold.on_cpu_samples(),
-                fold.off_cpu_ns(OffCpuReason::Blocked)
+                on_cpu_samples(&fold),
+                off_cpu_ns(&fold, OffCpuReason::Blocked)
             ),
             (3, 0)
         );
@@ -319,9 +459,9 @@ mod tests {
     #[test]
     fn off_cpu_weighs_microseconds_by_reason() {
         let fold = fold(Event::OffCpu, &Selection::default());
-        assert_eq!(fold.on_cpu_samples(), 0);
-        assert_eq!(fold.off_cpu_ns(OffCpuReason::Blocked), 3_999_600 + 400);
-        assert_eq!(fold.off_cpu_ns(OffCpuReason::Runnable), 700_000);
+        assert_eq!(on_cpu_samples(&fold), 0);
+        assert_eq!(off_cpu_ns(&fold, OffCpuReason::Blocked), 3_999_600 + 400);
+        assert_eq!(off_cpu_ns(&fold, OffCpuReason::Runnable), 700_000);
         // 3.9996 ms rounds to 4000 µs; idle's 400 ns to nothing, left out.
         assert_eq!(
             fold.lines(),
@@ -345,8 +485,8 @@ mod tests {
             ..Selection::default()
         };
         let fold = fold(Event::Wall, &only_app);
-        assert_eq!(fold.on_cpu_samples(), 3);
-        assert_eq!(fold.off_cpu_ns(OffCpuReason::Blocked), 3_999_600);
+        assert_eq!(on_cpu_samples(&fold), 3);
+        assert_eq!(off_cpu_ns(&fold, OffCpuReason::Blocked), 3_999_600);
         assert_eq!(
             fold.lines(),
             [

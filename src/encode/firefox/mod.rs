@@ -33,6 +33,10 @@
 //!   next one, so that no time is lost to rounding) with no CPU delta: the call tree then
 //!   counts waits in the same unit as CPU time, and the activity graph stays a CPU graph.
 //!
+//! What the profile does with each kind of sample is decided in one place, [`kinds`]; the leaf
+//! frames, their category's name and the markers' names come from the kind's descriptor
+//! ([`crate::capture::KindDescriptor`]). The marker types are in [`markers`].
+//!
 //! Names from the capture (functions, processes, threads) are made printable the way every
 //! other output makes them ([`printable`]): the profiler shows them in a browser, where bidi
 //! and invisible characters mislead as much as on a terminal.
@@ -42,17 +46,22 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use flate2::{Compression, write::GzEncoder};
 use fxprof_processed_profile::{
-    CategoryColor, CategoryHandle, CpuDelta, Frame, FrameFlags, FrameInfo, Marker,
-    MarkerFieldFlags, MarkerFieldFormat, MarkerHandle, MarkerLocations, MarkerTiming,
-    MarkerTypeHandle, ProcessHandle, Profile, ReferenceTimestamp, RuntimeSchemaMarkerField,
-    RuntimeSchemaMarkerSchema, SamplingInterval, StackHandle, StringHandle, ThreadHandle,
-    Timestamp,
+    CategoryHandle, Frame, FrameFlags, FrameInfo, MarkerHandle, MarkerTiming, MarkerTypeHandle,
+    ProcessHandle, Profile, ReferenceTimestamp, SamplingInterval, StackHandle, StringHandle,
+    ThreadHandle, Timestamp,
 };
 use rustc_hash::FxHashMap;
 
-use super::{Encoder, Ending, folded::off_cpu_frame, frames};
+mod kinds;
+mod markers;
+
+use self::{
+    kinds::{Categories, shown},
+    markers::{AmprofMarker, MarkerTypes},
+};
+use super::{Encoder, Ending, frames};
 use crate::{
-    capture::{Event, Meta, Sample, Selection, Window, format::OffCpuReason},
+    capture::{Event, KindSet, Meta, Sample, SampleKind, Selection, Window},
     text::printable,
 };
 
@@ -60,9 +69,6 @@ use crate::{
 /// track menu): the profiler is slow to draw hundreds of tracks, and a system-wide capture has
 /// them.
 const VISIBLE_THREADS: usize = 20;
-
-/// A run of samples ends when its thread goes unsampled for this many periods.
-const RUN_GAP_PERIODS: u64 = 2;
 
 /// `report --format firefox`.
 pub struct Firefox<'o, W: Write> {
@@ -85,13 +91,6 @@ pub struct Firefox<'o, W: Write> {
     threads: Vec<ThreadTrack>,
     /// `(pid, tid)` to an index into `threads`.
     thread_index: FxHashMap<(u32, u32), usize>,
-}
-
-struct Categories {
-    user: CategoryHandle,
-    kernel: CategoryHandle,
-    off_cpu: CategoryHandle,
-    capture: CategoryHandle,
 }
 
 struct ProcessTrack {
@@ -142,12 +141,7 @@ impl<'o, W: Write> Firefox<'o, W> {
         profile.set_os_name(&format!("Linux {}", printable(&meta.kernel_release)));
         // Frames are names already: nothing for the profiler to look up.
         profile.set_symbolicated(true);
-        let categories = Categories {
-            user: profile.add_category("User", CategoryColor::Yellow),
-            kernel: profile.add_category("Kernel", CategoryColor::Orange),
-            off_cpu: profile.add_category("Off-CPU", CategoryColor::Blue),
-            capture: profile.add_category("Capture", CategoryColor::Gray),
-        };
+        let categories = Categories::add(&mut profile);
         let marker_types = MarkerTypes::register(&mut profile);
         // A main thread's track is named after its process.
         // (The crate gives a profiled process with pid 0 another pid: no clash.)
@@ -302,51 +296,6 @@ impl<'o, W: Write> Firefox<'o, W> {
             .insert((pid, sample.tid), self.threads.len() - 1);
         self.threads.len() - 1
     }
-
-    /// Writes the thread's CPU run, if any, as a marker.
-    fn end_run(&mut self, track: usize) {
-        let Some(run) = self.threads[track].run.take() else {
-            return;
-        };
-        // A cpu-clock sample stands for the period before it.
-        let span = (run.start_ns.saturating_sub(self.period_ns), run.end_ns);
-        let (thread, kind) = (self.threads[track].handle, self.marker_types.cpu);
-        let name = format!("CPU {}", run.cpu);
-        let category = self.categories.capture;
-        self.add_marker(thread, kind, category, &name, span, [f64::from(run.cpu)]);
-    }
-
-    fn add_on_cpu(&mut self, track: usize, sample: &Sample<'_>, stack: Option<StackHandle>) {
-        let time = sample.time_ns;
-        let continues = self.threads[track].run.is_some_and(|run| {
-            run.cpu == sample.cpu
-                && time.saturating_sub(run.end_ns) <= RUN_GAP_PERIODS * self.period_ns
-        });
-        if continues {
-            if let Some(run) = &mut self.threads[track].run {
-                run.end_ns = time;
-            }
-        } else {
-            self.end_run(track);
-            self.threads[track].run = Some(CpuRun {
-                cpu: sample.cpu,
-                start_ns: time,
-                end_ns: time,
-            });
-        }
-        let thread = &mut self.threads[track];
-        thread.last_ns = Some(thread.last_ns.map_or(time, |last| last.max(time)));
-        thread.periods += 1;
-        let handle = thread.handle;
-        let timestamp = self.timestamp(time);
-        self.profile.add_sample(
-            handle,
-            timestamp,
-            stack,
-            CpuDelta::from_nanos(self.period_ns),
-            1,
-        );
-    }
 }
 
 impl<W: Write> Encoder for Firefox<'_, W> {
@@ -357,78 +306,21 @@ impl<W: Write> Encoder for Firefox<'_, W> {
         // Names do not change within a window: a thread's track is looked up, and its names
         // checked, once per window and process image, not at every sample.
         let mut tracks: FxHashMap<(u32, u32), usize> = FxHashMap::default();
-        // Off-CPU samples are markers whatever the event: go through both kinds.
-        let both = Selection {
-            event: Event::Wall,
+        // Some kinds' samples are markers whatever the event: go through every kind.
+        let every_kind = Selection {
+            event: Event::of_kinds(KindSet::of(&SampleKind::ALL)),
             ..selection.clone()
         };
-        for sample in both.samples(window) {
-            if sample.off_cpu().is_none() && !self.event.includes_on_cpu() {
+        let kinds = self.event.kinds();
+        for sample in every_kind.samples(window) {
+            if !kinds.contains(sample.kind()) && !shown(sample.kind()).marked {
                 // No track for a thread only on the CPU in a profile of waits.
                 continue;
             }
             let track = *tracks
                 .entry((sample.process_index, sample.tid))
                 .or_insert_with(|| self.thread_track(&sample, &names));
-            let thread = self.threads[track].handle;
-            match sample.off_cpu() {
-                None => {
-                    let stack =
-                        stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
-                    self.add_on_cpu(track, &sample, stack);
-                }
-                Some(off) => {
-                    self.end_run(track);
-                    let end = sample.time_ns;
-                    // The marker is the wait itself; the samples below weigh what it stands for
-                    // (a short wait kept for the period stands for the period).
-                    let mut start = end.saturating_sub(off.wait_ns);
-                    if let Some(last) = self.threads[track].last_ns {
-                        start = start.max(last.min(end));
-                    }
-                    let stack =
-                        stacks.stack(&mut self.profile, &self.categories, thread, &sample, None);
-                    let name = match off.reason {
-                        OffCpuReason::Blocked => "Blocked",
-                        OffCpuReason::Runnable => "Runnable",
-                    };
-                    let (kind, category) = (self.marker_types.off_cpu, self.categories.off_cpu);
-                    let cpu = [f64::from(sample.cpu)];
-                    let handle = self.add_marker(thread, kind, category, name, (start, end), cpu);
-                    self.profile.set_marker_stack(thread, handle, stack);
-                    let track_state = &mut self.threads[track];
-                    track_state.markers += 1;
-                    track_state.first_ns = track_state.first_ns.min(start);
-                    track_state.last_ns = Some(track_state.last_ns.map_or(end, |l| l.max(end)));
-                    let pid = track_state.pid;
-                    if let Some(process) = self.processes.get_mut(&pid) {
-                        process.first_ns = process.first_ns.min(start);
-                    }
-                    let track_state = &mut self.threads[track];
-                    if self.event.includes_off_cpu() {
-                        let ns = track_state.carry_ns.saturating_add(off.ns);
-                        let periods = ns / self.period_ns;
-                        track_state.carry_ns = ns % self.period_ns;
-                        track_state.periods = track_state.periods.saturating_add(periods);
-                        let leaf = stacks.stack(
-                            &mut self.profile,
-                            &self.categories,
-                            thread,
-                            &sample,
-                            Some(off.reason),
-                        );
-                        let timestamp = self.timestamp(start);
-                        self.profile.add_sample(
-                            thread,
-                            timestamp,
-                            leaf,
-                            CpuDelta::ZERO,
-                            // Over 2^31 periods (weeks): the weight says as much as it can.
-                            i32::try_from(periods).unwrap_or(i32::MAX),
-                        );
-                    }
-                }
-            }
+            self.add_sample(track, &sample, &mut stacks);
         }
         Ok(())
     }
@@ -515,7 +407,8 @@ struct StackCache<'w> {
     window: &'w Window,
     /// Per location: its frames' names, innermost first.
     names: Vec<Option<Vec<StringHandle>>>,
-    stacks: FxHashMap<(ThreadHandle, u32, Option<OffCpuReason>), Option<StackHandle>>,
+    /// By thread, stack and leaf frame.
+    stacks: FxHashMap<(ThreadHandle, u32, Option<&'static str>), Option<StackHandle>>,
 }
 
 impl<'w> StackCache<'w> {
@@ -527,16 +420,17 @@ impl<'w> StackCache<'w> {
         }
     }
 
-    /// The stack of `sample` in `thread`, root first, with an off-CPU leaf frame for `leaf`.
+    /// The stack of `sample` in `thread`, root first, ending with the synthetic `leaf` frame
+    /// (its name and category) if any.
     fn stack(
         &mut self,
         profile: &mut Profile,
         categories: &Categories,
         thread: ThreadHandle,
         sample: &Sample<'w>,
-        leaf: Option<OffCpuReason>,
+        leaf: Option<(&'static str, CategoryHandle)>,
     ) -> Option<StackHandle> {
-        let key = (thread, sample.stack_index, leaf);
+        let key = (thread, sample.stack_index, leaf.map(|(name, _)| name));
         if let Some(&stack) = self.stacks.get(&key) {
             return stack;
         }
@@ -570,159 +464,15 @@ impl<'w> StackCache<'w> {
                 });
             }
         }
-        if let Some(reason) = leaf {
+        if let Some((name, category)) = leaf {
             frames.push(FrameInfo {
-                frame: Frame::Label(profile.intern_string(off_cpu_frame(reason))),
-                category_pair: categories.off_cpu.into(),
+                frame: Frame::Label(profile.intern_string(name)),
+                category_pair: category.into(),
                 flags: FrameFlags::empty(),
             });
         }
         let handle = profile.intern_stack_frames(thread, frames.into_iter());
         self.stacks.insert(key, handle);
         handle
-    }
-}
-
-/// One of the marker types amprof writes: its schema, every field an integer.
-struct MarkerType {
-    name: &'static str,
-    description: &'static str,
-    locations: MarkerLocations,
-    chart_label: &'static str,
-    tooltip_label: &'static str,
-    table_label: &'static str,
-    /// `(key, label)` of each field, in the order of [`AmprofMarker::values`].
-    fields: &'static [(&'static str, &'static str)],
-}
-
-/// Marker chart and table, and the track's own timeline.
-const IN_TIMELINE: MarkerLocations = MarkerLocations::MARKER_CHART
-    .union(MarkerLocations::MARKER_TABLE)
-    .union(MarkerLocations::TIMELINE_OVERVIEW);
-
-/// `Window N`: a window's interval and counts.
-const WINDOW: MarkerType = MarkerType {
-    name: "AmprofWindow",
-    description: "A window of the capture: amprof records and writes samples window by window.",
-    locations: IN_TIMELINE,
-    chart_label: "{marker.name}",
-    tooltip_label: "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost",
-    table_label: "{marker.name}: {marker.data.samples} samples, {marker.data.lost} lost, {marker.data.truncated} truncated",
-    fields: &[
-        ("index", "Window"),
-        ("samples", "On-CPU samples (all processes)"),
-        ("lost", "Samples lost (ring buffer full)"),
-        ("idle", "Samples of an idle CPU"),
-        ("late", "Samples that came after the window was written"),
-        ("truncated", "Stacks cut short (DWARF unwinding)"),
-        ("offCpuSamples", "Off-CPU samples (all processes)"),
-        ("offCpuLost", "Off-CPU samples lost"),
-    ],
-};
-
-/// `Lost samples`, `Truncated stacks`: a count over a window.
-const COUNT: MarkerType = MarkerType {
-    name: "AmprofCount",
-    description: "Samples a window lost, or stacks it cut short.",
-    locations: IN_TIMELINE,
-    chart_label: "{marker.data.count}",
-    tooltip_label: "{marker.name}: {marker.data.count}",
-    table_label: "{marker.name}: {marker.data.count}",
-    fields: &[("count", "Count")],
-};
-
-/// `CPU n`: a thread running on CPU n.
-const CPU: MarkerType = MarkerType {
-    name: "AmprofCpu",
-    description: "The CPU the thread's consecutive on-CPU samples were taken on.",
-    locations: MarkerLocations::MARKER_CHART.union(MarkerLocations::MARKER_TABLE),
-    chart_label: "{marker.name}",
-    tooltip_label: "on {marker.name}",
-    table_label: "on {marker.name}",
-    fields: &[("cpu", "CPU")],
-};
-
-/// `Blocked`, `Runnable`: a thread off the CPU, with the stack it waited in.
-const OFF_CPU: MarkerType = MarkerType {
-    name: "AmprofOffCpu",
-    description: "Time the thread spent off the CPU: blocked (a sleep, a lock, I/O) or runnable (waiting for a CPU).",
-    locations: IN_TIMELINE,
-    chart_label: "{marker.name}",
-    tooltip_label: "Off-CPU: {marker.name}",
-    table_label: "off-CPU, {marker.name}",
-    fields: &[("cpu", "Ran again on CPU")],
-};
-
-/// The profile's handles of [`WINDOW`], [`COUNT`], [`CPU`] and [`OFF_CPU`].
-struct MarkerTypes {
-    window: MarkerTypeHandle,
-    count: MarkerTypeHandle,
-    cpu: MarkerTypeHandle,
-    off_cpu: MarkerTypeHandle,
-}
-
-impl MarkerTypes {
-    fn register(profile: &mut Profile) -> Self {
-        let mut register = |t: &MarkerType| {
-            profile.register_marker_type(RuntimeSchemaMarkerSchema {
-                type_name: t.name.into(),
-                description: Some(t.description.into()),
-                locations: t.locations,
-                chart_label: Some(t.chart_label.into()),
-                tooltip_label: Some(t.tooltip_label.into()),
-                table_label: Some(t.table_label.into()),
-                fields: t
-                    .fields
-                    .iter()
-                    .map(|&(key, label)| RuntimeSchemaMarkerField {
-                        key: key.into(),
-                        label: label.into(),
-                        format: MarkerFieldFormat::Integer,
-                        flags: MarkerFieldFlags::empty(),
-                    })
-                    .collect(),
-                graphs: Vec::new(),
-            })
-        };
-        Self {
-            window: register(&WINDOW),
-            count: register(&COUNT),
-            cpu: register(&CPU),
-            off_cpu: register(&OFF_CPU),
-        }
-    }
-}
-
-/// A marker of one of amprof's types: its name, and a number for each of the type's fields.
-struct AmprofMarker<const N: usize> {
-    kind: MarkerTypeHandle,
-    name: StringHandle,
-    category: CategoryHandle,
-    values: [f64; N],
-}
-
-impl<const N: usize> Marker for AmprofMarker<N> {
-    fn marker_type(&self, _: &mut Profile) -> MarkerTypeHandle {
-        self.kind
-    }
-
-    fn name(&self, _: &mut Profile) -> StringHandle {
-        self.name
-    }
-
-    fn category(&self, _: &mut Profile) -> CategoryHandle {
-        self.category
-    }
-
-    /// amprof's types have no string fields: never called.
-    fn string_field_value(&self, _: u32) -> StringHandle {
-        self.name
-    }
-
-    fn number_field_value(&self, field_index: u32) -> f64 {
-        self.values
-            .get(field_index as usize)
-            .copied()
-            .unwrap_or_default()
     }
 }
