@@ -216,8 +216,9 @@ impl SampleKind {
 
     /// Whether this kind's columns of `window` agree: of one length, every sample referring to
     /// a stack and process, with a detail the columns give (an off-CPU reason amprof knows).
-    /// The reader checks this for every window it reads; windows from elsewhere (a recording
-    /// streaming its windows) are checked by whoever must not encode a corrupt one.
+    /// The reader checks as much and more for every window it reads (its `validate_window`,
+    /// with a message per fault); windows from elsewhere (a recording streaming its windows)
+    /// are checked with this before any destination encodes them (`push::stream`).
     pub fn is_consistent(self, window: &Window) -> bool {
         let rows = self.rows(window);
         let n = rows.stacks.len();
