@@ -106,7 +106,7 @@ pub struct ClosedWindow {
     /// `(tid, index into images, thread name)`.
     pub threads: Vec<(u32, u32, String)>,
     pub stacks: Vec<ClosedStack>,
-    /// Samples by kind ([`SampleKind`] order), each kind's in time order.
+    /// Samples by kind ([`crate::capture::SampleKind`] order), each kind's in time order.
     pub samples: Vec<ClosedSample>,
     /// Off-CPU samples the kernel side could not deliver.
     pub off_cpu_lost: u64,
