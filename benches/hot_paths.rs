@@ -12,8 +12,8 @@ use std::{hint::black_box, io::Cursor, path::Path, sync::Arc};
 
 use amprof::{
     capture::{
-        CaptureReader, CaptureWriter, Completeness, Detail, Event as CaptureEvent, Meta, Selection,
-        Window,
+        CaptureReader, CaptureWriter, Completeness, Detail, Event as CaptureEvent, KindTotals,
+        Meta, Selection, Window,
     },
     encode::{Encoder, Ending, firefox, folded, otlp, perf, pprof},
     record::{
@@ -147,9 +147,10 @@ fn own_window(index: u64) -> ClosedWindow {
             kernel_frames: 0,
             no_user_stack: false,
             truncated: false,
-            count: 10,
-            off_cpu_count: 0,
-            off_cpu_ns: 0,
+            totals: (0..10).fold(KindTotals::default(), |mut totals, _| {
+                totals.add(Detail::OnCpu);
+                totals
+            }),
         })
         .collect();
     let samples = (0..STACKS * 10)

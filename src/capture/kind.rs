@@ -169,6 +169,18 @@ impl SampleKind {
         }
     }
 
+    /// Sets this kind's totals of `stack` (the weight of a periodic kind is its count's:
+    /// only the count is kept).
+    pub fn set_stack_totals(self, stack: &mut Stack, samples: u64, weight: u64) {
+        match self {
+            Self::OnCpu => stack.count = samples,
+            Self::OffCpu => {
+                stack.off_cpu_count = samples;
+                stack.off_cpu_ns = weight;
+            }
+        }
+    }
+
     /// Zeroes this kind's totals of `stack`.
     pub fn clear_stack(self, stack: &mut Stack) {
         match self {
@@ -323,6 +335,42 @@ impl Detail {
             Self::OffCpu(off) => {
                 window.push_off_cpu_sample(previous_ns, time_ns, tid, cpu, stack, off)
             }
+        }
+    }
+}
+
+/// Samples and the weight they stand for, kind by kind: of a stack in a window being recorded,
+/// or of a whole recording. A sample adds its [`Detail::weight`] (a periodic kind's weight is
+/// its count: it adds 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindTotals([(u64, u64); SampleKind::ALL.len()]);
+
+impl KindTotals {
+    pub fn add(&mut self, detail: Detail) {
+        let (samples, weight) = &mut self.0[detail.kind() as usize];
+        *samples += 1;
+        *weight = weight.saturating_add(detail.weight(1));
+    }
+
+    /// Samples of `kind`.
+    pub fn samples(&self, kind: SampleKind) -> u64 {
+        self.0[kind as usize].0
+    }
+
+    /// The weight of `kind`'s samples (a periodic kind's: its count).
+    pub fn weight(&self, kind: SampleKind) -> u64 {
+        self.0[kind as usize].1
+    }
+
+    /// Samples of every kind.
+    pub fn all_samples(&self) -> u64 {
+        self.0.iter().map(|(samples, _)| samples).sum()
+    }
+
+    /// Writes these totals into `stack`'s columns.
+    pub fn write_to(&self, stack: &mut Stack) {
+        for kind in SampleKind::ALL {
+            kind.set_stack_totals(stack, self.samples(kind), self.weight(kind));
         }
     }
 }

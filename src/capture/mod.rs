@@ -30,7 +30,7 @@ pub mod testing;
 mod writer;
 
 pub use format::{End, Meta, Window};
-pub use kind::{Detail, KindDescriptor, KindSet, SampleKind};
+pub use kind::{Detail, KindDescriptor, KindSet, KindTotals, SampleKind};
 pub use reader::{
     CaptureReader, Completeness, EXPANSION_ALLOWANCE, MAX_EXPANSION_FACTOR, MAX_LINES_PER_LOCATION,
     MAX_STACK_LOCATIONS, MAX_STRING_BYTES,

@@ -29,7 +29,7 @@ use super::{
     writer::{self, WriterMessage, WriterProgress, WriterSetup, Written},
 };
 use crate::capture::{
-    CaptureWriter,
+    CaptureWriter, SampleKind,
     format::{End, Meta, Target, TargetKind},
 };
 
@@ -314,8 +314,8 @@ impl<'o> Recording<'o> {
             call_graph: self.call_graph.name().into(),
             kernel_limits: self.sampler.kernel_limits().to_vec(),
             off_cpu: self.sampler.off_cpu().then(|| OffCpuSummary {
-                samples: self.aggregator.off_cpu_samples(),
-                seconds: self.aggregator.off_cpu_ns() as f64 / 1e9,
+                samples: self.aggregator.totals().samples(SampleKind::OffCpu),
+                seconds: self.aggregator.totals().weight(SampleKind::OffCpu) as f64 / 1e9,
                 lost: self.off_cpu_lost,
             }),
         })

@@ -126,18 +126,18 @@ impl WindowSymbolizer {
                     }
                 })
                 .collect();
-            stacks.push(Stack {
+            let mut named = Stack {
                 process: stack.image,
                 locations,
                 kernel_frames: stack.kernel_frames,
-                count: stack.count,
                 no_user_stack: stack.no_user_stack,
                 truncated: stack.truncated,
-                off_cpu_count: stack.off_cpu_count,
-                off_cpu_ns: stack.off_cpu_ns,
-            });
+                ..Stack::default()
+            };
+            stack.totals.write_to(&mut named);
+            stacks.push(named);
             if stack.truncated {
-                out.truncated += stack.count + stack.off_cpu_count;
+                out.truncated += stack.totals.all_samples();
             }
         }
         out.stacks = stacks;

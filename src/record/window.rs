@@ -16,7 +16,7 @@ use indexmap::IndexMap;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::capture::{
-    Detail,
+    Detail, KindTotals, SampleKind,
     format::{Problems, Unwinding},
 };
 
@@ -33,16 +33,8 @@ const TRUNCATED: u64 = 1 << 49;
 /// Stack key: `[image | kernel_frames << 32 | NO_USER_STACK | TRUNCATED, frames...]`.
 type StackKey = Box<[u64]>;
 
-/// What a window's samples of one stack add up to.
-#[derive(Clone, Copy, Debug, Default)]
-struct StackCounts {
-    on_cpu: u64,
-    off_cpu: u64,
-    off_cpu_ns: u64,
-}
-
 struct OpenWindow {
-    stacks: IndexMap<StackKey, StackCounts, BuildHasherDefault<FxHasher>>,
+    stacks: IndexMap<StackKey, KindTotals, BuildHasherDefault<FxHasher>>,
     images: FxHashMap<ImageId, Arc<ProcessImage>>,
     threads: FxHashMap<u32, (ImageId, [u8; 16])>,
     /// Samples of every kind, in arrival order.
@@ -73,10 +65,8 @@ pub struct ClosedStack {
     pub no_user_stack: bool,
     /// DWARF unwinding stopped early.
     pub truncated: bool,
-    /// On-CPU samples.
-    pub count: u64,
-    pub off_cpu_count: u64,
-    pub off_cpu_ns: u64,
+    /// Its samples in the window, by kind.
+    pub totals: KindTotals,
 }
 
 /// A sample of a closed window, of any kind (an off-CPU sample's time is when the thread ran
@@ -129,10 +119,8 @@ pub struct WindowAggregator {
     late: u64,
     key: Vec<u64>,
     procs: ProcessTable,
-    /// On-CPU samples aggregated so far.
-    samples: u64,
-    off_cpu_samples: u64,
-    off_cpu_ns: u64,
+    /// The samples aggregated so far, by kind.
+    totals: KindTotals,
     /// DWARF mode: unwinds the user stacks the kernel side copied.
     unwinder: Option<DwarfUnwinder>,
     /// DWARF mode with tables: keeps the kernel's unwind tables in step with the processes.
@@ -152,9 +140,7 @@ impl WindowAggregator {
             late: 0,
             key: Vec::with_capacity(1 + 2 * amprof_abi::MAX_STACK_DEPTH),
             procs,
-            samples: 0,
-            off_cpu_samples: 0,
-            off_cpu_ns: 0,
+            totals: KindTotals::default(),
             unwinder: None,
             tables: None,
         }
@@ -175,17 +161,12 @@ impl WindowAggregator {
 
     /// On-CPU samples aggregated so far.
     pub fn samples(&self) -> u64 {
-        self.samples
+        self.totals.samples(SampleKind::OnCpu)
     }
 
-    /// Off-CPU samples aggregated so far...
-    pub fn off_cpu_samples(&self) -> u64 {
-        self.off_cpu_samples
-    }
-
-    /// ...and the nanoseconds off the CPU they stand for.
-    pub fn off_cpu_ns(&self) -> u64 {
-        self.off_cpu_ns
+    /// The samples aggregated so far, by kind, and what they weigh.
+    pub fn totals(&self) -> &KindTotals {
+        &self.totals
     }
 
     pub fn processes(&self) -> &ProcessTable {
@@ -208,13 +189,7 @@ impl WindowAggregator {
             self.late += 1;
             return;
         }
-        match sample.detail {
-            Detail::OnCpu => self.samples += 1,
-            Detail::OffCpu(off) => {
-                self.off_cpu_samples += 1;
-                self.off_cpu_ns = self.off_cpu_ns.saturating_add(off.ns);
-            }
-        }
+        self.totals.add(sample.detail);
         let image = self
             .procs
             .image(sample.pid, &sample.comm, sample.time_ns, index);
@@ -262,21 +237,14 @@ impl WindowAggregator {
                 }
                 window
                     .stacks
-                    .insert_full(self.key.as_slice().into(), StackCounts::default())
+                    .insert_full(self.key.as_slice().into(), KindTotals::default())
                     .0
             }
         };
         // The latest sample's: a thread that names itself after it starts (pthread_setname_np)
         // goes by that name, not by the one it inherited.
         window.threads.insert(sample.tid, (image, sample.comm));
-        let counts = &mut window.stacks[stack];
-        match sample.detail {
-            Detail::OnCpu => counts.on_cpu += 1,
-            Detail::OffCpu(off) => {
-                counts.off_cpu += 1;
-                counts.off_cpu_ns = counts.off_cpu_ns.saturating_add(off.ns);
-            }
-        }
+        window.stacks[stack].add(sample.detail);
         window.samples.push(ClosedSample {
             time_ns: sample.time_ns,
             tid: sample.tid,
@@ -383,15 +351,13 @@ impl WindowAggregator {
         let stacks = window
             .stacks
             .into_iter()
-            .map(|(key, counts)| ClosedStack {
+            .map(|(key, totals)| ClosedStack {
                 image: position(key[0] as u32),
                 kernel_frames: (key[0] >> 32) as u32 & 0xffff,
                 no_user_stack: key[0] & NO_USER_STACK != 0,
                 truncated: key[0] & TRUNCATED != 0,
                 frames: key[1..].into(),
-                count: counts.on_cpu,
-                off_cpu_count: counts.off_cpu,
-                off_cpu_ns: counts.off_cpu_ns,
+                totals,
             })
             .collect();
         let mut threads: Vec<(u32, u32, String)> = window
@@ -474,7 +440,7 @@ mod tests {
         let counts: Vec<(usize, u64)> = first
             .stacks
             .iter()
-            .map(|s| (s.frames.len(), s.count))
+            .map(|s| (s.frames.len(), s.totals.samples(SampleKind::OnCpu)))
             .collect();
         assert_eq!(counts, [(2, 3), (1, 1)]);
         assert_eq!(first.samples.len(), 4);
