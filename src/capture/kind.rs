@@ -169,6 +169,14 @@ impl SampleKind {
         }
     }
 
+    /// This kind's samples the kernel side lost in `window` (no room in the ring buffer).
+    pub fn lost(self, window: &Window) -> u64 {
+        match self {
+            Self::OnCpu => window.lost,
+            Self::OffCpu => window.off_cpu_lost,
+        }
+    }
+
     /// Sets this kind's totals of `stack` (the weight of a periodic kind is its count's:
     /// only the count is kept).
     pub fn set_stack_totals(self, stack: &mut Stack, samples: u64, weight: u64) {
@@ -236,7 +244,11 @@ impl SampleKind {
         let n = rows.stacks.len();
         let details_agree = match self {
             Self::OnCpu => true,
-            Self::OffCpu => window.off_cpu_ns.len() == n && window.off_cpu_reasons.len() == n,
+            Self::OffCpu => {
+                window.off_cpu_ns.len() == n
+                    && window.off_cpu_reasons.len() == n
+                    && (window.off_cpu_wait_ns.is_empty() || window.off_cpu_wait_ns.len() == n)
+            }
         };
         details_agree
             && rows.deltas.len() == n

@@ -21,8 +21,8 @@ use anyhow::{Context as _, Result};
 use prost::Message as _;
 
 use super::{
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordKind,
-    format::{End, Meta, OffCpuReason, Window},
+    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordKind, SampleKind,
+    format::{End, Meta, Window},
 };
 use crate::error::bad_input;
 
@@ -384,10 +384,6 @@ fn validate_window(w: &Window) -> Result<u64> {
     if w.end_ns < w.start_ns {
         return corrupt("it ends before it starts");
     }
-    let n = w.sample_time_deltas.len();
-    if w.sample_tids.len() != n || w.sample_cpus.len() != n || w.sample_stacks.len() != n {
-        return corrupt("sample columns of different lengths");
-    }
     let strings = w
         .processes
         .iter()
@@ -460,56 +456,36 @@ fn validate_window(w: &Window) -> Result<u64> {
             ));
         }
     }
-    let mut counts = vec![0u64; stacks];
-    for &stack in &w.sample_stacks {
-        match counts.get_mut(stack as usize) {
-            Some(count) => *count += 1,
-            None => return corrupt("a sample of an unknown stack"),
+    // Each kind's samples, through the kind's own adapter: columns that agree, samples of
+    // known stacks inside the window, and stack totals that are what the samples add up to.
+    for kind in SampleKind::ALL {
+        let what = kind.descriptor().short_name;
+        if !kind.is_consistent(w) {
+            return corrupt(&format!(
+                "{what} sample columns that disagree (lengths, stacks or details)"
+            ));
         }
-    }
-    if w.stacks.iter().zip(&counts).any(|(s, &n)| s.count != n) {
-        return corrupt("stack counts that disagree with the samples");
-    }
-    let m = w.off_cpu_time_deltas.len();
-    if w.off_cpu_tids.len() != m
-        || w.off_cpu_cpus.len() != m
-        || w.off_cpu_stacks.len() != m
-        || w.off_cpu_ns.len() != m
-        || w.off_cpu_reasons.len() != m
-        || !(w.off_cpu_wait_ns.is_empty() || w.off_cpu_wait_ns.len() == m)
-    {
-        return corrupt("off-CPU sample columns of different lengths");
-    }
-    if w.off_cpu_reasons
-        .iter()
-        .any(|&r| OffCpuReason::try_from(r).is_err())
-    {
-        return corrupt("an off-CPU sample of an unknown reason");
-    }
-    let mut off_cpu = vec![(0u64, 0u64); stacks];
-    for (&stack, &ns) in w.off_cpu_stacks.iter().zip(&w.off_cpu_ns) {
-        match off_cpu.get_mut(stack as usize) {
-            Some((count, sum)) => {
-                *count += 1;
-                *sum = sum.saturating_add(ns);
-            }
-            None => return corrupt("an off-CPU sample of an unknown stack"),
+        let mut totals = vec![(0u64, 0u64); stacks];
+        let mut last = w.start_ns;
+        for sample in super::kind_samples(w, kind) {
+            let (count, weight) = &mut totals[sample.stack_index as usize];
+            *count += 1;
+            *weight = weight.saturating_add(sample.detail.weight(1));
+            last = sample.time_ns;
         }
-    }
-    if w.stacks
-        .iter()
-        .zip(&off_cpu)
-        .any(|(s, &(n, ns))| s.off_cpu_count != n || s.off_cpu_ns != ns)
-    {
-        return corrupt("stack off-CPU times that disagree with the samples");
-    }
-    for deltas in [&w.sample_time_deltas, &w.off_cpu_time_deltas] {
-        let mut time = w.start_ns;
-        for &delta in deltas {
-            time = match time.checked_add(delta) {
-                Some(t) if t < w.end_ns.max(w.start_ns + 1) => t,
-                _ => return corrupt("a sample outside the window"),
-            };
+        if w.stacks
+            .iter()
+            .zip(&totals)
+            .any(|(stack, &totals)| kind.stack_totals(stack, 1) != totals)
+        {
+            return corrupt(&format!(
+                "stack {what} totals that disagree with the samples"
+            ));
+        }
+        let deltas = kind.rows(w).deltas;
+        let sum = deltas.iter().try_fold(w.start_ns, |t, &d| t.checked_add(d));
+        if sum.is_none_or(|_| last >= w.end_ns.max(w.start_ns + 1)) {
+            return corrupt("a sample outside the window");
         }
     }
     window_expansion(w)

@@ -39,6 +39,20 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in the order `--event` lists them.
+    pub const ALL: [Event; 3] = [Event::OnCpu, Event::OffCpu, Event::Wall];
+
+    /// What it selects, for `--event`'s help.
+    pub fn help(self) -> &'static str {
+        match self {
+            Self::OnCpu => "Samples of threads running on a CPU",
+            Self::OffCpu => {
+                "Time threads spent off the CPU: blocked (sleeps, locks, I/O) or waiting for a CPU"
+            }
+            Self::Wall => "Both, as time: where the threads' wall-clock time went",
+        }
+    }
+
     /// The name `--event` takes and outputs show: `on-cpu`, `off-cpu` or `wall`.
     pub fn name(self) -> &'static str {
         match self {

@@ -78,8 +78,8 @@ pub struct ReportArgs {
 
     /// Which samples: on-CPU, off-CPU (time blocked or waiting for a CPU; needs a capture
     /// recorded with --off-cpu), or wall (both, as time).
-    #[arg(short, long, value_enum, default_value_t = EventArg::OnCpu)]
-    pub event: EventArg,
+    #[arg(short, long, value_enum, default_value_t = Event::OnCpu)]
+    pub event: Event,
 
     /// The summary as JSON.
     #[arg(long)]
@@ -105,24 +105,14 @@ impl ValueEnum for Format {
     }
 }
 
-/// `--event` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EventArg {
-    /// Samples of threads running on a CPU.
-    OnCpu,
-    /// Time threads spent off the CPU: blocked (sleeps, locks, I/O) or waiting for a CPU.
-    OffCpu,
-    /// Both, as time: where the threads' wall-clock time went.
-    Wall,
-}
+/// `--event` values: [`Event::ALL`], named and explained by [`Event`] itself.
+impl ValueEnum for Event {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Event::ALL
+    }
 
-impl From<EventArg> for Event {
-    fn from(event: EventArg) -> Event {
-        match event {
-            EventArg::OnCpu => Event::OnCpu,
-            EventArg::OffCpu => Event::OffCpu,
-            EventArg::Wall => Event::Wall,
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.help()))
     }
 }
 
@@ -130,7 +120,7 @@ impl ReportArgs {
     /// The options `report` runs with.
     pub fn options(self) -> ReportOptions {
         let windows: Vec<_> = self.window.map(|w| w.0).into_iter().collect();
-        let event = self.event.into();
+        let event = self.event;
         // A base flag not given selects as its new-side flag does.
         let pids_from_new_side = self.base_pid.is_empty();
         let base = self.diff.map(|input| report::diff::Base {

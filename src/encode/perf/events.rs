@@ -2,9 +2,9 @@
 //! asked of its kind's descriptor ([`KindDescriptor::perf_event`]) for its name and its attr,
 //! so that a kind with a perf event of its own gets one here without a change.
 //!
-//! What a sample record of one kind carries that another's does not (its period, the count of
-//! what was lost) is the one match on kinds here, [`PerfEvent::period`] and
-//! [`PerfEvent::lost`].
+//! What a sample record of one kind carries that another's does not (its period) is the one
+//! match on kinds here, [`PerfEvent::period`]; what was lost the kind says
+//! ([`SampleKind::lost`]).
 
 use super::{
     abi,
@@ -121,9 +121,6 @@ impl PerfEvent {
 
     /// The samples of this event that the kernel side lost in `window`.
     pub fn lost(self, window: &Window) -> u64 {
-        match self.kind {
-            SampleKind::OnCpu => window.lost,
-            SampleKind::OffCpu => window.off_cpu_lost,
-        }
+        self.kind.lost(window)
     }
 }
