@@ -27,6 +27,7 @@ pub mod host;
 pub mod kernel_tables;
 pub mod perf_map;
 pub mod procs;
+pub mod python;
 pub mod recording;
 pub mod refusal;
 pub mod resolve;

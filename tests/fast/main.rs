@@ -29,4 +29,5 @@ mod off_cpu_pprof;
 mod off_cpu_text;
 mod perf_offcpu;
 mod push_otlp;
+mod python;
 mod roundtrip;
