@@ -256,23 +256,23 @@ impl<'o> Recording<'o> {
         while by_signal && !self.writer_thread.is_finished() && stopped_at.elapsed() < STOP_WITHIN {
             thread::sleep(Duration::from_millis(10));
         }
-        observer.finished();
         if by_signal && !self.writer_thread.is_finished() {
+            observer.finished();
             return Err(anyhow!(
                 "stopped before the capture could be finalized: the windows written to {} are readable",
                 self.options.output.display()
             ));
         }
+        // The progress display stays while the writer names and writes the last windows.
+        let written = self.writer_thread.join();
+        observer.finished();
         let Written {
             windows,
             evicted,
             bytes,
             problems,
             unwinding,
-        } = self
-            .writer_thread
-            .join()
-            .map_err(|_| anyhow!("the writer thread panicked"))??;
+        } = written.map_err(|_| anyhow!("the writer thread panicked"))??;
 
         // The command outlives a --duration: wait for it, as its exit code is amprof's. After a
         // signal, only until STOP_WITHIN: a command that ignores it is left running.
