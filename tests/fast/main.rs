@@ -1,9 +1,10 @@
 //! The fast tier: runs in seconds, without root or eBPF. It reads the committed captures of
 //! `tests/data/` and captures built by the tests themselves, and checks every format against
 //! golden outputs, the capture format's round trip, hostile captures, and the generated
-//! documentation. Two tools of `.ci/setup` are needed: Linux perf, which reads the perf.data of
-//! off-CPU samples (`perf_offcpu`), and the Firefox Profiler's loader (`firefox`); without
-//! them those tests fail.
+//! documentation. Tools of `.ci/setup` are needed: Linux perf, which reads the perf.data of
+//! off-CPU samples (`perf_offcpu`), the Firefox Profiler's loader (`firefox`), and gcc; and the
+//! CPythons of the machine image (`python`: Debian's python3, pyenv's builds with their
+//! headers). Without them those tests fail.
 //!
 //!     cargo test --lib --test fast
 //!

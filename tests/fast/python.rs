@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::Command};
 
 use amprof::record::{
     elf,
-    python::{detect, lines::LineTable},
+    python::{detect, layout::Layout, lines::LineTable},
 };
 
 /// Prints the interpreter's version, the file holding `_PyRuntime` (libpython, or the
@@ -132,6 +132,68 @@ fn the_interpreter_is_found_where_the_running_one_has_it() {
         checked.push(format!("{major}.{minor} in {}", file.display()));
     }
     println!("interpreters found: {checked:?}");
+}
+
+/// Each layout amprof has is what `offsetof` says against that build's own headers.
+#[test]
+fn layouts_are_what_each_builds_headers_say() {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/offsets/offsets.c");
+    let scratch = std::env::temp_dir().join(format!("amprof-py-layouts-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let mut checked = Vec::new();
+    for python in interpreters() {
+        // A build with its headers: pyenv's (prefix/bin/python3.X, prefix/include/python3.X).
+        let (Some(bin), Some(name)) = (python.parent(), python.file_name()) else {
+            continue;
+        };
+        let name = name.to_string_lossy().into_owned();
+        let include = bin.with_file_name("include").join(&name);
+        let Some((3, minor)) = detect::version_from_name(&name) else {
+            continue;
+        };
+        let Some(layout) = Layout::of_version(3, minor) else {
+            continue;
+        };
+        if !include.join("internal").is_dir() {
+            continue;
+        }
+        let program = scratch.join(format!("offsets-3.{minor}"));
+        let compiled = Command::new("cc")
+            .arg("-w")
+            .arg(format!("-I{}", include.display()))
+            .arg(format!("-I{}", include.join("internal").display()))
+            .arg(&source)
+            .arg("-o")
+            .arg(&program)
+            .output()
+            .expect("cc runs (gcc is in .ci/setup)");
+        assert!(
+            compiled.status.success(),
+            "3.{minor}: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let output = Command::new(&program).output().expect("runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let measured: std::collections::HashMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(key, value)| (key, value.trim()))
+            .collect();
+        for (key, value) in layout.entries() {
+            assert_eq!(
+                measured.get(key).copied(),
+                Some(value.to_string().as_str()),
+                "3.{minor}: {key}"
+            );
+        }
+        checked.push(format!("3.{minor}"));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("layouts checked against the headers of {checked:?}");
+    assert!(
+        !checked.is_empty(),
+        "no CPython build with its headers (pyenv's, ~/.pyenv) to check the layouts against"
+    );
 }
 
 #[test]

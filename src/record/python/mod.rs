@@ -2,10 +2,12 @@
 //! version and how they were checked: docs/design/python-frames.md).
 //!
 //! Built so far, each checked against every CPython at hand (tests/fast/python.rs): [`detect`],
-//! the interpreter in an ELF file (its version, `_PyRuntime`, `_PyEval_EvalFrameDefault`), and
-//! [`lines`], a code object's line table decoded for the instruction a frame was running. Not
+//! the interpreter in an ELF file (its version, `_PyRuntime`, `_PyEval_EvalFrameDefault`);
+//! [`layout`], where each version keeps what a frame walk reads; and [`lines`], a code
+//! object's line table decoded for the instruction a frame was running. Not
 //! yet wired into recording: the thread states, the in-kernel frame walk and the naming of code
 //! objects come next, in this folder, one file per concern.
 
 pub mod detect;
+pub mod layout;
 pub mod lines;
